@@ -1,0 +1,38 @@
+# Glassbox: `make run` for the demo, `make test` for the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements-installed
+
+# The services `make test` runs against (this machine's PostgreSQL and Redis).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test venv demo-models bench-upload clean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	bash scripts/run_demo.sh
+
+test: venv
+	bash scripts/ensure_services.sh
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
+	GLASSBOX_DATA_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
+
+demo-models: venv
+	$(PY) manage.py shell -c "from pathlib import Path; from registry.demo_training import train_demo_models; print(train_demo_models(Path('var/demo-models'), quick=False))"
+
+bench-upload: venv
+	$(PY) bench/upload.py
+
+clean:
+	rm -rf var/test var/upload-tmp

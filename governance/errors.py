@@ -1,0 +1,33 @@
+"""Errors that services raise; the API turns them into 4xx JSON and the pages
+into form errors. Services never return HTTP objects."""
+
+
+class GlassboxError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InvalidInput(GlassboxError):
+    status_code = 400
+
+
+class NotPermitted(GlassboxError):
+    status_code = 403
+
+
+class NotFound(GlassboxError):
+    status_code = 404
+
+
+class Conflict(GlassboxError):
+    """A move the object's current state does not allow."""
+
+    status_code = 409
+
+
+class TooLarge(GlassboxError):
+    status_code = 413

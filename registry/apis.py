@@ -1,0 +1,187 @@
+"""REST API of the registry: one view per operation, nested serializers,
+no rules here (services and selectors hold them)."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.errors import TooLarge
+from registry import selectors, services
+from registry.models import ModelVersion, RegisteredModel
+from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
+
+
+class VersionOutputSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="number")
+    sha256 = serializers.CharField(source="artifact_sha256")
+    size = serializers.IntegerField(source="artifact_size")
+    filename = serializers.CharField(source="artifact_filename")
+    card = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    created_by = serializers.CharField(source="created_by.username")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "model", "version", "status", "flavor", "sha256", "size", "filename", "artifact_format",
+            "labels", "max_length", "metrics", "card", "files", "created_by", "created_at", "url",
+        ]  # fmt: skip
+
+    def get_url(self, version: ModelVersion) -> str:
+        return f"/api/v1/models/{version.model.name}/versions/{version.number}/"
+
+
+class ModelOutputSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username")
+
+    class Meta:
+        model = RegisteredModel
+        fields = ["name", "task", "risk_tier", "description", "created_by", "created_at"]
+
+
+class ModelDetailOutputSerializer(ModelOutputSerializer):
+    versions = VersionOutputSerializer(many=True, source="ordered_versions")
+
+    class Meta(ModelOutputSerializer.Meta):
+        fields = ModelOutputSerializer.Meta.fields + ["versions"]
+
+
+class ModelListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        task = serializers.ChoiceField(choices=RegisteredModel.Task.choices, default=RegisteredModel.Task.TEXT_CLASSIFICATION)
+        risk_tier = serializers.ChoiceField(choices=RegisteredModel.RiskTier.choices)
+        description = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
+
+    @extend_schema(responses=ModelOutputSerializer(many=True), operation_id="models_list")
+    def get(self, request):
+        models = selectors.model_list(user=request.user)
+        return Response(ModelOutputSerializer(models, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: ModelOutputSerializer}, operation_id="models_create")
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.model_create(actor=request.user, **data.validated_data)
+        return Response(ModelOutputSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailApi(APIView):
+    @extend_schema(responses=ModelDetailOutputSerializer, operation_id="models_retrieve")
+    def get(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        model.ordered_versions = selectors.version_list(user=request.user, model=model)
+        return Response(ModelDetailOutputSerializer(model).data)
+
+
+class StreamingUploadMixin:
+    """Installs the hashing upload handler before anything (authentication's
+    CSRF check included) can read the body, so files stream to disk once."""
+
+    def upload_limit(self) -> int:
+        raise NotImplementedError
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":
+            request.glassbox_upload_refusal = None
+            try:
+                install_hashing_upload_handler(request, max_bytes=self.upload_limit())
+            except TooLarge as exc:
+                # Raised from post(), where the API's error handling applies.
+                request.glassbox_upload_refusal = exc
+        return super().initialize_request(request, *args, **kwargs)
+
+    def received_file(self, request, field: str):
+        """Validate the input serializer; on any error remove the streamed file."""
+        django_request = request._request
+        if django_request.glassbox_upload_refusal is not None:
+            raise django_request.glassbox_upload_refusal
+        data = self.InputSerializer(data=request.data)
+        check_upload_not_truncated(django_request, max_bytes=self.upload_limit())
+        uploaded = request.data.get(field)
+        try:
+            data.is_valid(raise_exception=True)
+        except Exception:
+            if hasattr(uploaded, "temporary_file_path"):
+                UploadedArtifact.from_uploaded_file(uploaded).discard()
+            raise
+        values = dict(data.validated_data)
+        values.pop(field)
+        return UploadedArtifact.from_uploaded_file(uploaded), values
+
+
+class VersionListCreateApi(StreamingUploadMixin, APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        artifact = serializers.FileField(help_text="zip / tar / tar.gz of a transformers model, or a .skops file")
+        flavor = serializers.ChoiceField(choices=ModelVersion.Flavor.choices)
+        metrics = serializers.JSONField(required=False, binary=True, help_text='JSON object, e.g. {"accuracy": 0.9}')
+        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        intended_use = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        limitations = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        training_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        evaluation_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+
+    def upload_limit(self) -> int:
+        return settings.GLASSBOX_UPLOAD_LIMITS["max_upload_bytes"]
+
+    @extend_schema(responses=VersionOutputSerializer(many=True), operation_id="versions_list")
+    def get(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        return Response(VersionOutputSerializer(selectors.version_list(user=request.user, model=model), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: VersionOutputSerializer}, operation_id="versions_create")
+    def post(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        # Refuse before a large body is read when the answer is already no.
+        services.version_upload_precheck(actor=request.user, model=model)
+        upload, values = self.received_file(request, "artifact")
+        version = services.version_create(actor=request.user, model=model, upload=upload, **values)
+        return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class VersionDetailApi(APIView):
+    @extend_schema(responses=VersionOutputSerializer, operation_id="versions_retrieve")
+    def get(self, request, name: str, number: int):
+        version = selectors.version_get(user=request.user, name=name, number=number)
+        return Response(VersionOutputSerializer(version).data)
+
+
+class DatasetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    format = serializers.CharField()
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField()
+    row_count = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField())
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+
+
+class DatasetListCreateApi(StreamingUploadMixin, APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="CSV or JSON lines with the columns text and label (UTF-8)")
+        name = serializers.CharField(max_length=100)
+        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
+
+    def upload_limit(self) -> int:
+        return settings.GLASSBOX_UPLOAD_LIMITS["max_dataset_bytes"]
+
+    @extend_schema(responses=DatasetOutputSerializer(many=True), operation_id="datasets_list")
+    def get(self, request):
+        return Response(DatasetOutputSerializer(selectors.dataset_list(user=request.user), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer}, operation_id="datasets_create")
+    def post(self, request):
+        upload, values = self.received_file(request, "file")
+        dataset = services.dataset_create(actor=request.user, upload=upload, **values)
+        return Response(DatasetOutputSerializer(dataset).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,202 @@
+"""Where artifacts live: the immutable store (local folder or S3, under the
+SHA-256) and a local cache of unpacked copies that predictors load from."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import storages
+
+from governance.errors import InvalidInput
+from registry.archives import ZIP, ArchiveLimits, ArchiveMember, extract_archive, inspect_archive
+
+_EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
+# Weight formats that unpickle on load. Refused by name here, and by content below.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".h5")
+SKOPS_SCHEMA_MEMBER = "schema.json"
+
+
+def artifact_storage():
+    return storages["artifacts"]
+
+
+def artifact_key(sha256: str, fmt: str, *, kind: str = "models") -> str:
+    return f"{kind}/{sha256[:2]}/{sha256}.{_EXTENSIONS.get(fmt, fmt)}"
+
+
+def store_blob(local_path: Path, key: str) -> bool:
+    """Put a file into the artifact store under `key`. Returns False when an
+    identical blob is already there (same digest, so same bytes)."""
+    storage = artifact_storage()
+    if storage.exists(key):
+        return False
+    with open(local_path, "rb") as handle:
+        from django.core.files import File
+
+        saved = storage.save(key, File(handle, name=key))
+    if saved != key:
+        # A concurrent upload of the same bytes won the race; keep one copy.
+        storage.delete(saved)
+        return False
+    return True
+
+
+def delete_blob(key: str) -> None:
+    artifact_storage().delete(key)
+
+
+def cache_dir() -> Path:
+    path = Path(settings.ARTIFACT_CACHE_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    # torch.save writes a zip whose payload is data.pkl.
+    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as inner:
+                return any(name.endswith(".pkl") for name in inner.namelist())
+        except zipfile.BadZipFile:
+            return False
+    return False
+
+
+@dataclass
+class PreparedArtifact:
+    """An upload that passed every check, unpacked in a staging folder."""
+
+    fmt: str
+    members: list[ArchiveMember]
+    staging_dir: Path
+    labels: list[str]
+    max_length: int | None
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+
+def prepare_artifact(upload_path: Path, flavor: str) -> PreparedArtifact:
+    """Check the archive, unpack it into staging, check the flavor's files, and
+    prove the model loads and answers (in a child process). Raises
+    InvalidInput and leaves nothing behind on any failure."""
+    limits = ArchiveLimits.from_settings()
+    fmt, members = inspect_archive(upload_path, limits)
+    names = {member.name for member in members}
+    staging = cache_dir() / f".staging-{uuid.uuid4().hex}"
+    try:
+        if flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in names:
+            # A .skops file is itself a zip: keep it whole, skops reads it.
+            staging.mkdir()
+            shutil.copyfile(upload_path, staging / "model.skops")
+            # Its members are skops's own (.npy read with allow_pickle=False).
+            names = {"model.skops"}
+        else:
+            extract_archive(upload_path, staging, limits)
+        _check_flavor_files(staging, flavor, names)
+        labels, max_length = _load_check(staging, flavor)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return PreparedArtifact(fmt, members, staging, labels, max_length)
+
+
+def _check_flavor_files(staging: Path, flavor: str, names: set[str]) -> None:
+    for name in sorted(names):
+        if name.lower().endswith(PICKLE_SUFFIXES):
+            raise InvalidInput(f"{name!r} is a pickle-based format; Glassbox never loads pickles. Use safetensors or skops.")
+    for path in staging.rglob("*"):
+        # safetensors and skops have their own parsers that refuse anything
+        # else (and a safetensors header length can start like a pickle).
+        if path.is_file() and not path.name.endswith((".skops", ".safetensors")) and _looks_like_pickle(path):
+            raise InvalidInput(f"{path.relative_to(staging)} contains pickle data; Glassbox never loads pickles.")
+    if flavor == "transformers":
+        if "config.json" not in names:
+            raise InvalidInput("A transformers artifact needs config.json at the archive root.")
+        if not any(name.endswith(".safetensors") for name in names):
+            raise InvalidInput("A transformers artifact needs its weights as *.safetensors.")
+    elif flavor == "sklearn":
+        skops_files = [name for name in names if name.endswith(".skops")] or (
+            ["model.skops"] if (staging / "model.skops").exists() else []
+        )
+        if len(skops_files) != 1:
+            raise InvalidInput("A sklearn artifact is one .skops file (or an archive holding exactly one).")
+    else:
+        raise InvalidInput(f"Unknown flavor {flavor!r}.")
+
+
+def _load_check(staging: Path, flavor: str) -> tuple[list[str], int | None]:
+    """Load the model in a child process: a hostile or broken artifact can
+    neither crash nor bloat the web server, which never imports torch."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "registry.load_check", str(staging), flavor],
+            capture_output=True,
+            text=True,
+            timeout=settings.GLASSBOX_LOAD_CHECK_TIMEOUT,
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "PYTHONPATH": str(settings.BASE_DIR)},
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise InvalidInput("The model did not load within the time limit.") from exc
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        tail = (completed.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise InvalidInput(f"The model failed to load: {tail[0][:300]}")
+    result = json.loads(lines[-1])
+    if not result.get("ok"):
+        raise InvalidInput(result.get("detail") or "The model failed to load.")
+    return [str(label) for label in result["labels"]], result.get("max_length")
+
+
+def install_prepared(prepared: PreparedArtifact, sha256: str) -> Path:
+    """Move the staging folder to its place in the local cache."""
+    target = cache_dir() / sha256
+    if target.exists():
+        prepared.discard()
+    else:
+        try:
+            os.replace(prepared.staging_dir, target)
+        except OSError:
+            prepared.discard()
+    return target
+
+
+def local_model_path(*, sha256: str, artifact_key: str, flavor: str) -> Path:
+    """The unpacked model on this machine, fetched from the store and checked
+    again if this process's machine has not seen it yet (workers)."""
+    target = cache_dir() / sha256
+    if target.exists():
+        return target
+    staging = cache_dir() / f".fetch-{uuid.uuid4().hex}"
+    downloaded = cache_dir() / f".fetch-{uuid.uuid4().hex}.blob"
+    try:
+        with artifact_storage().open(artifact_key, "rb") as source, open(downloaded, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+        limits = ArchiveLimits.from_settings()
+        fmt, members = inspect_archive(downloaded, limits)
+        if flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in {m.name for m in members}:
+            staging.mkdir()
+            os.replace(downloaded, staging / "model.skops")
+        else:
+            extract_archive(downloaded, staging, limits)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            pass  # another process unpacked it first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if downloaded.exists():
+            downloaded.unlink()
+    return target

@@ -1,0 +1,153 @@
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+
+# Lowercase slugs only: names appear in URLs, storage keys and audit rows.
+model_name_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
+    "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.",
+)
+
+
+class RegisteredModel(models.Model):
+    class Task(models.TextChoices):
+        TEXT_CLASSIFICATION = "text-classification", "text classification"
+
+    class RiskTier(models.TextChoices):
+        LOW = "low", "low"
+        MEDIUM = "medium", "medium"
+        HIGH = "high", "high"
+
+    name = models.CharField(max_length=100, unique=True, validators=[model_name_validator])
+    task = models.CharField(max_length=40, choices=Task.choices, default=Task.TEXT_CLASSIFICATION)
+    risk_tier = models.CharField(max_length=10, choices=RiskTier.choices)
+    description = models.TextField(blank=True, max_length=10_000)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:model-detail", kwargs={"name": self.name})
+
+    def audit_scope(self) -> tuple[str, None]:
+        return self.name, None
+
+    def can_be_viewed_by(self, user) -> bool:
+        return user.is_authenticated and user.has_perm("registry.view_registeredmodel")
+
+    def can_receive_version_from(self, user) -> bool:
+        return user.is_authenticated and user.has_perm("registry.add_modelversion")
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        REGISTERED = "registered", "registered"
+        IN_REVIEW = "in_review", "in review"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+        DEPLOYED = "deployed", "deployed"
+        RETIRED = "retired", "retired"
+
+    class Flavor(models.TextChoices):
+        TRANSFORMERS = "transformers", "transformers"
+        SKLEARN = "sklearn", "scikit-learn (skops)"
+
+    # The lifecycle, in one place: status -> statuses it may move to.
+    ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+        Status.REGISTERED: {Status.IN_REVIEW},
+        Status.IN_REVIEW: {Status.APPROVED, Status.REJECTED},
+        Status.APPROVED: {Status.DEPLOYED, Status.RETIRED},
+        Status.DEPLOYED: {Status.RETIRED},
+        Status.REJECTED: set(),
+        Status.RETIRED: set(),
+    }
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REGISTERED)
+    flavor = models.CharField(max_length=16, choices=Flavor.choices)
+    description = models.TextField(blank=True, max_length=10_000)
+    # Model card.
+    intended_use = models.TextField(blank=True, max_length=10_000)
+    limitations = models.TextField(blank=True, max_length=10_000)
+    training_data = models.TextField(blank=True, max_length=10_000)
+    evaluation_data = models.TextField(blank=True, max_length=10_000)
+    metrics = models.JSONField(default=dict, blank=True)
+    # What the artifact turned out to be when it was checked and loaded.
+    labels = models.JSONField(default=list)
+    max_length = models.PositiveIntegerField(null=True, blank=True)
+    # Immutable artifact: stored under its SHA-256.
+    artifact_sha256 = models.CharField(max_length=64, db_index=True)
+    artifact_size = models.BigIntegerField()
+    artifact_filename = models.CharField(max_length=255)
+    artifact_key = models.CharField(max_length=255)
+    artifact_format = models.CharField(max_length=16)
+    files = models.JSONField(default=list)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "number"], name="unique_version_number_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} v{self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:version-detail", kwargs={"name": self.model.name, "number": self.number})
+
+    def audit_scope(self) -> tuple[str, int]:
+        return self.model.name, self.number
+
+    def can_move_to(self, status: str) -> bool:
+        return status in self.ALLOWED_TRANSITIONS[self.status]
+
+    @property
+    def card(self) -> dict[str, str]:
+        return {
+            "description": self.description,
+            "intended_use": self.intended_use,
+            "limitations": self.limitations,
+            "training_data": self.training_data,
+            "evaluation_data": self.evaluation_data,
+        }
+
+
+class Dataset(models.Model):
+    """An evaluation set: texts with their true labels, stored as uploaded
+    (under its SHA-256) after every row was parsed and checked."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSON lines"
+
+    name = models.CharField(max_length=100, validators=[model_name_validator])
+    description = models.TextField(blank=True, max_length=10_000)
+    format = models.CharField(max_length=8, choices=Format.choices)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField()
+    row_count = models.PositiveIntegerField()
+    labels = models.JSONField(default=list)
+    storage_key = models.CharField(max_length=255)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.pk})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("registry:dataset-detail", kwargs={"pk": self.pk})
+
+    def audit_scope(self) -> tuple[str, None]:
+        return "", None

@@ -1,0 +1,282 @@
+"""One predictor interface over the two model flavors Glassbox serves.
+
+The web process imports this module, so torch, transformers, sklearn and skops
+are imported only inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy
+
+FLAVORS = ("transformers", "sklearn")
+
+# Files that would be unpickled by torch/joblib. A directory holding any of
+# them is refused even when safetensors are present, so that nothing down the
+# line can ever fall back to them.
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+
+# Types skops may report as untrusted that we still accept: plain data
+# containers only. Callables such as builtins.eval are never on this list.
+SAFE_BUILTIN_TYPES = frozenset(
+    f"builtins.{name}"
+    for name in (
+        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
+        "int", "list", "NoneType", "object", "range", "set", "slice", "str", "tuple",
+    )
+)
+TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
+
+PREDICTOR_CACHE_SIZE = 4
+
+
+class ArtifactLoadError(Exception):
+    """The artifact cannot be served; the message is shown to the API user."""
+
+
+class Predictor:
+    flavor: str
+    labels: list[str]
+    max_length: int | None
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> numpy.ndarray:
+        """Class probabilities, shape (len(texts), len(labels)), float64."""
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens the model sees for ``text`` (without special tokens)."""
+        raise NotImplementedError
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _normalized(probs: numpy.ndarray) -> numpy.ndarray:
+    import numpy as np
+
+    probs = np.asarray(probs, dtype=np.float64)
+    sums = probs.sum(axis=1, keepdims=True)
+    sums[sums == 0] = 1.0
+    return probs / sums
+
+
+class TransformersPredictor(Predictor):
+    flavor = "transformers"
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        self._torch = torch
+        # local_files_only: never reach a hub; trust_remote_code stays False.
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_dir,
+            config=config,
+            local_files_only=True,
+            use_safetensors=True,
+            output_loading_info=True,
+        )
+        # transformers only warns about missing weights and fills them with
+        # random values; a governed model must be exactly what was uploaded.
+        missing = list(info.get("missing_keys") or []) + [
+            str(item[0]) if isinstance(item, (tuple, list)) else str(item)
+            for item in info.get("mismatched_keys") or []
+        ]
+        if missing:
+            raise ValueError(f"{len(missing)} weight tensors missing or mis-shaped (e.g. {sorted(missing)[0]})")
+        self.model = model.eval()
+
+        id2label = {int(k): str(v) for k, v in config.id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError("config id2label ids must be 0..n-1")
+        self.labels = [id2label[i] for i in range(len(id2label))]
+        if config.num_labels != len(self.labels):
+            raise ValueError("config num_labels does not match id2label")
+
+        limits = [self.tokenizer.model_max_length, getattr(config, "max_position_embeddings", None)]
+        # model_max_length is a huge sentinel when the tokenizer does not know.
+        known = [int(n) for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+        self.max_length = min(known) if known else 512
+        # Fast tokenizers mutate their truncation/padding state per call and
+        # raise "Already borrowed" when shared between threads.
+        self._tokenizer_lock = threading.Lock()
+
+    def _encode(self, texts: list[str], **kwargs):
+        with self._tokenizer_lock:
+            return self.tokenizer(texts, truncation=True, max_length=self.max_length, **kwargs)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> numpy.ndarray:
+        import numpy as np
+
+        torch = self._torch
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        # Batch texts of similar length together: far less padding to compute.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), max(1, batch_size)):
+                idx = order[start : start + batch_size]
+                enc = self._encode([texts[i] for i in idx], padding=True, return_tensors="pt")
+                logits = self.model(**enc).logits.double()
+                out[idx] = torch.softmax(logits, dim=-1).numpy()
+        return _normalized(out)
+
+    def tokenize(self, text: str) -> list[str]:
+        enc = self._encode([str(text)], return_special_tokens_mask=True)
+        ids, special = enc["input_ids"][0], enc["special_tokens_mask"][0]
+        kept = [i for i, s in zip(ids, special) if not s]
+        return list(self.tokenizer.convert_ids_to_tokens(kept))
+
+
+class SklearnPredictor(Predictor):
+    flavor = "sklearn"
+    max_length = None
+
+    def __init__(self, skops_file: Path) -> None:
+        import skops.io
+
+        # Inspect the types first: skops instantiates whatever it is told to
+        # trust, so anything outside the allowlist is refused unloaded.
+        try:
+            untrusted = skops.io.get_untrusted_types(file=skops_file)
+        except Exception as exc:
+            raise ArtifactLoadError(f"not a readable .skops file: {_short(exc)}") from exc
+        refused = sorted(t for t in untrusted if not _allowed_skops_type(t))
+        if refused:
+            raise ArtifactLoadError(f"the .skops file uses types Glassbox does not allow: {', '.join(refused)}")
+        try:
+            model = skops.io.load(skops_file, trusted=list(untrusted))
+        except Exception as exc:
+            raise ArtifactLoadError(f"model failed to load: {_short(exc)}") from exc
+        if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+            raise ArtifactLoadError("the sklearn model has no predict_proba (a fitted classifier is required)")
+        self.model = model
+        self.labels = [str(c) for c in model.classes_]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> numpy.ndarray:
+        import numpy as np
+
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float64)
+        batch = max(1, batch_size)
+        parts = [self.model.predict_proba(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+        return _normalized(np.concatenate(parts, axis=0))
+
+    def tokenize(self, text: str) -> list[str]:
+        return list(str(text))
+
+
+def _allowed_skops_type(name: str) -> bool:
+    return name.startswith(TRUSTED_MODULE_PREFIXES) or name in SAFE_BUILTIN_TYPES
+
+
+def _check_transformers_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ArtifactLoadError("a transformers model must be a directory")
+    pickled = sorted(
+        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(PICKLE_WEIGHT_SUFFIXES)
+    )
+    if pickled:
+        raise ArtifactLoadError(f"pickle-based files are not allowed (use safetensors): {', '.join(pickled)}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ArtifactLoadError("config.json is missing")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactLoadError(f"config.json is not valid JSON: {_short(exc)}") from exc
+    if not isinstance(config, dict):
+        raise ArtifactLoadError("config.json must hold a JSON object")
+    if not isinstance(config.get("id2label"), dict) or not config["id2label"]:
+        raise ArtifactLoadError("config.json has no id2label (the class names)")
+    if not any(path.glob("*.safetensors")):
+        raise ArtifactLoadError("no *.safetensors weights found")
+
+
+def _find_skops_file(path: Path) -> Path:
+    if path.is_file():
+        if path.suffix != ".skops":
+            raise ArtifactLoadError("a sklearn model must be a .skops file")
+        return path
+    if not path.is_dir():
+        raise ArtifactLoadError("model path does not exist")
+    found = sorted(p for p in path.rglob("*.skops") if p.is_file())
+    if len(found) != 1:
+        raise ArtifactLoadError(f"expected exactly one .skops file, found {len(found)}")
+    return found[0]
+
+
+def load_predictor(path: Path, flavor: str) -> Predictor:
+    path = Path(path)
+    if flavor == "transformers":
+        _check_transformers_dir(path)
+        try:
+            return TransformersPredictor(path)
+        except ArtifactLoadError:
+            raise
+        except Exception as exc:
+            raise ArtifactLoadError(f"weights failed to load: {_short(exc)}") from exc
+    if flavor == "sklearn":
+        return SklearnPredictor(_find_skops_file(path))
+    raise ArtifactLoadError(f"unknown flavor {flavor!r} (expected one of {', '.join(FLAVORS)})")
+
+
+_cache: OrderedDict[str, Predictor] = OrderedDict()
+_cache_lock = threading.Lock()
+_loading_locks: dict[str, threading.Lock] = {}
+
+
+def _cache_size() -> int:
+    try:
+        return max(1, int(os.environ.get("GLASSBOX_PREDICTOR_CACHE_SIZE", PREDICTOR_CACHE_SIZE)))
+    except ValueError:
+        return PREDICTOR_CACHE_SIZE
+
+
+def get_predictor(sha256: str, path: Path, flavor: str) -> Predictor:
+    """A loaded predictor for an artifact digest, from a small per-process LRU."""
+    with _cache_lock:
+        if sha256 in _cache:
+            _cache.move_to_end(sha256)
+            return _cache[sha256]
+        key_lock = _loading_locks.setdefault(sha256, threading.Lock())
+    # A per-digest lock: concurrent requests for one model load it once,
+    # while other models can still load in parallel.
+    with key_lock:
+        with _cache_lock:
+            if sha256 in _cache:
+                _cache.move_to_end(sha256)
+                return _cache[sha256]
+        try:
+            predictor = load_predictor(path, flavor)
+        except BaseException:
+            with _cache_lock:
+                _loading_locks.pop(sha256, None)
+            raise
+        with _cache_lock:
+            # Publish and drop the loading lock together, so no newcomer can
+            # miss both and load the same model again.
+            _cache[sha256] = predictor
+            _cache.move_to_end(sha256)
+            _loading_locks.pop(sha256, None)
+            while len(_cache) > _cache_size():
+                _cache.popitem(last=False)
+        return predictor
+
+
+def clear_predictor_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

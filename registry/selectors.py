@@ -1,0 +1,72 @@
+"""Reads for the registry: what a user may see, and a version's model."""
+
+from pathlib import Path
+
+from django.db.models import Count, QuerySet
+
+from governance.errors import NotFound, NotPermitted
+from registry.artifacts import artifact_storage, local_model_path
+from registry.datasets import parse_dataset
+from registry.models import Dataset, ModelVersion, RegisteredModel
+
+
+def _require_read(user) -> None:
+    if not (user.is_authenticated and user.has_perm("registry.view_registeredmodel")):
+        raise NotPermitted("You have no role that may read the registry.")
+
+
+def model_list(*, user) -> QuerySet[RegisteredModel]:
+    _require_read(user)
+    return RegisteredModel.objects.annotate(version_count=Count("versions")).select_related("created_by")
+
+
+def model_get(*, user, name: str) -> RegisteredModel:
+    _require_read(user)
+    model = RegisteredModel.objects.select_related("created_by").filter(name=name).first()
+    if model is None:
+        raise NotFound(f"No model named {name!r}.")
+    return model
+
+
+def version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion]:
+    _require_read(user)
+    return model.versions.select_related("created_by", "model").order_by("-number")
+
+
+def version_get(*, user, name: str, number: int) -> ModelVersion:
+    model = model_get(user=user, name=name)
+    version = model.versions.select_related("created_by", "model").filter(number=number).first()
+    if version is None:
+        raise NotFound(f"{name} has no version {number}.")
+    return version
+
+
+def dataset_list(*, user) -> QuerySet[Dataset]:
+    _require_read(user)
+    return Dataset.objects.select_related("created_by")
+
+
+def dataset_get(*, user, pk: int) -> Dataset:
+    _require_read(user)
+    dataset = Dataset.objects.select_related("created_by").filter(pk=pk).first()
+    if dataset is None:
+        raise NotFound(f"No dataset {pk}.")
+    return dataset
+
+
+def dataset_rows(dataset: Dataset) -> list[tuple[str, str]]:
+    """The (text, label) rows, read back from the store (they were checked on upload)."""
+    import tempfile
+
+    with artifact_storage().open(dataset.storage_key, "rb") as source, tempfile.NamedTemporaryFile() as local:
+        local.write(source.read())
+        local.flush()
+        return parse_dataset(Path(local.name), filename=f"x.{dataset.format}", max_rows=dataset.row_count).rows
+
+
+def version_predictor(version: ModelVersion):
+    """The loaded model of a version, from this process's bounded cache."""
+    from registry.predictors import get_predictor
+
+    path = local_model_path(sha256=version.artifact_sha256, artifact_key=version.artifact_key, flavor=version.flavor)
+    return get_predictor(version.artifact_sha256, path, version.flavor)

@@ -1,0 +1,255 @@
+"""Every write to the registry. Each service takes `actor=`, runs in one
+transaction and records an AuditEvent in it; refusals that matter are
+recorded too, in a transaction of their own."""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from governance.audit import record_event, record_refusal
+from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
+from registry.datasets import parse_dataset
+from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
+from registry.uploads import UploadedArtifact
+
+CARD_FIELDS = ("description", "intended_use", "limitations", "training_data", "evaluation_data")
+
+
+def _check_name(name: str, *, what: str) -> None:
+    try:
+        model_name_validator(name)
+    except ValidationError as exc:
+        raise InvalidInput(f"Invalid {what} name: {exc.messages[0]}") from exc
+
+
+def model_create(
+    *, actor, name: str, risk_tier: str, task: str = RegisteredModel.Task.TEXT_CLASSIFICATION, description: str = ""
+) -> RegisteredModel:
+    if not (actor.is_authenticated and actor.has_perm("registry.add_registeredmodel")):
+        record_refusal(actor=actor, action="model.create", reason="not permitted", object_label=str(name)[:100])
+        raise NotPermitted("Only engineers may register models.")
+    _check_name(name, what="model")
+    if risk_tier not in RegisteredModel.RiskTier.values:
+        raise InvalidInput(f"risk_tier must be one of {', '.join(RegisteredModel.RiskTier.values)}.")
+    if task not in RegisteredModel.Task.values:
+        raise InvalidInput(f"task must be one of {', '.join(RegisteredModel.Task.values)}.")
+    try:
+        with transaction.atomic():
+            model = RegisteredModel.objects.create(
+                name=name, task=task, risk_tier=risk_tier, description=description, created_by=actor
+            )
+            record_event(
+                actor=actor,
+                action="model.create",
+                obj=model,
+                changes={"after": {"name": name, "task": task, "risk_tier": risk_tier}},
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"A model named {name!r} already exists.") from exc
+    return model
+
+
+def _parse_metrics(metrics: Any) -> dict:
+    if metrics in (None, ""):
+        return {}
+    if not isinstance(metrics, dict):
+        raise InvalidInput("metrics must be a JSON object of metric name to number.")
+    for key, value in metrics.items():
+        if not isinstance(key, str) or len(key) > 100:
+            raise InvalidInput("metric names are strings of at most 100 characters.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"metric {key!r} must be a number.")
+    return metrics
+
+
+def version_upload_precheck(*, actor, model: RegisteredModel) -> None:
+    """Refuse (and record it) before the body of an upload is even read."""
+    if not model.can_receive_version_from(actor):
+        record_refusal(
+            actor=actor,
+            action="version.create",
+            reason="not permitted",
+            object_type="registry.registeredmodel",
+            object_id=model.pk,
+            object_label=model.name,
+            model_name=model.name,
+        )
+        raise NotPermitted("Only engineers may upload model versions.")
+
+
+def version_create(
+    *,
+    actor,
+    model: RegisteredModel,
+    upload: UploadedArtifact,
+    flavor: str,
+    metrics: dict | None = None,
+    **card: str,
+) -> ModelVersion:
+    """Check, unpack, load-test and store an artifact, then number the version.
+    On any refusal the upload, the staging folder and any stored blob are gone
+    and no row is written."""
+    prepared = None
+    stored_key = None
+    try:
+        if not model.can_receive_version_from(actor):
+            raise NotPermitted("Only engineers may upload model versions.")
+        if flavor not in ModelVersion.Flavor.values:
+            raise InvalidInput(f"flavor must be one of {', '.join(ModelVersion.Flavor.values)}.")
+        unknown = set(card) - set(CARD_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown model-card fields: {', '.join(sorted(unknown))}.")
+        metrics = _parse_metrics(metrics)
+        duplicate = model.versions.filter(artifact_sha256=upload.sha256).values_list("number", flat=True).first()
+        if duplicate is not None:
+            raise Conflict(f"This artifact is already version {duplicate} of {model.name}.")
+
+        prepared = prepare_artifact(upload.path, flavor)
+        key = artifact_key(upload.sha256, prepared.fmt)
+        if store_blob(upload.path, key):
+            stored_key = key
+        with transaction.atomic():
+            # Lock the model row: concurrent uploads take numbers one at a time.
+            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+            version = ModelVersion.objects.create(
+                model=locked,
+                number=number,
+                flavor=flavor,
+                metrics=metrics,
+                labels=prepared.labels,
+                max_length=prepared.max_length,
+                artifact_sha256=upload.sha256,
+                artifact_size=upload.size,
+                artifact_filename=upload.filename[:255],
+                artifact_key=key,
+                artifact_format=prepared.fmt,
+                files=[{"name": m.name, "size": m.size} for m in prepared.members],
+                created_by=actor,
+                **{field: card.get(field, "") or "" for field in CARD_FIELDS},
+            )
+            record_event(
+                actor=actor,
+                action="version.create",
+                obj=version,
+                changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
+                detail={"size": upload.size, "labels": prepared.labels},
+            )
+            # Workers load the new model ahead of its first real use.
+            transaction.on_commit(lambda: _enqueue_warm(version.pk))
+        install_prepared(prepared, upload.sha256)
+        prepared = None
+        return version
+    except GlassboxError as exc:
+        if stored_key:
+            delete_blob(stored_key)
+        record_refusal(
+            actor=actor,
+            action="version.create",
+            reason=exc.message,
+            object_type="registry.registeredmodel",
+            object_id=model.pk,
+            object_label=model.name,
+            model_name=model.name,
+            detail={"sha256": upload.sha256, "size": upload.size, "filename": upload.filename[:255]},
+        )
+        raise
+    except BaseException:
+        if stored_key:
+            delete_blob(stored_key)
+        raise
+    finally:
+        if prepared is not None:
+            prepared.discard()
+        upload.discard()
+
+
+def _enqueue_warm(version_id: int) -> None:
+    from registry.tasks import warm_version
+
+    try:
+        warm_version.delay(version_id)
+    except Exception:  # a broker outage must not fail an upload that committed
+        import logging
+
+        logging.getLogger(__name__).exception("could not enqueue warm_version(%s)", version_id)
+
+
+def version_move(*, actor, version: ModelVersion, to_status: str, action: str, detail: dict | None = None) -> ModelVersion:
+    """The one way a version's status changes. Callers (review, rollout
+    services) decide who may; this enforces the lifecycle and records it."""
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if not locked.can_move_to(to_status):
+            raise Conflict(
+                f"{locked} is {locked.status}; it cannot move to {to_status}.", current_status=locked.status
+            )
+        before = locked.status
+        locked.status = to_status
+        locked.save(update_fields=["status"])
+        record_event(
+            actor=actor,
+            action=action,
+            obj=locked,
+            changes={"before": {"status": before}, "after": {"status": to_status}},
+            detail=detail or {},
+        )
+    version.status = locked.status
+    return locked
+
+
+def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: str = "") -> Dataset:
+    from django.conf import settings
+
+    stored_key = None
+    try:
+        if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
+            raise NotPermitted("Only engineers may upload datasets.")
+        _check_name(name, what="dataset")
+        limits = settings.GLASSBOX_UPLOAD_LIMITS
+        if upload.size > limits["max_dataset_bytes"]:
+            raise InvalidInput(f"Datasets are at most {limits['max_dataset_bytes']} bytes.")
+        parsed = parse_dataset(upload.path, filename=upload.filename, max_rows=limits["max_dataset_rows"])
+        key = artifact_key(upload.sha256, parsed.format, kind="datasets")
+        if store_blob(upload.path, key):
+            stored_key = key
+        with transaction.atomic():
+            dataset = Dataset.objects.create(
+                name=name,
+                description=description,
+                format=parsed.format,
+                sha256=upload.sha256,
+                size=upload.size,
+                row_count=len(parsed.rows),
+                labels=parsed.labels,
+                storage_key=key,
+                created_by=actor,
+            )
+            record_event(
+                actor=actor,
+                action="dataset.create",
+                obj=dataset,
+                changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
+            )
+        return dataset
+    except GlassboxError as exc:
+        if stored_key:
+            delete_blob(stored_key)
+        record_refusal(
+            actor=actor,
+            action="dataset.create",
+            reason=exc.message,
+            object_type="registry.dataset",
+            object_label=str(name)[:100],
+            detail={"sha256": upload.sha256, "size": upload.size},
+        )
+        raise
+    except BaseException:
+        if stored_key:
+            delete_blob(stored_key)
+        raise
+    finally:
+        upload.discard()

@@ -1,0 +1,24 @@
+"""Registry jobs for the workers: thin, idempotent, keyed by primary key."""
+
+import logging
+
+from celery import shared_task
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, autoretry_for=(OSError,), retry_backoff=True, max_retries=3)
+def warm_version(version_id: int) -> dict:
+    """Fetch a new version's artifact into this worker's cache and load it, so
+    the first explanation or prediction does not pay for it. Idempotent."""
+    from registry.models import ModelVersion
+    from registry.selectors import version_predictor
+
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None:
+        logger.warning("warm_version: version %s no longer exists", version_id)
+        return {"warmed": False}
+    predictor = version_predictor(version)
+    probabilities = predictor.predict_proba(["预热"])
+    logger.info("warmed %s (%s labels)", version, probabilities.shape[1])
+    return {"warmed": True, "labels": predictor.labels}

@@ -1,0 +1,117 @@
+"""Server-rendered pages of the registry. Same selectors and services as the API."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+from governance.errors import GlassboxError, NotFound, NotPermitted
+from registry import selectors, services
+from registry.forms import VersionUploadForm
+from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
+
+
+def _page_errors(func):
+    """Selectors raise API-style errors; pages turn them into 403/404 pages."""
+
+    def wrapper(request, *args, **kwargs):
+        try:
+            return func(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        except NotPermitted as exc:
+            raise PermissionDenied(exc.message) from exc
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@login_required
+@_page_errors
+def model_list(request):
+    return render(request, "registry/model_list.html", {"models": selectors.model_list(user=request.user)})
+
+
+@login_required
+@_page_errors
+def model_detail(request, name: str):
+    model = selectors.model_get(user=request.user, name=name)
+    return render(
+        request,
+        "registry/model_detail.html",
+        {
+            "model": model,
+            "versions": selectors.version_list(user=request.user, model=model),
+            "can_upload": model.can_receive_version_from(request.user),
+        },
+    )
+
+
+@login_required
+@_page_errors
+def version_detail(request, name: str, number: int):
+    version = selectors.version_get(user=request.user, name=name, number=number)
+    return render(request, "registry/version_detail.html", {"version": version, "model": version.model})
+
+
+# CSRF is checked in the inner view, after the streaming upload handler is in
+# place (Django's documented pattern for custom upload handlers).
+@csrf_exempt
+@login_required
+@_page_errors
+def version_upload(request, name: str):
+    model = selectors.model_get(user=request.user, name=name)
+    if not model.can_receive_version_from(request.user):
+        raise PermissionDenied("Only engineers may upload model versions.")
+    if request.method == "POST":
+        limit = settings.GLASSBOX_UPLOAD_LIMITS["max_upload_bytes"]
+        try:
+            install_hashing_upload_handler(request, max_bytes=limit)
+        except GlassboxError as exc:
+            form = VersionUploadForm()
+            form.add_error(None, exc.message)
+            return render(request, "registry/version_upload.html", {"model": model, "form": form}, status=413)
+    return _version_upload_form(request, model)
+
+
+@csrf_protect
+def _version_upload_form(request, model):
+    if request.method != "POST":
+        return render(request, "registry/version_upload.html", {"model": model, "form": VersionUploadForm()})
+    form = VersionUploadForm(request.POST, request.FILES)
+    uploaded = request.FILES.get("artifact")
+    try:
+        check_upload_not_truncated(request, max_bytes=settings.GLASSBOX_UPLOAD_LIMITS["max_upload_bytes"])
+        if form.is_valid():
+            values = dict(form.cleaned_data)
+            values.pop("artifact")
+            uploaded = None  # the service owns (and removes) the file from here on
+            version = services.version_create(
+                actor=request.user, model=model, upload=UploadedArtifact.from_uploaded_file(form.cleaned_data["artifact"]), **values
+            )
+            messages.success(request, f"Uploaded {version}: SHA-256 {version.artifact_sha256[:12]}…")
+            return redirect(version.get_absolute_url())
+    except GlassboxError as exc:
+        form.add_error(None, exc.message)
+    finally:
+        if uploaded is not None and hasattr(uploaded, "temporary_file_path"):
+            UploadedArtifact.from_uploaded_file(uploaded).discard()
+    return render(request, "registry/version_upload.html", {"model": model, "form": form}, status=400)
+
+
+@login_required
+@_page_errors
+def dataset_list(request):
+    return render(request, "registry/dataset_list.html", {"datasets": selectors.dataset_list(user=request.user)})
+
+
+@login_required
+@_page_errors
+def dataset_detail(request, pk: int):
+    dataset = selectors.dataset_get(user=request.user, pk=pk)
+    preview = selectors.dataset_rows(dataset)[:20]
+    return render(request, "registry/dataset_detail.html", {"dataset": dataset, "preview": preview})
