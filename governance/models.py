@@ -50,3 +50,20 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.actor_username or 'system'} {self.action} {self.object_label}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the chain's head at a moment (`manage.py
+    audit_checkpoint`). The copy that counts is the one kept outside the
+    database; this row is the platform's own record of having made it."""
+
+    event_id = models.BigIntegerField()
+    event_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at event #{self.event_id}"
