@@ -27,6 +27,14 @@ def _env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
+def _env_list(name: str, default: list[str]) -> list[str]:
+    # Set but empty means an empty list (e.g. "no evidence required").
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 GLASSBOX_ENV = os.environ.get("GLASSBOX_ENV", "development")
 PRODUCTION = GLASSBOX_ENV == "production"
 
@@ -206,6 +214,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
     }
+    # kombu's filesystem transport expects its folders to exist.
+    for _folder in ("queue", "processed"):
+        os.makedirs(_broker_dir / _folder, exist_ok=True)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -220,6 +231,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # --- audit -------------------------------------------------------------------
 # The key that signs audit checkpoints lives outside the database.
 AUDIT_CHECKPOINT_KEY = os.environ.get("AUDIT_CHECKPOINT_KEY", "")
+
+# --- review policy -----------------------------------------------------------
+# Per risk tier: approvals from distinct reviewers, explanation methods that
+# must have a succeeded report for the version before anyone may approve it,
+# and how many days an approval holds before re-certification is due.
+GLASSBOX_APPROVAL_POLICY = {
+    "low": {"approvals": 1, "evidence": [], "recertify_days": 365},
+    "medium": {"approvals": 2, "evidence": [], "recertify_days": 180},
+    "high": {
+        "approvals": 2,
+        "evidence": _env_list("GLASSBOX_HIGH_RISK_EVIDENCE", ["shap", "pfi"]),
+        "recertify_days": 90,
+    },
+}
 
 # --- security ----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

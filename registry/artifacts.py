@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
 from django.core.files.storage import storages
 
 from governance.errors import InvalidInput
@@ -31,16 +32,27 @@ def artifact_key(sha256: str, fmt: str, *, kind: str = "models") -> str:
     return f"{kind}/{sha256[:2]}/{sha256}.{_EXTENSIONS.get(fmt, fmt)}"
 
 
+class _UploadedBlob(File):
+    """A finished upload on local disk. Exposing its path lets
+    FileSystemStorage move it into place (a rename) instead of copying it;
+    remote storages stream it."""
+
+    def __init__(self, handle, path: Path, name: str):
+        super().__init__(handle, name=name)
+        self._path = path
+
+    def temporary_file_path(self) -> str:
+        return str(self._path)
+
+
 def store_blob(local_path: Path, key: str) -> bool:
-    """Put a file into the artifact store under `key`. Returns False when an
-    identical blob is already there (same digest, so same bytes)."""
+    """Move a finished upload into the artifact store under `key`. Returns
+    False when an identical blob is already there (same digest, same bytes)."""
     storage = artifact_storage()
     if storage.exists(key):
         return False
     with open(local_path, "rb") as handle:
-        from django.core.files import File
-
-        saved = storage.save(key, File(handle, name=key))
+        saved = storage.save(key, _UploadedBlob(handle, local_path, key))
     if saved != key:
         # A concurrent upload of the same bytes won the race; keep one copy.
         storage.delete(saved)
