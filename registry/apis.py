@@ -2,13 +2,15 @@
 no rules here (services and selectors hold them)."""
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance.apis import ReviewOutputSerializer
 from governance.errors import TooLarge
+from governance.selectors import review_latest
 from registry import selectors, services
 from registry.models import ModelVersion, RegisteredModel
 from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
@@ -23,16 +25,23 @@ class VersionOutputSerializer(serializers.ModelSerializer):
     card = serializers.DictField(child=serializers.CharField(allow_blank=True))
     created_by = serializers.CharField(source="created_by.username")
     url = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = [
             "model", "version", "status", "flavor", "sha256", "size", "filename", "artifact_format",
             "labels", "max_length", "metrics", "card", "files", "created_by", "created_at", "url",
+            "recertify_by", "review",
         ]  # fmt: skip
 
     def get_url(self, version: ModelVersion) -> str:
         return f"/api/v1/models/{version.model.name}/versions/{version.number}/"
+
+    @extend_schema_field(ReviewOutputSerializer(allow_null=True))
+    def get_review(self, version: ModelVersion) -> dict | None:
+        review = review_latest(version)
+        return ReviewOutputSerializer(review).data if review is not None else None
 
 
 class ModelOutputSerializer(serializers.ModelSerializer):

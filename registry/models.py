@@ -3,6 +3,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 
+from governance.errors import Conflict, GlassboxError, NotPermitted
+
 # Lowercase slugs only: names appear in URLs, storage keys and audit rows.
 model_name_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
@@ -91,6 +93,8 @@ class ModelVersion(models.Model):
     files = models.JSONField(default=list)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set on approval from the risk tier's policy: periodic review is due by then.
+    recertify_by = models.DateField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["model", "-number"]
@@ -109,6 +113,21 @@ class ModelVersion(models.Model):
 
     def can_move_to(self, status: str) -> bool:
         return status in self.ALLOWED_TRANSITIONS[self.status]
+
+    def submission_refusal(self, user) -> GlassboxError | None:
+        """Why `user` may not submit this version for review now, or None.
+        Any engineer may submit (the uploader included); reviewers may not."""
+        if not (user.is_authenticated and user.has_perm("governance.add_reviewrequest")):
+            return NotPermitted("Only engineers may submit versions for review.")
+        if not self.can_move_to(self.Status.IN_REVIEW):
+            return Conflict(
+                f"{self} is {self.status}; only a registered version can be submitted for review.",
+                current_status=self.status,
+            )
+        return None
+
+    def can_be_submitted_by(self, user) -> bool:
+        return self.submission_refusal(user) is None
 
     @property
     def card(self) -> dict[str, str]:

@@ -28,14 +28,19 @@ def model_get(*, user, name: str) -> RegisteredModel:
     return model
 
 
+# A version's JSON and pages show its review; fetch reviews with the versions.
+_REVIEWS = ("reviews__opened_by", "reviews__decisions__reviewer")
+
+
 def version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion]:
     _require_read(user)
-    return model.versions.select_related("created_by", "model").order_by("-number")
+    return model.versions.select_related("created_by", "model").prefetch_related(*_REVIEWS).order_by("-number")
 
 
 def version_get(*, user, name: str, number: int) -> ModelVersion:
     model = model_get(user=user, name=name)
-    version = model.versions.select_related("created_by", "model").filter(number=number).first()
+    versions = model.versions.select_related("created_by", "model").prefetch_related(*_REVIEWS)
+    version = versions.filter(number=number).first()
     if version is None:
         raise NotFound(f"{name} has no version {number}.")
     return version

@@ -178,26 +178,41 @@ def _enqueue_warm(version_id: int) -> None:
         logging.getLogger(__name__).exception("could not enqueue warm_version(%s)", version_id)
 
 
-def version_move(*, actor, version: ModelVersion, to_status: str, action: str, detail: dict | None = None) -> ModelVersion:
+def version_move(
+    *,
+    actor,
+    version: ModelVersion,
+    to_status: str,
+    action: str,
+    detail: dict | None = None,
+    fields: dict[str, Any] | None = None,
+) -> ModelVersion:
     """The one way a version's status changes. Callers (review, rollout
-    services) decide who may; this enforces the lifecycle and records it."""
+    services) decide who may; this enforces the lifecycle and records it.
+    `fields` are other columns that change with the status (the
+    re-certification date an approval sets), recorded in the same event."""
+    fields = fields or {}
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if not locked.can_move_to(to_status):
             raise Conflict(
                 f"{locked} is {locked.status}; it cannot move to {to_status}.", current_status=locked.status
             )
-        before = locked.status
+        before = {"status": locked.status, **{name: getattr(locked, name) for name in fields}}
         locked.status = to_status
-        locked.save(update_fields=["status"])
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save(update_fields=["status", *fields])
         record_event(
             actor=actor,
             action=action,
             obj=locked,
-            changes={"before": {"status": before}, "after": {"status": to_status}},
+            changes={"before": before, "after": {"status": to_status, **fields}},
             detail=detail or {},
         )
     version.status = locked.status
+    for name, value in fields.items():
+        setattr(version, name, value)
     return locked
 
 

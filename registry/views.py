@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from governance.errors import GlassboxError, NotFound, NotPermitted
+from governance.selectors import review_latest
 from registry import selectors, services
 from registry.forms import VersionUploadForm
 from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
@@ -55,7 +56,13 @@ def model_detail(request, name: str):
 @_page_errors
 def version_detail(request, name: str, number: int):
     version = selectors.version_get(user=request.user, name=name, number=number)
-    return render(request, "registry/version_detail.html", {"version": version, "model": version.model})
+    context = {
+        "version": version,
+        "model": version.model,
+        "review": review_latest(version),
+        "can_submit": version.can_be_submitted_by(request.user),
+    }
+    return render(request, "registry/version_detail.html", context)
 
 
 # CSRF is checked in the inner view, after the streaming upload handler is in

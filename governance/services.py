@@ -1,0 +1,205 @@
+"""Writes of the review workflow: submitting a version for review and
+recording reviewers' decisions. Each runs in one transaction that records
+its AuditEvents; a refused attempt is rolled back and then recorded as a
+denied event in a transaction of its own (hence the public function wraps a
+private atomic one: a refusal recorded inside the rolled-back transaction
+would vanish with it)."""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from governance.audit import record_event, record_refusal
+from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from governance.models import Decision, ReviewRequest
+from governance.policy import approval_policy
+from registry import selectors as registry_selectors
+from registry.models import ModelVersion
+from registry.services import version_move
+
+COMMENT_MAX_LENGTH = 10_000
+
+
+def review_target_get(*, actor, name: str, number: int, action: str) -> ModelVersion:
+    """The version a review write names. Someone who may not even read the
+    registry is refused here, and that refusal is on the trail like any other
+    denied review attempt."""
+    try:
+        return registry_selectors.version_get(user=actor, name=name, number=number)
+    except NotPermitted as exc:
+        record_refusal(
+            actor=actor,
+            action=action,
+            reason=exc.message,
+            object_type="registry.modelversion",
+            object_label=f"{name} v{number}"[:300],
+            model_name=name[:100],
+            version_number=number,
+        )
+        raise
+
+
+def _lock_for_review(version: ModelVersion) -> tuple[ModelVersion, ReviewRequest | None]:
+    """Lock the version row, then its open review, always in this order:
+    concurrent submitters and deciders queue on the version row, so each sees
+    the decisions of those before it, and no two can deadlock."""
+    locked = (
+        ModelVersion.objects.select_for_update(of=("self",)).select_related("model", "created_by").get(pk=version.pk)
+    )
+    review = (
+        ReviewRequest.objects.select_for_update(of=("self",))
+        .filter(version=locked, status=ReviewRequest.Status.OPEN)
+        .first()
+    )
+    if review is not None:
+        review.version = locked
+    return locked, review
+
+
+def review_submit(*, actor, version: ModelVersion) -> ReviewRequest:
+    """Open a review of `version` (registered -> in_review) with the bar its
+    risk tier's policy sets now."""
+    try:
+        return _review_open(actor=actor, version=version)
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor,
+            action="review.submit",
+            reason=exc.message,
+            obj=version,
+            detail={"status_code": exc.status_code},
+        )
+        raise
+
+
+@transaction.atomic
+def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
+    if not (actor.is_authenticated and actor.has_perm("governance.add_reviewrequest")):
+        raise NotPermitted("Only engineers may submit versions for review.")
+    locked, _ = _lock_for_review(version)
+    refusal = locked.submission_refusal(actor)
+    if refusal is not None:
+        raise refusal
+    policy = approval_policy(locked.model.risk_tier)
+    review = ReviewRequest.objects.create(
+        version=locked,
+        opened_by=actor,
+        required_approvals=policy.approvals,
+        required_evidence=list(policy.evidence),
+    )
+    version_move(
+        actor=actor,
+        version=locked,
+        to_status=ModelVersion.Status.IN_REVIEW,
+        action="version.submit",
+        detail={"review_id": review.pk},
+    )
+    record_event(
+        actor=actor,
+        action="review.open",
+        obj=review,
+        changes={
+            "after": {
+                "status": review.status,
+                "required_approvals": review.required_approvals,
+                "required_evidence": review.required_evidence,
+            }
+        },
+        detail={"risk_tier": policy.risk_tier},
+    )
+    version.status = locked.status
+    return review
+
+
+def decision_record(*, actor, version: ModelVersion, decision: str, comment: str = "") -> Decision:
+    """Record one reviewer's approve or reject. The approval that completes
+    the quorum approves the version (and sets its re-certification date);
+    one reject closes the review as rejected, for good."""
+    try:
+        return _decide(actor=actor, version=version, decision=decision, comment=comment)
+    except GlassboxError as exc:
+        attempted = decision if decision in Decision.Verdict.values else "decide"
+        record_refusal(
+            actor=actor,
+            action=f"review.{attempted}",
+            reason=exc.message,
+            obj=version,
+            detail={"status_code": exc.status_code, "decision": str(decision)[:20], "comment": (comment or "")[:2000]},
+        )
+        raise
+
+
+@transaction.atomic
+def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Decision:
+    if decision not in Decision.Verdict.values:
+        raise InvalidInput(f"decision must be 'approve' or 'reject', not {str(decision)[:20]!r}.")
+    comment = (comment or "").strip()
+    if decision == Decision.Verdict.REJECT and not comment:
+        raise InvalidInput("A reject needs a comment that says why.")
+    if len(comment) > COMMENT_MAX_LENGTH:
+        raise InvalidInput(f"A comment is at most {COMMENT_MAX_LENGTH} characters.")
+    # Who may decide at all does not depend on the version's state.
+    if not (actor.is_authenticated and actor.has_perm("governance.add_decision")):
+        raise NotPermitted("Only reviewers may decide on versions.")
+
+    locked, review = _lock_for_review(version)
+    if review is None or locked.status != ModelVersion.Status.IN_REVIEW:
+        raise Conflict(
+            f"{locked} is {locked.status}; only a version in review can be decided on.", current_status=locked.status
+        )
+    refusal = review.decision_refusal(actor, decision)
+    if refusal is not None:
+        raise refusal
+
+    made = Decision.objects.create(review=review, reviewer=actor, decision=decision, comment=comment)
+    made.review = review
+    record_event(
+        actor=actor,
+        action=f"review.{decision}",
+        obj=made,
+        changes={"after": {"decision": decision}},
+        detail={"review_id": review.pk, "comment": comment},
+    )
+    if decision == Decision.Verdict.REJECT:
+        _review_close(actor=actor, review=review, status=ReviewRequest.Status.REJECTED)
+        version_move(
+            actor=actor,
+            version=locked,
+            to_status=ModelVersion.Status.REJECTED,
+            action="version.reject",
+            detail={"review_id": review.pk, "comment": comment},
+        )
+    else:
+        approvals = review.decisions.filter(decision=Decision.Verdict.APPROVE).select_related("reviewer")
+        approvers = [approval.reviewer.get_username() for approval in approvals]
+        if len(approvers) >= review.required_approvals:
+            closed_at = _review_close(actor=actor, review=review, status=ReviewRequest.Status.APPROVED)
+            policy = approval_policy(locked.model.risk_tier)
+            version_move(
+                actor=actor,
+                version=locked,
+                to_status=ModelVersion.Status.APPROVED,
+                action="version.approve",
+                detail={"review_id": review.pk, "approved_by": approvers},
+                fields={"recertify_by": policy.recertify_by(closed_at)},
+            )
+    version.status = locked.status
+    version.recertify_by = locked.recertify_by
+    return made
+
+
+def _review_close(*, actor, review: ReviewRequest, status: str) -> datetime:
+    if not review.can_move_to(status):
+        raise Conflict(f"{review} is {review.status}; it cannot become {status}.")
+    before = review.status
+    review.status = status
+    review.closed_at = timezone.now()
+    review.save(update_fields=["status", "closed_at"])
+    record_event(
+        actor=actor,
+        action="review.close",
+        obj=review,
+        changes={"before": {"status": before}, "after": {"status": status, "closed_at": review.closed_at}},
+    )
+    return review.closed_at
