@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test venv demo-models bench-upload clean
+.PHONY: run test venv demo-models bench-upload bench-audit clean
 
 venv: $(VENV_STAMP)
 
@@ -29,10 +29,17 @@ test: venv
 	GLASSBOX_DATA_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 demo-models: venv
-	$(PY) manage.py shell -c "from pathlib import Path; from registry.demo_training import train_demo_models; print(train_demo_models(Path('var/demo-models'), quick=False))"
+	$(PY) manage.py train_demo_models --force
 
 bench-upload: venv
 	$(PY) bench/upload.py
+
+# A scratch database, created and dropped around the run (never `test`).
+BENCH_AUDIT_DB ?= auditbench
+bench-audit: venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_AUDIT_DB) $(PY) bench/audit.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB); exit $$status
 
 clean:
 	rm -rf var/test var/upload-tmp

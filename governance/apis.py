@@ -1,12 +1,16 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.authtoken.models import Token
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from governance import accounts, selectors, services
 from governance.errors import GlassboxError
+from governance.models import Decision, ReviewRequest
+from governance.selectors import review_latest
+from registry import selectors as registry_selectors
+from registry.models import ModelVersion
 
 
 class InvalidCredentials(GlassboxError):
@@ -34,5 +38,98 @@ class AuthTokenApi(APIView):
         user = authenticate(request=request._request, **data.validated_data)
         if user is None or not user.is_active:
             raise InvalidCredentials("Unable to log in with the given username and password.")
-        token, _ = Token.objects.get_or_create(user=user)
+        token = accounts.token_issue(actor=user)
         return Response({"token": token.key})
+
+
+class DecisionOutputSerializer(serializers.ModelSerializer):
+    reviewer = serializers.CharField(source="reviewer.username")
+
+    class Meta:
+        model = Decision
+        fields = ["id", "reviewer", "decision", "comment", "created_at"]
+
+
+class ReviewOutputSerializer(serializers.ModelSerializer):
+    """The `review` block of a version: where its latest review stands."""
+
+    opened_by = serializers.CharField(source="opened_by.username")
+    approvals = serializers.SerializerMethodField()
+    missing_evidence = serializers.SerializerMethodField()
+    decisions = DecisionOutputSerializer(many=True)
+
+    class Meta:
+        model = ReviewRequest
+        fields = [
+            "id", "status", "opened_by", "opened_at", "closed_at", "approvals", "required_approvals",
+            "required_evidence", "missing_evidence", "decisions",
+        ]  # fmt: skip
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_approvals(self, review: ReviewRequest) -> int:
+        return len(review.approvals())
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_missing_evidence(self, review: ReviewRequest) -> list[str]:
+        # Evidence only matters while someone can still approve.
+        return review.missing_evidence() if review.status == ReviewRequest.Status.OPEN else []
+
+
+class ReviewStateOutputSerializer(serializers.Serializer):
+    """A version's state after a review write, with its review."""
+
+    model = serializers.CharField(source="model.name")
+    version = serializers.IntegerField(source="number")
+    status = serializers.CharField()
+    recertify_by = serializers.DateField(allow_null=True)
+    review = serializers.SerializerMethodField()
+
+    @extend_schema_field(ReviewOutputSerializer(allow_null=True))
+    def get_review(self, version: ModelVersion) -> dict | None:
+        review = review_latest(version)
+        return ReviewOutputSerializer(review).data if review is not None else None
+
+
+class ReviewSubmitApi(APIView):
+    """Open a review of a registered version (the uploader or any engineer)."""
+
+    @extend_schema(request=None, responses={201: ReviewStateOutputSerializer}, operation_id="versions_submit")
+    def post(self, request, name: str, number: int):
+        version = services.review_target_get(actor=request.user, name=name, number=number, action="review.submit")
+        services.review_submit(actor=request.user, version=version)
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        return Response(ReviewStateOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class DecisionListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        # Lenient on purpose: an unknown word, a missing comment or an overlong
+        # one are the service's to refuse, so that the refusal is recorded.
+        decision = serializers.CharField(required=False, allow_blank=True, default="", help_text="approve or reject")
+        comment = serializers.CharField(
+            required=False, allow_blank=True, default="", trim_whitespace=False, help_text="why; required to reject"
+        )
+
+        class Meta:
+            ref_name = "DecisionInput"  # nested InputSerializers would share one schema name
+
+    class OutputSerializer(DecisionOutputSerializer):
+        version_status = serializers.CharField(source="review.version.status")
+
+        class Meta(DecisionOutputSerializer.Meta):
+            fields = DecisionOutputSerializer.Meta.fields + ["version_status"]
+            ref_name = "DecisionRecorded"
+
+    @extend_schema(responses=DecisionOutputSerializer(many=True), operation_id="versions_decisions_list")
+    def get(self, request, name: str, number: int):
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        decisions = selectors.decision_list(user=request.user, version=version)
+        return Response(DecisionOutputSerializer(decisions, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, operation_id="versions_decisions_create")
+    def post(self, request, name: str, number: int):
+        version = services.review_target_get(actor=request.user, name=name, number=number, action="review.decide")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        decision = services.decision_record(actor=request.user, version=version, **data.validated_data)
+        return Response(self.OutputSerializer(decision).data, status=status.HTTP_201_CREATED)

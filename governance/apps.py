@@ -7,7 +7,7 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        from governance import roles
+        from governance import accounts, roles  # noqa: F401 (accounts connects the login/logout receivers)
 
         # No sender filter: permissions of apps migrated after this one exist
         # only by the last app's post_migrate, and the handler is idempotent.

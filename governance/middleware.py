@@ -3,7 +3,9 @@
 
 import contextvars
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 _request_context: contextvars.ContextVar["RequestContext | None"] = contextvars.ContextVar(
     "glassbox_request_context", default=None
@@ -15,6 +17,9 @@ class RequestContext:
     request_id: str
     ip: str
     user_agent: str
+    # Who is signed in, asked for only when needed: authentication runs after
+    # this middleware, and signal receivers (password changes) have no request.
+    user: Callable[[], Any] = lambda: None
 
 
 def current_request_context() -> "RequestContext | None":
@@ -33,6 +38,7 @@ class RequestContextMiddleware:
             request_id=request_id,
             ip=request.META.get("REMOTE_ADDR", "")[:64],
             user_agent=request.headers.get("User-Agent", "")[:400],
+            user=lambda: getattr(request, "user", None),
         )
         token = _request_context.set(context)
         try:

@@ -1,5 +1,9 @@
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from governance.errors import Conflict, GlassboxError, NotPermitted
 
 
 class AuditEvent(models.Model):
@@ -46,6 +50,11 @@ class AuditEvent(models.Model):
             models.Index(fields=["actor", "id"], name="audit_actor_id"),
             models.Index(fields=["action", "id"], name="audit_action_id"),
             models.Index(fields=["model_name", "version_number", "id"], name="audit_model_version_id"),
+            # The audit trail's filters walk these newest-first by id (keyset
+            # pagination): one (filter column, id) index per filter.
+            models.Index(fields=["actor_username", "id"], name="audit_actor_username_id"),
+            models.Index(fields=["model_name", "id"], name="audit_model_id"),
+            models.Index(fields=["outcome", "id"], name="audit_outcome_id"),
         ]
 
     def __str__(self) -> str:
@@ -67,3 +76,122 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at event #{self.event_id}"
+
+
+class ReviewRequest(models.Model):
+    """One round of second-person review of a version: opened by `submit`,
+    closed by the approval that completes the quorum or by one reject. The
+    bar (approvals, evidence) is copied from the policy when the review opens,
+    so a later policy change never moves the goalposts of a running review."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+
+    # Closed reviews are final: a rejected version never comes back.
+    ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+        Status.OPEN: {Status.APPROVED, Status.REJECTED},
+        Status.APPROVED: set(),
+        Status.REJECTED: set(),
+    }
+
+    version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="reviews")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    required_approvals = models.PositiveSmallIntegerField()
+    # Explanation methods that must have a succeeded report for the version.
+    required_evidence = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version"], condition=models.Q(status="open"), name="one_open_review_per_version"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "opened_at"], name="review_status_opened")]
+
+    def __str__(self) -> str:
+        return f"review #{self.pk} of {self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse(
+            "reviews:detail", kwargs={"name": self.version.model.name, "number": self.version.number}
+        )
+
+    def audit_scope(self) -> tuple[str, int]:
+        return self.version.model.name, self.version.number
+
+    def can_move_to(self, status: str) -> bool:
+        return status in self.ALLOWED_TRANSITIONS[self.status]
+
+    def approvals(self) -> list["Decision"]:
+        # Reads the prefetched decisions when there are any (lists, pages).
+        return [d for d in self.decisions.all() if d.decision == Decision.Verdict.APPROVE]
+
+    def missing_evidence(self) -> list[str]:
+        """Required explanation methods without a succeeded report for the version, in policy order."""
+        from explanations.selectors import succeeded_methods
+
+        if not self.required_evidence:
+            return []
+        have = succeeded_methods(version=self.version)
+        return [method for method in self.required_evidence if method not in have]
+
+    def decision_refusal(self, user, decision: str) -> GlassboxError | None:
+        """Why `user` may not record `decision` on this review now, or None.
+        The service raises what this returns; pages show its message next to
+        the disabled button. Separation of duties lives here, nowhere else."""
+        version = self.version
+        if not (user.is_authenticated and user.has_perm("governance.add_decision")):
+            return NotPermitted("Only reviewers may decide on versions.")
+        if self.status != self.Status.OPEN:
+            return Conflict(
+                f"{version} is {version.status}; its review is {self.status}, so nothing more can be decided.",
+                current_status=version.status,
+            )
+        if user.pk == version.created_by_id:
+            return NotPermitted(f"You uploaded {version}; another reviewer must decide on it.")
+        if user.pk == self.opened_by_id:
+            return NotPermitted(f"You submitted {version} for review; another reviewer must decide on it.")
+        if any(d.reviewer_id == user.pk for d in self.decisions.all()):
+            return Conflict(f"You have already decided on {version}; each reviewer counts once.")
+        if decision == Decision.Verdict.APPROVE:
+            missing = self.missing_evidence()
+            if missing:
+                return Conflict(
+                    f"{version} cannot be approved yet: its {version.model.risk_tier}-risk policy needs a succeeded "
+                    f"explanation report for {', '.join(missing)}, and there is none.",
+                    missing_evidence=missing,
+                )
+        return None
+
+
+class Decision(models.Model):
+    """One reviewer's verdict in one review, with the comment that explains it."""
+
+    class Verdict(models.TextChoices):
+        APPROVE = "approve", "approve"
+        REJECT = "reject", "reject"
+
+    review = models.ForeignKey(ReviewRequest, on_delete=models.PROTECT, related_name="decisions")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=10, choices=Verdict.choices)
+    comment = models.TextField(blank=True, max_length=10_000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # The backstop of "no reviewer counts twice" (the service checks first).
+            models.UniqueConstraint(fields=["review", "reviewer"], name="one_decision_per_reviewer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decision} of {self.review.version} by {self.reviewer}"
+
+    def audit_scope(self) -> tuple[str, int]:
+        return self.review.audit_scope()

@@ -12,6 +12,11 @@ _READ = [
     "registry.view_registeredmodel",
     "registry.view_modelversion",
     "registry.view_dataset",
+    # Review history is part of what every role reads about a version.
+    "governance.view_reviewrequest",
+    "governance.view_decision",
+    # Explanation reports are the evidence reviews rest on; every role reads them.
+    "explanations.view_explanationreport",
 ]
 
 # "app_label.codename" per role. Reviewers and managers read; only engineers
@@ -22,8 +27,12 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "registry.add_registeredmodel",
         "registry.add_modelversion",
         "registry.add_dataset",
+        "governance.add_reviewrequest",
+        "explanations.add_explanationreport",
     ],
-    REVIEWER: _READ,
+    # Only reviewers decide; separation of duties is checked per version.
+    # Reviewers may also request the explanation reports they need as evidence.
+    REVIEWER: _READ + ["governance.add_decision", "explanations.add_explanationreport"],
     MANAGER: _READ + ["governance.view_auditevent"],
     ADMIN: _READ
     + [
@@ -31,6 +40,9 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "registry.add_modelversion",
         "registry.add_dataset",
         "governance.view_auditevent",
+        "governance.add_reviewrequest",
+        "explanations.add_explanationreport",
+        "explanations.change_explanationreport",
     ],
 }
 

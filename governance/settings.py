@@ -63,6 +63,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI's files served by us: the API docs work with no internet.
+    "drf_spectacular_sidecar",
     "governance",
     "registry",
     "explanations",
@@ -201,6 +203,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery ------------------------------------------------------------------
@@ -228,6 +233,23 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "glassbox"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic jobs, run by `celery worker -B` (the demo) or a separate `celery beat`.
+CELERY_BEAT_SCHEDULE = {
+    "explanations-reap-stale-work": {
+        "task": "explanations.tasks.reap_stale_work",
+        "schedule": float(_env_int("GLASSBOX_REAPER_INTERVAL_SECONDS", 15)),
+    },
+}
+
+# --- explanations ------------------------------------------------------------
+# A running chunk writes a heartbeat every HEARTBEAT seconds; one silent for
+# STALE seconds is presumed dead and re-queued, at most MAX_ATTEMPTS runs per
+# chunk. A pending chunk (or queued report) whose message was lost is sent
+# again after LOST_MESSAGE seconds.
+GLASSBOX_EXPLANATION_HEARTBEAT_SECONDS = _env_int("GLASSBOX_EXPLANATION_HEARTBEAT_SECONDS", 5)
+GLASSBOX_EXPLANATION_STALE_SECONDS = _env_int("GLASSBOX_EXPLANATION_STALE_SECONDS", 60)
+GLASSBOX_EXPLANATION_MAX_ATTEMPTS = _env_int("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
+GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS = _env_int("GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS", 1800)
 
 # --- audit -------------------------------------------------------------------
 # The key that signs audit checkpoints lives outside the database.

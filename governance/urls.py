@@ -3,13 +3,33 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from explanations import urls as explanation_urls
 from governance import apis as governance_apis
+from governance import audit_urls
 from governance import views as governance_views
 from registry import urls as registry_urls
 
+# The review workflow: pages (namespace "reviews") and REST (namespace "reviews-api").
+_version = "models/<str:name>/versions/<int:number>"
+review_pages = [
+    path("reviews/", governance_views.review_queue, name="queue"),
+    path("dashboard/", governance_views.dashboard, name="dashboard"),
+    path(f"{_version}/submit/", governance_views.review_submit, name="submit"),
+    path(f"{_version}/review/", governance_views.review_detail, name="detail"),
+    path(f"{_version}/dossier/", governance_views.dossier, name="dossier"),
+    path(f"{_version}/dossier.json", governance_views.dossier_json, name="dossier-json"),
+]
+review_api = [
+    path(f"{_version}/submit/", governance_apis.ReviewSubmitApi.as_view(), name="submit"),
+    path(f"{_version}/decisions/", governance_apis.DecisionListCreateApi.as_view(), name="decisions"),
+]
+
 api_v1 = [
     path("auth/token/", governance_apis.AuthTokenApi.as_view(), name="auth-token"),
+    path("", include((review_api, "reviews-api"))),
+    path("", include((audit_urls.api_urlpatterns, "audit-api"))),
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
+    path("", include((explanation_urls.api_urlpatterns, "explanations-api"))),
 ]
 
 urlpatterns = [
@@ -21,5 +41,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include((review_pages, "reviews"))),
+    path("", include((audit_urls.urlpatterns, "audit"))),
     path("", include((registry_urls.urlpatterns, "registry"))),
+    path("", include((explanation_urls.urlpatterns, "explanations"))),
 ]

@@ -54,6 +54,15 @@ class Predictor:
         """The tokens the model sees for ``text`` (without special tokens)."""
         raise NotImplementedError
 
+    # What replaces a hidden token when an explainer masks it ("" deletes it).
+    mask_text: str = ""
+    # How many tokens of a text the model reads (special tokens excluded); None: all.
+    max_tokens: int | None = None
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, int, int]]:
+        """Every token of ``text`` (not truncated) with its character span in ``text``."""
+        raise NotImplementedError
+
 
 def _short(exc: BaseException, limit: int = 200) -> str:
     lines = str(exc).strip().splitlines()
@@ -109,6 +118,9 @@ class TransformersPredictor(Predictor):
         # model_max_length is a huge sentinel when the tokenizer does not know.
         known = [int(n) for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
         self.max_length = min(known) if known else 512
+        self.max_tokens = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        # Explainers hide a token by writing the model's own mask token in its place.
+        self.mask_text = self.tokenizer.mask_token or self.tokenizer.unk_token or ""
         # Fast tokenizers mutate their truncation/padding state per call and
         # raise "Already borrowed" when shared between threads.
         self._tokenizer_lock = threading.Lock()
@@ -138,6 +150,15 @@ class TransformersPredictor(Predictor):
         ids, special = enc["input_ids"][0], enc["special_tokens_mask"][0]
         kept = [i for i, s in zip(ids, special) if not s]
         return list(self.tokenizer.convert_ids_to_tokens(kept))
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, int, int]]:
+        text = str(text)
+        with self._tokenizer_lock:
+            enc = self.tokenizer(
+                [text], add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+            )
+        tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
+        return [(token, int(start), int(end)) for token, (start, end) in zip(tokens, enc["offset_mapping"][0])]
 
 
 class SklearnPredictor(Predictor):
@@ -177,6 +198,10 @@ class SklearnPredictor(Predictor):
 
     def tokenize(self, text: str) -> list[str]:
         return list(str(text))
+
+    def tokenize_with_offsets(self, text: str) -> list[tuple[str, int, int]]:
+        # One span per character; whitespace only separates and is never explained.
+        return [(ch, i, i + 1) for i, ch in enumerate(str(text)) if not ch.isspace()]
 
 
 def _allowed_skops_type(name: str) -> bool:

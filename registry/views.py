@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_safe
 
 from governance.errors import GlassboxError, NotFound, NotPermitted
 from governance.selectors import review_latest
@@ -31,12 +32,14 @@ def _page_errors(func):
     return wrapper
 
 
+@require_safe
 @login_required
 @_page_errors
 def model_list(request):
     return render(request, "registry/model_list.html", {"models": selectors.model_list(user=request.user)})
 
 
+@require_safe
 @login_required
 @_page_errors
 def model_detail(request, name: str):
@@ -52,6 +55,7 @@ def model_detail(request, name: str):
     )
 
 
+@require_safe
 @login_required
 @_page_errors
 def version_detail(request, name: str, number: int):
@@ -110,12 +114,14 @@ def _version_upload_form(request, model):
     return render(request, "registry/version_upload.html", {"model": model, "form": form}, status=400)
 
 
+@require_safe
 @login_required
 @_page_errors
 def dataset_list(request):
     return render(request, "registry/dataset_list.html", {"datasets": selectors.dataset_list(user=request.user)})
 
 
+@require_safe
 @login_required
 @_page_errors
 def dataset_detail(request, pk: int):

@@ -7,7 +7,8 @@ PY=${PY:-.venv/bin/python}
 HOST=${GLASSBOX_HOST:-127.0.0.1}
 PORT=${GLASSBOX_PORT:-8000}
 
-.venv/bin/celery -A governance worker --loglevel=INFO --concurrency=1 --without-gossip --without-mingle \
+# -B: the worker also runs Celery beat (the explanation reaper, every 15 s).
+.venv/bin/celery -A governance worker -B -s var/celerybeat-schedule --loglevel=INFO --concurrency=1 --without-gossip --without-mingle \
     > var/worker.log 2>&1 &
 WORKER_PID=$!
 trap 'kill $WORKER_PID 2>/dev/null || true' EXIT INT TERM

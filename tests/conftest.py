@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import roles
-from registry.models import RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 
 DEMO_MODEL_CACHE = Path(settings.BASE_DIR) / "var" / "test-demo-models"
 
@@ -55,6 +55,28 @@ class RegisteredModelFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"sentiment-{n}")
     risk_tier = RegisteredModel.RiskTier.LOW
     created_by = factory.SubFactory(UserFactory, role=roles.ENGINEER)
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    """A version row with no artifact behind it: for tests of what happens
+    after an upload (reviews, rollouts), where a real upload's load check
+    would only cost seconds. Uploads themselves are tested through the API."""
+
+    class Meta:
+        model = ModelVersion
+
+    model = factory.SubFactory(RegisteredModelFactory)
+    number = factory.LazyAttribute(lambda v: v.model.versions.count() + 1)
+    flavor = ModelVersion.Flavor.SKLEARN
+    metrics = factory.LazyFunction(lambda: {"accuracy": 0.87})
+    labels = factory.LazyFunction(lambda: ["negative", "positive"])
+    artifact_sha256 = factory.Faker("sha256")
+    artifact_size = 123_456
+    artifact_filename = "model.skops"
+    artifact_key = factory.LazyAttribute(lambda v: f"models/{v.artifact_sha256[:2]}/{v.artifact_sha256}.zip")
+    artifact_format = "zip"
+    files = factory.LazyFunction(lambda: [{"name": "model.skops", "size": 123_456}])
+    created_by = factory.LazyAttribute(lambda v: v.model.created_by)
 
 
 # The personas every test shares.

@@ -32,6 +32,9 @@ class Tripwire:
 
     constructed = False
 
+    def __init__(self) -> None:
+        self.armed = True  # skops only restores state that is not empty
+
     def __setstate__(self, state: dict) -> None:
         Tripwire.constructed = True
         self.__dict__.update(state)

@@ -1,0 +1,148 @@
+"""REST API of explanation reports: one view per operation, nested
+serializers, no rules here (services and selectors hold them)."""
+
+import json
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from explanations import exports, selectors, services
+from explanations.models import ExplanationReport
+from governance.errors import Conflict, InvalidInput
+from registry import selectors as registry_selectors
+from registry.models import Dataset
+
+
+class ReportSummarySerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(read_only=True)
+    url = serializers.SerializerMethodField()
+    page = serializers.SerializerMethodField()
+    model = serializers.CharField(source="version.model.name")
+    version = serializers.IntegerField(source="version.number")
+    dataset = serializers.IntegerField(source="dataset_id", allow_null=True)
+    requested_by = serializers.CharField(source="requested_by.username")
+    chunks = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ExplanationReport
+        fields = [
+            "id", "url", "page", "model", "version", "method", "dataset", "text_count", "status", "progress",
+            "params", "error", "requested_by", "created_at", "started_at", "finished_at", "chunks",
+        ]  # fmt: skip
+
+    def get_url(self, report: ExplanationReport) -> str:
+        return f"/api/v1/explanations/{report.pk}/"
+
+    def get_page(self, report: ExplanationReport) -> str:
+        return report.get_absolute_url()
+
+    def get_chunks(self, report: ExplanationReport) -> dict:
+        total = getattr(report, "chunks_total", None)
+        done = getattr(report, "chunks_done", None)
+        if total is None:
+            total = report.chunks.count()
+            done = report.chunks.filter(status="done").count()
+        return {"total": total, "done": done}
+
+
+class ReportOutputSerializer(ReportSummarySerializer):
+    class Meta(ReportSummarySerializer.Meta):
+        fields = ReportSummarySerializer.Meta.fields + ["heartbeat_at", "timings", "results", "fidelity"]
+
+
+class ReportRequestInputSerializer(serializers.Serializer):
+    method = serializers.CharField(max_length=40, help_text="shap, lime or pfi")
+    dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="a dataset id, or")
+    texts = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+                                  required=False, allow_null=True, allow_empty=True, help_text="texts to explain")  # fmt: skip
+    params = serializers.DictField(required=False, default=dict, help_text="method parameters; defaults if empty")
+
+
+class ReportListCreateApi(APIView):
+    # Named at module level: the schema needs one distinct component name per input.
+    InputSerializer = ReportRequestInputSerializer
+
+    @extend_schema(responses=ReportSummarySerializer(many=True), operation_id="explanations_list")
+    def get(self, request, name: str, number: int):
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        reports = selectors.report_list(user=request.user, version=version)
+        return Response(ReportSummarySerializer(reports, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
+    def post(self, request, name: str, number: int):
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        dataset = None
+        if values.get("dataset") is not None:
+            dataset = Dataset.objects.filter(pk=values["dataset"]).first()
+            if dataset is None:
+                raise InvalidInput(f"No dataset {values['dataset']}.")
+        report = services.report_request(
+            actor=request.user,
+            version=version,
+            method=values["method"],
+            dataset=dataset,
+            texts=values.get("texts"),
+            params=values.get("params") or {},
+        )
+        report = selectors.report_get(user=request.user, pk=report.pk)
+        return Response(ReportOutputSerializer(report).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportDetailApi(APIView):
+    @extend_schema(responses=ReportOutputSerializer, operation_id="explanations_retrieve")
+    def get(self, request, pk: int):
+        report = selectors.report_get(user=request.user, pk=pk)
+        return Response(ReportOutputSerializer(report).data)
+
+
+class ReportCancelApi(APIView):
+    @extend_schema(request=None, responses=ReportOutputSerializer, operation_id="explanations_cancel")
+    def post(self, request, pk: int):
+        report = selectors.report_get(user=request.user, pk=pk)
+        services.report_cancel(actor=request.user, report=report)
+        report = selectors.report_get(user=request.user, pk=pk)
+        return Response(ReportOutputSerializer(report).data)
+
+
+class _ExportApi(APIView):
+    def perform_content_negotiation(self, request, force=False):
+        # The export is a file whatever the client says it accepts; errors stay JSON.
+        return super().perform_content_negotiation(request, force=True)
+
+    def succeeded_report(self, request, pk: int) -> ExplanationReport:
+        report = selectors.report_get(user=request.user, pk=pk)
+        if report.status != ExplanationReport.Status.SUCCEEDED:
+            raise Conflict(f"Report {pk} is {report.status}; only a succeeded report can be exported.",
+                           current_status=report.status)  # fmt: skip
+        return report
+
+    @staticmethod
+    def filename(report: ExplanationReport, ext: str) -> str:
+        return f"{report.version.model.name}-v{report.version.number}-{report.method}-report-{report.pk}.{ext}"
+
+
+class ReportExportJsonApi(_ExportApi):
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT}, operation_id="explanations_export_json")
+    def get(self, request, pk: int):
+        report = self.succeeded_report(request, pk)
+        body = json.dumps(exports.report_document(report), ensure_ascii=False, indent=1)
+        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{self.filename(report, "json")}"'
+        return response
+
+
+class ReportExportCsvApi(_ExportApi):
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR}, operation_id="explanations_export_csv")
+    def get(self, request, pk: int):
+        report = self.succeeded_report(request, pk)
+        # A byte-order mark so that spreadsheet programs read the Chinese as UTF-8.
+        response = HttpResponse("\ufeff" + exports.report_csv(report), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{self.filename(report, "csv")}"'
+        return response

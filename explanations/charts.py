@@ -1,0 +1,151 @@
+"""What the report pages draw, computed from a report's results: token heat
+maps, server-rendered SVG bar charts, the fidelity table and the comparison
+of two versions. Numbers and geometry only; the templates escape all text."""
+
+from __future__ import annotations
+
+HEATMAP_TEXTS = 50
+TOP_TOKENS = 15
+BAR_ROW = 20
+BAR_LEFT = 110
+BAR_WIDTH = 300
+FIDELITY_LEVELS = ("1", "5", "10", "20", "50", "aopc")
+
+# Red pushes toward the label, blue away from it.
+POSITIVE_RGB = "220, 38, 38"
+NEGATIVE_RGB = "37, 99, 235"
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def token_style(value: float, scale: float) -> str:
+    strength = min(1.0, abs(value) / scale) if scale > 0 else 0.0
+    rgb = POSITIVE_RGB if value >= 0 else NEGATIVE_RGB
+    return f"background-color: rgba({rgb}, {0.08 + 0.8 * strength:.3f})"
+
+
+def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
+    """Per text: its tokens coloured by their value toward the predicted label."""
+    rows = []
+    for entry in (results.get("texts") or [])[:limit]:
+        text = entry.get("text") or ""
+        label = entry.get("predicted_label")
+        values = [(_number(v) or 0.0) for v in (entry.get("values") or {}).get(label) or []]
+        scale = max((abs(v) for v in values), default=0.0)
+        tokens = []
+        previous = 0
+        for position, token in enumerate(entry.get("tokens") or []):
+            start, end = token.get("start"), token.get("end")
+            valid = isinstance(start, int) and isinstance(end, int) and previous <= start <= end <= len(text)
+            if valid and start > previous:
+                tokens.append({"text": text[previous:start], "gap": True})
+            shown = text[start:end] if valid else token.get("text", "")
+            value = values[position] if position < len(values) else 0.0
+            tokens.append({
+                "text": shown,
+                "value": value,
+                "style": token_style(value, scale),
+                "title": f"{token.get('text', shown)}: {value:+.5f} toward {label}",
+            })  # fmt: skip
+            if valid:
+                previous = end
+        if previous < len(text):
+            tokens.append({"text": text[previous:], "gap": True})
+        probabilities = entry.get("probabilities") or {}
+        rows.append({
+            "index": entry.get("index"),
+            "label": label,
+            "probability": _number(probabilities.get(label)),
+            "true_label": entry.get("true_label"),
+            "truncated": bool(entry.get("truncated")),
+            "additivity_error": _number(entry.get("additivity_error")),
+            "r2": _number(entry.get("r2")),
+            "tokens": tokens,
+        })  # fmt: skip
+    return rows
+
+
+def bar_chart(rows: list[dict], *, value_key: str, sign_key: str | None = None, error_key: str | None = None,
+              top: int = TOP_TOKENS) -> dict:  # fmt: skip
+    """Horizontal bars, longest first: geometry for an inline SVG."""
+    rows = [row for row in rows if _number(row.get(value_key)) is not None][:top]
+    scale = max((abs(_number(row[value_key])) for row in rows), default=0.0) or 1.0
+    bars = []
+    for position, row in enumerate(rows):
+        value = _number(row[value_key])
+        sign = _number(row.get(sign_key)) if sign_key else value
+        width = max(1.0, BAR_WIDTH * abs(value) / scale)
+        error = _number(row.get(error_key)) if error_key else None
+        bars.append({
+            "token": str(row.get("token", "")),
+            "value": value,
+            "y": position * BAR_ROW,
+            "text_y": position * BAR_ROW + 14,
+            "width": round(width, 1),
+            "end_x": round(BAR_LEFT + width + 4, 1),
+            "fill": f"rgb({POSITIVE_RGB})" if (sign or 0) >= 0 else f"rgb({NEGATIVE_RGB})",
+            "label": f"{value:.4f}" + (f" ± {error:.4f}" if error is not None else ""),
+            "new": bool(row.get("new")),
+        })  # fmt: skip
+    return {"bars": bars, "height": max(BAR_ROW, len(bars) * BAR_ROW + 4), "width": BAR_LEFT + BAR_WIDTH + 90,
+            "left": BAR_LEFT, "label_x": BAR_LEFT - 6}  # fmt: skip
+
+
+def global_charts(global_importance: dict, *, top: int = TOP_TOKENS) -> list[dict]:
+    """One chart per label of mean |value|, coloured by the sign of the mean."""
+    return [
+        {"label": label, **bar_chart(rows or [], value_key="mean_abs", sign_key="mean", top=top)}
+        for label, rows in (global_importance or {}).items()
+        if isinstance(rows, list)
+    ]
+
+
+def pfi_chart(results: dict, *, top: int = TOP_TOKENS) -> dict:
+    features = sorted(results.get("features") or [], key=lambda f: -(_number(f.get("accuracy_drop_mean")) or 0.0))
+    return bar_chart(features, value_key="accuracy_drop_mean", error_key="accuracy_drop_std", top=top)
+
+
+def fidelity_table(fidelity: dict | None) -> list[dict]:
+    """Rows of (level, comprehensiveness, its random baseline, sufficiency, its baseline)."""
+    if not fidelity or "comprehensiveness" not in fidelity:
+        return []
+    random = fidelity.get("random_baseline") or {}
+    table = []
+    for level in FIDELITY_LEVELS:
+        table.append({
+            "level": "AOPC" if level == "aopc" else f"top {level} %",
+            "comprehensiveness": _number((fidelity.get("comprehensiveness") or {}).get(level)),
+            "comprehensiveness_random": _number((random.get("comprehensiveness") or {}).get(level)),
+            "sufficiency": _number((fidelity.get("sufficiency") or {}).get(level)),
+            "sufficiency_random": _number((random.get("sufficiency") or {}).get(level)),
+        })  # fmt: skip
+    return table
+
+
+def compare_globals(old: dict, new: dict, *, top: int = TOP_TOKENS) -> list[dict]:
+    """Per label, both versions' top tokens side by side; the new version's
+    tokens that were not among the old version's top are marked `new`, and
+    `shifts` lists the tokens whose importance grew the most."""
+    comparison = []
+    for label in sorted(set(old or {}) | set(new or {})):
+        old_rows = (old or {}).get(label) or []
+        new_rows = (new or {}).get(label) or []
+        old_top = {row.get("token") for row in old_rows[:top]}
+        old_value = {row.get("token"): _number(row.get("mean_abs")) or 0.0 for row in old_rows}
+        marked = [{**row, "new": row.get("token") not in old_top} for row in new_rows]
+        shifts = []
+        for row in new_rows:
+            gain = (_number(row.get("mean_abs")) or 0.0) - old_value.get(row.get("token"), 0.0)
+            if gain > 0:
+                shifts.append({"token": row.get("token"), "old": old_value.get(row.get("token")),
+                               "new": _number(row.get("mean_abs")), "gain": gain})  # fmt: skip
+        shifts.sort(key=lambda s: -s["gain"])
+        comparison.append({
+            "label": label,
+            "old": bar_chart(old_rows, value_key="mean_abs", sign_key="mean", top=top),
+            "new": bar_chart(marked, value_key="mean_abs", sign_key="mean", top=top),
+            "shifts": shifts[:10],
+        })  # fmt: skip
+    return comparison

@@ -1,0 +1,77 @@
+"""A succeeded report as a JSON document or CSV rows (one row per token per
+text for local methods, one row per feature for PFI)."""
+
+import csv
+import io
+from collections.abc import Iterator
+
+from explanations.models import ExplanationReport
+
+LOCAL_COLUMNS = [
+    "text_index", "token_index", "token", "start", "end", "predicted_label", "predicted_probability", "true_label",
+    "truncated",
+]  # fmt: skip
+PFI_COLUMNS = [
+    "token", "accuracy_drop_mean", "accuracy_drop_std", "macro_f1_drop_mean", "macro_f1_drop_std", "texts_affected",
+]  # fmt: skip
+
+
+def report_document(report: ExplanationReport) -> dict:
+    return {
+        "report": {
+            "id": report.pk,
+            "model": report.version.model.name,
+            "version": report.version.number,
+            "artifact_sha256": report.version.artifact_sha256,
+            "method": report.method,
+            "dataset": report.dataset_id,
+            "text_count": report.text_count,
+            "params": report.params,
+            "status": report.status,
+            "requested_by": report.requested_by.get_username(),
+            "created_at": report.created_at.isoformat(),
+            "started_at": report.started_at.isoformat() if report.started_at else None,
+            "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+            "timings": report.timings,
+        },
+        "results": report.results,
+        "fidelity": report.fidelity,
+    }
+
+
+def _cell(value):
+    # A text cell starting with = + - @ is a formula to a spreadsheet.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _local_rows(results: dict) -> Iterator[list]:
+    labels = list(results.get("labels") or [])
+    yield LOCAL_COLUMNS + [f"value:{label}" for label in labels]
+    for entry in results.get("texts") or []:
+        predicted = entry.get("predicted_label")
+        probability = (entry.get("probabilities") or {}).get(predicted)
+        values = entry.get("values") or {}
+        for position, token in enumerate(entry.get("tokens") or []):
+            row = [
+                entry.get("index"), position, _cell(token.get("text", "")), token.get("start"), token.get("end"),
+                _cell(predicted), probability, _cell(entry.get("true_label") or ""), bool(entry.get("truncated")),
+            ]  # fmt: skip
+            row += [(values.get(label) or [None] * (position + 1))[position] for label in labels]
+            yield row
+
+
+def _pfi_rows(results: dict) -> Iterator[list]:
+    yield PFI_COLUMNS
+    for feature in results.get("features") or []:
+        yield [_cell(feature.get("token", ""))] + [feature.get(column) for column in PFI_COLUMNS[1:]]
+
+
+def report_csv(report: ExplanationReport) -> str:
+    results = report.results or {}
+    rows = _pfi_rows(results) if report.is_global else _local_rows(results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerows(rows)
+    return buffer.getvalue()

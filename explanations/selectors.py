@@ -1,0 +1,187 @@
+"""Reads of explanation reports, for the pages, the API, the workers and the
+approval policy (succeeded_methods)."""
+
+import threading
+from collections import OrderedDict
+
+from django.db.models import Count, Q, QuerySet
+
+from explanations.models import ExplanationChunk, ExplanationReport
+from governance.errors import NotFound, NotPermitted
+
+
+def explainer_for(method: str):
+    """The explainer of a method. The registry behind it is lazy: the web
+    process imports no shap, lime or torch to validate a request."""
+    from explanations.explainers import get_explainer
+
+    return get_explainer(method)
+
+
+def known_methods() -> list[str]:
+    from explanations.explainers import EXPLAINER_CLASSES
+
+    return list(EXPLAINER_CLASSES)
+
+
+def _require_read(user) -> None:
+    if not (user.is_authenticated and user.has_perm("explanations.view_explanationreport")):
+        raise NotPermitted("You have no role that may read explanation reports.")
+
+
+def report_get(*, user, pk: int) -> ExplanationReport:
+    _require_read(user)
+    report = (
+        ExplanationReport.objects.select_related("version__model", "dataset", "requested_by")
+        .annotate(chunks_total=Count("chunks"), chunks_done=Count("chunks", filter=Q(chunks__status="done")))
+        .filter(pk=pk)
+        .first()
+    )
+    if report is None:
+        raise NotFound(f"No explanation report {pk}.")
+    if not report.can_be_viewed_by(user):
+        raise NotPermitted("You may not read this explanation report.")
+    return report
+
+
+def report_list(*, user, version) -> QuerySet[ExplanationReport]:
+    """A version's reports, newest first, without their (large) results."""
+    _require_read(user)
+    if not version.model.can_be_viewed_by(user):
+        raise NotPermitted("You may not read this model's explanation reports.")
+    return (
+        ExplanationReport.objects.filter(version=version)
+        .select_related("version__model", "dataset", "requested_by")
+        .annotate(chunks_total=Count("chunks"), chunks_done=Count("chunks", filter=Q(chunks__status="done")))
+        .defer("results", "texts")
+        .order_by("-created_at", "-id")
+    )
+
+
+def succeeded_methods(*, version) -> set[str]:
+    """Explanation methods ("shap", "pfi", ...) with a succeeded report for
+    `version`: the evidence the approval policy asks for."""
+    return set(
+        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+        .values_list("method", flat=True)
+        .distinct()
+    )
+
+
+def succeeded_reports(*, version) -> QuerySet[ExplanationReport]:
+    """The evidence itself, newest first (review page, dossier)."""
+    return (
+        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+        .select_related("dataset", "requested_by", "version__model")
+        .defer("results", "texts")
+    )
+
+
+def latest_succeeded(*, version, method: str, dataset_id: int | None = None) -> ExplanationReport | None:
+    reports = ExplanationReport.objects.filter(
+        version=version, method=method, status=ExplanationReport.Status.SUCCEEDED
+    )
+    if dataset_id is not None:
+        reports = reports.filter(dataset_id=dataset_id)
+    return reports.order_by("-finished_at", "-id").first()
+
+
+# --- what the workers read ----------------------------------------------------------
+
+# Chunks of one report run in the same worker processes one after another;
+# reading a dataset back from the store once per process is enough.
+_DATASET_CACHE: "OrderedDict[str, tuple[list[str], list[str]]]" = OrderedDict()
+_DATASET_CACHE_LOCK = threading.Lock()
+_DATASET_CACHE_SIZE = 4
+
+
+def report_inputs(report: ExplanationReport) -> tuple[list[str], list[str] | None]:
+    """(texts, true labels or None for inline texts) of a report."""
+    if report.dataset_id is None:
+        return list(report.texts), None
+    from registry.selectors import dataset_rows
+
+    dataset = report.dataset
+    with _DATASET_CACHE_LOCK:
+        cached = _DATASET_CACHE.get(dataset.sha256)
+    if cached is None:
+        rows = dataset_rows(dataset)
+        cached = ([text for text, _ in rows], [label for _, label in rows])
+        with _DATASET_CACHE_LOCK:
+            _DATASET_CACHE[dataset.sha256] = cached
+            while len(_DATASET_CACHE) > _DATASET_CACHE_SIZE:
+                _DATASET_CACHE.popitem(last=False)
+    return list(cached[0]), list(cached[1])
+
+
+def report_predictor(report: ExplanationReport):
+    from registry.selectors import version_predictor
+
+    return version_predictor(report.version)
+
+
+def run_params(report: ExplanationReport) -> dict:
+    """The parameters the explainer runs with. PFI also gets the results of
+    the latest succeeded SHAP report on the same dataset and version, for
+    its global SHAP summary."""
+    params = dict(report.params)
+    if report.method == ExplanationReport.Method.PFI and report.dataset_id is not None:
+        shap = latest_succeeded(version=report.version, method="shap", dataset_id=report.dataset_id)
+        params["shap_results"] = shap.results if shap is not None else None
+    return params
+
+
+def chunk_results(report: ExplanationReport) -> list[dict]:
+    return list(report.chunks.order_by("index").values_list("result", flat=True))
+
+
+def chunk_timings(report: ExplanationReport) -> list[float]:
+    seconds = []
+    for started, finished in report.chunks.order_by("index").values_list("started_at", "finished_at"):
+        seconds.append(round((finished - started).total_seconds(), 3) if started and finished else None)
+    return seconds
+
+
+def unfinished_chunks(report_id: int) -> QuerySet[ExplanationChunk]:
+    return ExplanationChunk.objects.filter(report_id=report_id).exclude(status=ExplanationChunk.Status.DONE)
+
+
+def comparable_reports(*, old, new, method: str) -> tuple[ExplanationReport | None, ExplanationReport | None]:
+    """The latest succeeded `method` reports of two versions, on the same
+    dataset when both have one on a common dataset."""
+
+    def succeeded(version):
+        return ExplanationReport.objects.filter(
+            version=version, method=method, status=ExplanationReport.Status.SUCCEEDED
+        ).order_by("-finished_at", "-id")
+
+    common = set(succeeded(old).exclude(dataset=None).values_list("dataset_id", flat=True)) & set(
+        succeeded(new).exclude(dataset=None).values_list("dataset_id", flat=True)
+    )
+    if common:
+        newest = succeeded(new).filter(dataset_id__in=common).first()
+        return succeeded(old).filter(dataset_id=newest.dataset_id).first(), newest
+    return succeeded(old).first(), succeeded(new).first()
+
+
+def dossier_reports(*, user, version) -> list[dict]:
+    """A version's reports as the compliance dossier's JSON lists them."""
+    if not user.has_perm("explanations.view_explanationreport"):
+        return []
+    return [
+        {
+            "id": report.pk,
+            "method": report.method,
+            "status": report.status,
+            "dataset": report.dataset_id,
+            "text_count": report.text_count,
+            "params": report.params,
+            "requested_by": report.requested_by.get_username(),
+            "created_at": report.created_at.isoformat(),
+            "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+            "error": report.error,
+            "fidelity": report.fidelity,
+            "url": f"/api/v1/explanations/{report.pk}/",
+        }
+        for report in report_list(user=user, version=version)
+    ]

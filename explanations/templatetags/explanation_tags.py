@@ -1,0 +1,39 @@
+"""Explanation reports inside other apps' pages (the version page, the review
+page, the dossier) without those apps' views knowing about them."""
+
+from django import template
+
+from explanations import selectors
+from explanations.forms import ReportRequestForm
+
+register = template.Library()
+
+
+@register.inclusion_tag("explanations/_version_reports.html", takes_context=True)
+def version_explanations(context, version):
+    user = context["request"].user
+    can_read = user.has_perm("explanations.view_explanationreport")
+    return {
+        "version": version,
+        "model": version.model,
+        "reports": list(selectors.report_list(user=user, version=version)[:20]) if can_read else [],
+        "can_read": can_read,
+        "can_request": user.has_perm("explanations.add_explanationreport"),
+        "form": ReportRequestForm(),
+        "csrf_token": context.get("csrf_token"),
+    }
+
+
+@register.inclusion_tag("explanations/_evidence.html", takes_context=True)
+def version_evidence(context, version, everything: bool = False):
+    """The succeeded reports a review rests on; with everything=True (the
+    dossier) every report of the version, failed and cancelled ones too."""
+    user = context["request"].user
+    can_read = user.has_perm("explanations.view_explanationreport")
+    if not can_read:
+        reports = []
+    elif everything:
+        reports = list(selectors.report_list(user=user, version=version))
+    else:
+        reports = list(selectors.succeeded_reports(version=version))
+    return {"version": version, "reports": reports, "can_read": can_read, "everything": everything}

@@ -1,0 +1,54 @@
+"""The Django admin (superusers only) in the audit trail.
+
+Every change the admin makes writes a LogEntry inside the admin's own
+transaction; each one is mirrored into the trail from there. The bulk
+"delete selected" action is switched off, because its log entries are
+bulk-created (no signal): deletions go through the per-object delete page.
+"""
+
+from django.contrib import admin
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from governance.audit import record_event
+
+admin.site.disable_action("delete_selected")
+
+_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}
+# Objects whose primary key or str() is a secret.
+_SECRET_KEYED = {("authtoken", "token"), ("authtoken", "tokenproxy")}
+
+
+@receiver(post_save, sender=LogEntry, dispatch_uid="glassbox-audit-admin-log")
+def _mirror_admin_change(sender, instance: LogEntry, created: bool, **kwargs) -> None:
+    if not created:
+        return
+    content_type = instance.content_type
+    app_label, model = (content_type.app_label, content_type.model) if content_type else ("", "")
+    object_id, label, detail = str(instance.object_id or ""), instance.object_repr, {}
+    if (app_label, model) in _SECRET_KEYED:
+        detail["token_of"] = _token_owner(object_id)
+        object_id, label = "", "API token"
+    record_event(
+        actor=instance.user,
+        action=_ACTIONS.get(instance.action_flag, "admin.change"),
+        object_type=f"{app_label}.{model}" if content_type else "",
+        object_id=object_id,
+        object_label=label,
+        detail={**detail, "change_message": instance.get_change_message()},
+    )
+
+
+def _token_owner(object_id: str) -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    # The admin's TokenProxy is keyed by its user's id (DRF keeps the key out
+    # of admin URLs); a plain Token by the key itself.
+    if object_id.isdigit():
+        owner = get_user_model().objects.filter(pk=int(object_id)).first()
+    else:
+        token = Token.objects.filter(key=object_id).select_related("user").first()
+        owner = token.user if token else None
+    return owner.get_username() if owner else ""

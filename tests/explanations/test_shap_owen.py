@@ -1,0 +1,195 @@
+"""Glassbox SHAP: Owen values over clauses → jieba words → tokens."""
+
+import io
+import itertools
+import zipfile
+from math import prod
+
+import numpy as np
+import pytest
+
+from explanations.explainers import get_explainer
+from explanations.explainers.base import prepare_text
+from explanations.hierarchy import build_tree
+from registry.predictors import load_predictor
+from tests.explanations.keyword_model import KeywordModel
+
+SHORT_TEXTS = ["不好，很好！", "服务很差。不喜欢", "很好,不差", "喜欢！退款？不好"]
+
+
+def explain(predictor, texts, **params):
+    explainer = get_explainer("shap")
+    params = explainer.validate_params(params)
+    parts = [explainer.run_chunk(predictor, texts, None, chunk, params) for chunk in explainer.plan_chunks(len(texts), params)]
+    return explainer.combine(predictor, texts, None, parts, params)
+
+
+def consistent_orders(node):
+    """Every token order in which each node's tokens are contiguous (the
+    orders the Owen value averages over), enumerated naively."""
+    if isinstance(node, int):
+        yield [node]
+        return
+    for perm in itertools.permutations(node):
+        for parts in itertools.product(*(list(consistent_orders(child)) for child in perm)):
+            yield [token for part in parts for token in part]
+
+
+def brute_force_owen(predictor, text):
+    prepared = prepare_text(predictor, text)
+    tree = build_tree(prepared.text, prepared.spans)
+    cache = {}
+
+    def v(present):
+        key = frozenset(present)
+        if key not in cache:
+            hidden = set(range(prepared.n)) - key
+            cache[key] = predictor.predict_proba([prepared.render(hidden)])[0]
+        return cache[key]
+
+    orders = list(consistent_orders(tree))
+    phi = np.zeros((prepared.n, len(predictor.labels)))
+    for order in orders:
+        present = set()
+        for token in order:
+            before = v(present)
+            present.add(token)
+            phi[token] += v(present) - before
+    return phi / len(orders), tree
+
+
+@pytest.mark.parametrize("mask_text", ["", "#"])
+def test_full_budget_equals_brute_force_owen_values(mask_text):
+    model = KeywordModel(mask_text=mask_text)
+    results = explain(model, SHORT_TEXTS, max_evals=100_000)
+    for entry, text in zip(results["texts"], SHORT_TEXTS):
+        expected, tree = brute_force_owen(model, text)
+        assert isinstance(tree, list) and any(isinstance(child, list) for child in tree)  # a real hierarchy
+        assert entry["exact"] is True
+        for k, label in enumerate(model.labels):
+            assert np.allclose(entry["values"][label], expected[:, k], atol=1e-6, rtol=0)
+
+
+def test_exact_values_differ_from_flat_shapley_so_the_hierarchy_matters():
+    model = KeywordModel()
+    text = "不好，很好！"
+    entry = explain(model, [text], max_evals=100_000)["texts"][0]
+    prepared = prepare_text(model, text)
+    n = prepared.n
+    flat = np.zeros(n)
+    orders = list(itertools.permutations(range(n)))
+    for order in orders:
+        present = set()
+        for token in order:
+            before = model.predict_proba([prepared.render(set(range(n)) - present)])[0, 1]
+            present.add(token)
+            flat[token] += model.predict_proba([prepared.render(set(range(n)) - present)])[0, 1] - before
+    assert not np.allclose(entry["values"]["positive"], flat / len(orders), atol=1e-6)
+
+
+def test_additivity_holds_exactly_and_at_a_budget():
+    model = KeywordModel(mask_text="#")
+    long_text = "这家酒店的服务很好，但是房间太差了！我不喜欢，要求退款。前台说不好办，最后还是很好地解决了。" * 2
+    for max_evals in (100_000, 500, 40):
+        results = explain(model, SHORT_TEXTS + [long_text], max_evals=max_evals)
+        for entry in results["texts"]:
+            for label in model.labels:
+                total = sum(entry["values"][label]) + entry["base_values"][label]
+                assert abs(total - entry["probabilities"][label]) <= 1e-6
+            assert entry["additivity_error"] <= 1e-6
+        assert results["additivity_max_error"] <= 1e-6
+
+
+def test_budget_is_respected_and_every_token_is_valued():
+    model = KeywordModel(mask_text="#")
+    text = "服务很好，不喜欢这个颜色，但是质量不差，快递也很快，总体来说还是很好的，下次还会再来买，推荐大家购买。" * 2
+    entry = explain(model, [text])["texts"][0]  # default budget: 500
+    assert entry["exact"] is False
+    assert entry["evaluations"] <= 500
+    assert len(entry["values"]["positive"]) == len(entry["tokens"]) == len(text)
+
+
+def test_text_over_the_model_limit_is_truncated_and_flagged():
+    model = KeywordModel(max_tokens=5)
+    results = explain(model, ["很好很好很好很好", "很好"])
+    first, second = results["texts"]
+    assert first["truncated"] is True and len(first["tokens"]) == 5
+    assert first["text"] == "很好很好很好很好"  # the stored text is the original one
+    assert second["truncated"] is False
+    assert results["truncated_count"] == 1
+
+
+def test_results_do_not_depend_on_chunking_and_reruns_are_identical():
+    model = KeywordModel(mask_text="#")
+    texts = SHORT_TEXTS + ["这家酒店的服务很好，但是房间太差了！我不喜欢，要求退款。" * 3]
+    small = explain(model, texts, chunk_size=1, max_evals=60)
+    large = explain(model, texts, chunk_size=25, max_evals=60)
+    again = explain(model, texts, chunk_size=25, max_evals=60)
+    assert small["texts"] == large["texts"] == again["texts"]
+
+
+def test_model_calls_are_full_batches_shared_across_texts():
+    batches = []
+
+    class RecordingModel(KeywordModel):
+        def predict_proba(self, texts, batch_size=64):
+            batches.append(len(texts))
+            return super().predict_proba(texts, batch_size)
+
+    model = RecordingModel(mask_text="#")
+    texts = [f"{'很好，' * k}不喜欢{'差' * k}" for k in range(1, 21)]
+    explainer = get_explainer("shap")
+    params = explainer.validate_params({"batch_size": 64})
+    result = explainer.run_chunk(model, texts, None, {"start": 0, "stop": 20}, params)
+    assert sum(batches) == result["model_rows"]
+    # Every batch but the last is full, so batches run across text boundaries
+    # (one text's rows are not a multiple of 64).
+    assert batches[:-1] == [64] * (len(batches) - 1)
+    assert len(batches) == -(-result["model_rows"] // 64)
+
+
+def test_global_summary_ranks_tokens_by_mean_absolute_value():
+    model = KeywordModel()
+    results = explain(model, SHORT_TEXTS, max_evals=100_000)
+    top = results["global"]["positive"]
+    assert top[0]["mean_abs"] >= top[-1]["mean_abs"]
+    assert {"token", "mean_abs", "mean", "count"} <= set(top[0])
+    assert top[0]["token"] in {"好", "差", "喜", "欢", "不"}
+
+
+@pytest.fixture(scope="module")
+def quick_bert(demo_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    with zipfile.ZipFile(io.BytesIO(demo_models["bert_zip"].read_bytes())) as archive:
+        archive.extractall(folder)
+    return load_predictor(folder, "transformers")
+
+
+def test_char_bert_gives_every_character_of_a_100_character_text_its_own_value(quick_bert):
+    text = ("这家酒店的位置很好，交通方便，服务态度也不错！但是房间有点小，隔音很差，晚上睡不好。早餐种类少，价格偏贵；总体来说还可以，下次可能还会再来住")[:100]
+    text = text + "好" * (100 - len(text))
+    results = explain(quick_bert, [text, "很好，不错。"], max_evals=500)
+    entry, short = results["texts"]
+    assert len(entry["tokens"]) == 100
+    for label in quick_bert.labels:
+        assert len(set(entry["values"][label])) == 100
+    assert entry["evaluations"] <= 500
+    assert results["additivity_max_error"] <= 1e-6
+    assert short["exact"] is True
+    assert entry["predicted_label"] in quick_bert.labels
+
+
+def test_char_bert_exact_values_match_brute_force(quick_bert):
+    text = "很好，不错。"
+    entry = explain(quick_bert, [text], max_evals=100_000)["texts"][0]
+    expected, _ = brute_force_owen(quick_bert, text)
+    assert np.allclose(entry["values"]["positive"], expected[:, 1], atol=1e-6, rtol=0)
+
+
+def test_progress_is_reported_between_zero_and_one():
+    model = KeywordModel(mask_text="#")
+    explainer = get_explainer("shap")
+    params = explainer.validate_params({})
+    seen = []
+    explainer.run_chunk(model, SHORT_TEXTS, None, {"start": 0, "stop": 4}, params, progress=seen.append)
+    assert seen and all(0.0 <= f <= 1.0 for f in seen) and seen == sorted(seen) and seen[-1] == 1.0
