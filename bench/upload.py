@@ -166,7 +166,7 @@ def main() -> None:
             "from registry.services import model_create;"
             "u = User.objects.create_user('bench', password='bench-password-123'); u.groups.add(Group.objects.get(name='engineer'));"
             "model_create(actor=u, name='bench-model', risk_tier='low'); print(Token.objects.create(user=u).key)",
-        ).strip()  # fmt: skip
+        ).strip().splitlines()[-1]  # fmt: skip  (the shell may print a banner first)
 
         port = free_port()
         server = subprocess.Popen(
@@ -184,6 +184,9 @@ def main() -> None:
                     if time.time() > deadline:
                         raise
                     time.sleep(0.2)
+            # The master listens before it forks its worker: wait for the worker.
+            while not psutil.Process(server.pid).children():
+                time.sleep(0.1)
             worker_pid = psutil.Process(server.pid).children()[0].pid
             # Warm the worker (imports, first request) so growth is the upload's alone.
             conn = http.client.HTTPConnection("127.0.0.1", port)
