@@ -24,6 +24,9 @@ class AuthTokenApi(APIView):
     authentication_classes: list = []
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TokenRequest"  # a unique OpenAPI component name
+
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
 

@@ -204,6 +204,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # Several models have a `status`; name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "registry.models.ModelVersion.Status",
+        "ReviewStatusEnum": "governance.models.ReviewRequest.Status",
+        "ReportStatusEnum": "explanations.models.ExplanationReport.Status",
+    },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }

@@ -61,6 +61,9 @@ class ModelDetailOutputSerializer(ModelOutputSerializer):
 
 class ModelListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelCreateRequest"  # a unique OpenAPI component name
+
         name = serializers.CharField(max_length=100)
         task = serializers.ChoiceField(choices=RegisteredModel.Task.choices, default=RegisteredModel.Task.TEXT_CLASSIFICATION)
         risk_tier = serializers.ChoiceField(choices=RegisteredModel.RiskTier.choices)
@@ -127,6 +130,9 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionUploadRequest"  # a unique OpenAPI component name
+
         artifact = serializers.FileField(help_text="zip / tar / tar.gz of a transformers model, or a .skops file")
         flavor = serializers.ChoiceField(choices=ModelVersion.Flavor.choices)
         metrics = serializers.JSONField(required=False, binary=True, help_text='JSON object, e.g. {"accuracy": 0.9}')
@@ -178,6 +184,9 @@ class DatasetListCreateApi(StreamingUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "DatasetUploadRequest"  # a unique OpenAPI component name
+
         file = serializers.FileField(help_text="CSV or JSON lines with the columns text and label (UTF-8)")
         name = serializers.CharField(max_length=100)
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="")
