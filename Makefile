@@ -7,6 +7,7 @@ VENV_STAMP := $(VENV)/.requirements-installed
 # The services `make test` runs against (this machine's PostgreSQL and Redis).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+TEST_DATA_DIR ?= $(CURDIR)/var/test
 
 .PHONY: run test venv demo-models bench-upload bench-audit clean
 
@@ -26,7 +27,7 @@ run: venv
 test: venv
 	bash scripts/ensure_services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-	GLASSBOX_DATA_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
+	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo-models: venv
 	$(PY) manage.py train_demo_models --force

@@ -17,6 +17,21 @@ _READ = [
     "governance.view_decision",
     # Explanation reports are the evidence reviews rest on; every role reads them.
     "explanations.view_explanationreport",
+    # Where versions serve, how rollouts went and how the models behave live.
+    "rollouts.view_rollout",
+    "rollouts.view_analysisrun",
+    "rollouts.view_predictionlog",
+    "rollouts.view_alert",
+]
+
+# Starting rollouts and their manual gates (promote/pause/resume/abort), and
+# calling the serving API; engineers run their own models' releases.
+_ROLLOUT_WRITE = [
+    "rollouts.add_rollout",
+    "rollouts.change_rollout",
+    "rollouts.serve_prediction",
+    "rollouts.pin_version",
+    "rollouts.add_feedback",
 ]
 
 # "app_label.codename" per role. Reviewers and managers read; only engineers
@@ -29,7 +44,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "registry.add_dataset",
         "governance.add_reviewrequest",
         "explanations.add_explanationreport",
-    ],
+    ]
+    + _ROLLOUT_WRITE,
     # Only reviewers decide; separation of duties is checked per version.
     # Reviewers may also request the explanation reports they need as evidence.
     REVIEWER: _READ + ["governance.add_decision", "explanations.add_explanationreport"],
@@ -43,7 +59,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "governance.add_reviewrequest",
         "explanations.add_explanationreport",
         "explanations.change_explanationreport",
-    ],
+    ]
+    + _ROLLOUT_WRITE,
 }
 
 

@@ -257,6 +257,27 @@ GLASSBOX_EXPLANATION_STALE_SECONDS = _env_int("GLASSBOX_EXPLANATION_STALE_SECOND
 GLASSBOX_EXPLANATION_MAX_ATTEMPTS = _env_int("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
 GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS = _env_int("GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS", 1800)
 
+# --- serving, rollouts and monitoring ----------------------------------------
+# Limits of one predict call.
+GLASSBOX_PREDICT_MAX_INPUTS = _env_int("GLASSBOX_PREDICT_MAX_INPUTS", 64)
+GLASSBOX_PREDICT_MAX_INPUT_CHARS = _env_int("GLASSBOX_PREDICT_MAX_INPUT_CHARS", 5000)
+# Prediction logs are written in batches off the request path: at most every
+# FLUSH seconds or BATCH rows, whichever comes first.
+GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = float(os.environ.get("GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS", "0.5"))
+GLASSBOX_PREDICTION_LOG_BATCH = _env_int("GLASSBOX_PREDICTION_LOG_BATCH", 500)
+# How often the beat task analyses active rollouts and checks monitored versions.
+GLASSBOX_ROLLOUT_TICK_SECONDS = _env_int("GLASSBOX_ROLLOUT_TICK_SECONDS", 10)
+GLASSBOX_MONITOR_INTERVAL_SECONDS = _env_int("GLASSBOX_MONITOR_INTERVAL_SECONDS", 300)
+# After a promotion the old stable stays deployed (and loaded) this long for
+# an instant rollback, then it is retired.
+GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS = _env_int("GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS", 86400)
+# Input drift thresholds (see rollouts/drift.py for where the defaults come from).
+GLASSBOX_DRIFT_THRESHOLDS = {
+    "character_js_distance": float(os.environ.get("GLASSBOX_DRIFT_CHARACTER_JS", "0.1")),
+    "length_psi": float(os.environ.get("GLASSBOX_DRIFT_LENGTH_PSI", "0.2")),
+    "unknown_rate_increase": float(os.environ.get("GLASSBOX_DRIFT_UNKNOWN_RATE", "0.05")),
+}
+
 # --- audit -------------------------------------------------------------------
 # The key that signs audit checkpoints lives outside the database.
 AUDIT_CHECKPOINT_KEY = os.environ.get("AUDIT_CHECKPOINT_KEY", "")

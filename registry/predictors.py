@@ -63,6 +63,11 @@ class Predictor:
         """Every token of ``text`` (not truncated) with its character span in ``text``."""
         raise NotImplementedError
 
+    def known_characters(self) -> frozenset[str] | None:
+        """The single characters the model has a feature for (drift monitoring
+        counts the others as unknown); None when the model cannot tell."""
+        return None
+
 
 def _short(exc: BaseException, limit: int = 200) -> str:
     lines = str(exc).strip().splitlines()
@@ -160,6 +165,15 @@ class TransformersPredictor(Predictor):
         tokens = self.tokenizer.convert_ids_to_tokens(enc["input_ids"][0])
         return [(token, int(start), int(end)) for token, (start, end) in zip(tokens, enc["offset_mapping"][0])]
 
+    def known_characters(self) -> frozenset[str]:
+        if not hasattr(self, "_known_characters"):
+            vocab = self.tokenizer.get_vocab()
+            # A WordPiece vocabulary knows a character alone or as a continuation piece.
+            singles = {token for token in vocab if len(token) == 1}
+            singles |= {token[2:] for token in vocab if len(token) == 3 and token.startswith("##")}
+            self._known_characters = frozenset(singles)
+        return self._known_characters
+
 
 class SklearnPredictor(Predictor):
     flavor = "sklearn"
@@ -202,6 +216,16 @@ class SklearnPredictor(Predictor):
     def tokenize_with_offsets(self, text: str) -> list[tuple[str, int, int]]:
         # One span per character; whitespace only separates and is never explained.
         return [(ch, i, i + 1) for i, ch in enumerate(str(text)) if not ch.isspace()]
+
+    def known_characters(self) -> frozenset[str] | None:
+        # The vectorizer of the pipeline (e.g. TF-IDF over characters) holds
+        # the features; single-character entries are the characters it knows.
+        steps = getattr(self.model, "steps", None) or [(None, self.model)]
+        for _, step in steps:
+            vocabulary = getattr(step, "vocabulary_", None)
+            if isinstance(vocabulary, dict):
+                return frozenset(term for term in vocabulary if isinstance(term, str) and len(term) == 1)
+        return None
 
 
 def _allowed_skops_type(name: str) -> bool:

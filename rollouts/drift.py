@@ -1,0 +1,143 @@
+"""Input drift of live text against a version's reference dataset.
+
+Three signals, each cheap enough to compute on every analysis interval:
+
+- character distribution: the Jensen-Shannon distance (base 2, so 0..1)
+  between the reference's character frequencies and the live ones. Default
+  threshold 0.1: Evidently's default drift test for categorical features on
+  samples over 1,000 rows is the Jensen-Shannon distance with threshold 0.1.
+- text length: the Population Stability Index over fixed length bins.
+  Default threshold 0.2: the credit-scoring rule of thumb (PSI < 0.1 stable,
+  0.1-0.2 some shift, > 0.2 significant shift; Siddiqi, "Credit Risk
+  Scorecards", 2006), the usual threshold in model monitoring.
+- unknown characters: the share of (non-space) characters the model has no
+  feature for, live minus reference. Default threshold 0.05 (5 points): a
+  Glassbox choice - a char-level model that stops recognising one character
+  in twenty is reading a different domain.
+
+Pure functions: callers pass texts and the known-character set
+(`Predictor.known_characters()`); nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+# Characters kept by name in a profile; the rest share one "other" bucket.
+PROFILE_TOP_CHARACTERS = 3000
+OTHER = "\x00other"
+# Upper bounds (inclusive) of the text-length bins; the last bin is open.
+LENGTH_BINS = (5, 10, 20, 40, 80, 160, 320, 640)
+# Bins with no mass get this much, so PSI's logarithm stays finite.
+PSI_EPSILON = 1e-4
+
+DEFAULT_DRIFT_THRESHOLDS = {
+    "character_js_distance": 0.1,
+    "length_psi": 0.2,
+    "unknown_rate_increase": 0.05,
+}
+
+
+def _length_bin(length: int) -> int:
+    for index, bound in enumerate(LENGTH_BINS):
+        if length <= bound:
+            return index
+    return len(LENGTH_BINS)
+
+
+def profile_texts(texts: Iterable[str], known_characters: frozenset[str] | None = None) -> dict:
+    """What drift is measured against: JSON-ready, stored with the reference."""
+    characters: Counter[str] = Counter()
+    length_bins = [0] * (len(LENGTH_BINS) + 1)
+    count = total_length = unknown = counted = 0
+    for text in texts:
+        text = str(text)
+        count += 1
+        total_length += len(text)
+        length_bins[_length_bin(len(text))] += 1
+        for ch in text:
+            if ch.isspace():
+                continue
+            characters[ch] += 1
+            counted += 1
+            if known_characters is not None and ch not in known_characters:
+                unknown += 1
+    top = dict(characters.most_common(PROFILE_TOP_CHARACTERS))
+    rest = counted - sum(top.values())
+    frequencies = {ch: n / counted for ch, n in top.items()} if counted else {}
+    if rest:
+        frequencies[OTHER] = rest / counted
+    return {
+        "texts": count,
+        "characters": counted,
+        "mean_length": total_length / count if count else 0.0,
+        "length_bins": [n / count for n in length_bins] if count else [0.0] * len(length_bins),
+        "unknown_rate": (unknown / counted if counted else 0.0) if known_characters is not None else None,
+        "character_frequencies": frequencies,
+    }
+
+
+def js_distance(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon distance (square root of the divergence, log base 2):
+    0 for equal distributions, 1 for disjoint ones."""
+    divergence = 0.0
+    for key in set(p) | set(q):
+        a, b = p.get(key, 0.0), q.get(key, 0.0)
+        m = (a + b) / 2
+        if a > 0:
+            divergence += 0.5 * a * math.log2(a / m)
+        if b > 0:
+            divergence += 0.5 * b * math.log2(b / m)
+    return math.sqrt(max(0.0, divergence))
+
+
+def population_stability_index(expected: list[float], actual: list[float]) -> float:
+    psi = 0.0
+    for e, a in zip(expected, actual):
+        e, a = max(e, PSI_EPSILON), max(a, PSI_EPSILON)
+        psi += (a - e) * math.log(a / e)
+    return psi
+
+
+def _folded(frequencies: dict[str, float], vocabulary: set[str]) -> dict[str, float]:
+    """Live frequencies over the reference's named characters, the rest in OTHER."""
+    folded: dict[str, float] = {}
+    for ch, share in frequencies.items():
+        key = ch if ch in vocabulary else OTHER
+        folded[key] = folded.get(key, 0.0) + share
+    return folded
+
+
+def measure_drift(reference: dict, texts: list[str], known_characters: frozenset[str] | None = None) -> dict:
+    """Drift of `texts` against a reference profile: every signal's value
+    (None where it cannot be measured), ready to compare with thresholds."""
+    live = profile_texts(texts, known_characters)
+    if not live["texts"] or not reference.get("texts"):
+        return {"texts": live["texts"], "character_js_distance": None, "length_psi": None,
+                "unknown_rate_increase": None, "mean_length": live["mean_length"],
+                "reference_mean_length": reference.get("mean_length"), "unknown_rate": live["unknown_rate"]}  # fmt: skip
+    vocabulary = {ch for ch in reference.get("character_frequencies", {}) if ch != OTHER}
+    character_distance = js_distance(reference["character_frequencies"], _folded(live["character_frequencies"], vocabulary))
+    unknown_increase = None
+    if live["unknown_rate"] is not None and reference.get("unknown_rate") is not None:
+        unknown_increase = live["unknown_rate"] - reference["unknown_rate"]
+    return {
+        "texts": live["texts"],
+        "character_js_distance": round(character_distance, 6),
+        "length_psi": round(population_stability_index(reference["length_bins"], live["length_bins"]), 6),
+        "unknown_rate_increase": None if unknown_increase is None else round(unknown_increase, 6),
+        "mean_length": live["mean_length"],
+        "reference_mean_length": reference["mean_length"],
+        "unknown_rate": live["unknown_rate"],
+    }
+
+
+def drift_breaches(measured: dict, thresholds: dict[str, float]) -> list[tuple[str, float, float]]:
+    """(signal, value, threshold) for each signal over its threshold."""
+    return [
+        (name, measured[name], limit)
+        for name, limit in thresholds.items()
+        if measured.get(name) is not None and measured[name] > limit
+    ]

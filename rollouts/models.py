@@ -1,0 +1,291 @@
+"""Serving and staged rollouts: which version serves a model's traffic, the
+rollouts that move traffic from the stable version to a candidate, the
+analysis runs that decide each step, and what was served (prediction logs,
+feedback, counters, alerts)."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+from registry.models import Dataset, ModelVersion, RegisteredModel
+
+# Default steps (Argo Rollouts' canary shape): a shadow step, then growing
+# traffic shares. Each step bakes this long with no failed analysis before the
+# rollout advances.
+DEFAULT_BAKE_SECONDS = 300
+DEFAULT_STEPS = [
+    {"weight": 0, "shadow": True, "bake_seconds": DEFAULT_BAKE_SECONDS},
+    {"weight": 5, "shadow": False, "bake_seconds": DEFAULT_BAKE_SECONDS},
+    {"weight": 25, "shadow": False, "bake_seconds": DEFAULT_BAKE_SECONDS},
+    {"weight": 50, "shadow": False, "bake_seconds": DEFAULT_BAKE_SECONDS},
+    {"weight": 100, "shadow": False, "bake_seconds": DEFAULT_BAKE_SECONDS},
+]
+
+# Analysis thresholds; a rollout stores its own copy (defaults filled in).
+DEFAULT_THRESHOLDS = {
+    "max_error_rate": 0.01,  # candidate errors / candidate requests
+    "max_latency_p95_ratio": 1.5,  # candidate p95 / stable p95
+    "max_label_divergence": 0.1,  # Jensen-Shannon distance (base 2) of predicted-label distributions
+    "min_shadow_agreement": 0.9,  # share of mirrored requests where candidate and stable agree
+    "max_input_drift": 0.1,  # Jensen-Shannon distance of character distributions vs the reference set
+    "min_requests": 20,  # candidate requests per interval below which a measurement is inconclusive
+    "failure_limit": 0,  # failed analyses tolerated; one more aborts
+}
+DEFAULT_ANALYSIS_INTERVAL_SECONDS = 60
+
+
+class ServingState(models.Model):
+    """What serves a model's traffic. `stable_version` answers every request
+    not routed to an active rollout's candidate. After a promotion the old
+    stable stays here as `previous_version` (deployed, kept loaded) so an
+    operator can go back at once, until it is retired."""
+
+    model = models.OneToOneField(RegisteredModel, on_delete=models.PROTECT, related_name="serving")
+    stable_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    previous_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    previous_retire_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"serving of {self.model.name}"
+
+    def audit_scope(self) -> tuple[str, None]:
+        return self.model.name, None
+
+
+class Rollout(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        PROGRESSING = "progressing", "progressing"
+        PAUSED = "paused", "paused"
+        PROMOTED = "promoted", "promoted"
+        ABORTED = "aborted", "aborted"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.PROGRESSING, Status.PAUSED)
+
+    # The lifecycle, in one place: status -> statuses it may move to.
+    ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+        Status.PENDING: {Status.PROGRESSING, Status.PAUSED, Status.PROMOTED, Status.ABORTED},
+        Status.PROGRESSING: {Status.PAUSED, Status.PROMOTED, Status.ABORTED},
+        Status.PAUSED: {Status.PROGRESSING, Status.PROMOTED, Status.ABORTED},
+        Status.PROMOTED: set(),
+        Status.ABORTED: set(),
+    }
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="rollouts")
+    candidate = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rollouts_as_candidate")
+    # The version serving when the rollout started (None: first deployment).
+    stable = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="rollouts_as_stable"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # [{"weight": 0-100, "shadow": bool, "bake_seconds": int}, ...], weights increasing.
+    steps = models.JSONField(default=list)
+    current_step = models.PositiveSmallIntegerField(default=0)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    thresholds = models.JSONField(default=dict)
+    analysis_interval_seconds = models.PositiveIntegerField(default=DEFAULT_ANALYSIS_INTERVAL_SECONDS)
+    failures = models.PositiveIntegerField(default=0)
+    # Why it is paused or aborted, in words a person reads on the rollout page.
+    status_reason = models.TextField(blank=True, max_length=2000)
+    last_analysis_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One active rollout per model, held by the database itself.
+            models.UniqueConstraint(
+                fields=["model"],
+                condition=Q(status__in=["pending", "progressing", "paused"]),
+                name="one_active_rollout_per_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"rollout #{self.pk} of {self.model.name} v{self.candidate.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("rollouts:rollout-detail", kwargs={"pk": self.pk})
+
+    def audit_scope(self) -> tuple[str, int]:
+        return self.model.name, self.candidate.number
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    def can_move_to(self, status: str) -> bool:
+        return status in self.ALLOWED_TRANSITIONS[self.status]
+
+    @property
+    def step(self) -> dict:
+        return self.steps[self.current_step] if self.steps else {"weight": 0, "shadow": False, "bake_seconds": 0}
+
+    @property
+    def candidate_weight(self) -> int:
+        """Percent of live traffic the candidate answers now (0 while
+        shadowing, paused or finished: a paused rollout keeps its weight)."""
+        if self.status not in (self.Status.PROGRESSING, self.Status.PAUSED):
+            return 0
+        return int(self.step.get("weight", 0))
+
+    @property
+    def is_shadowing(self) -> bool:
+        return self.status in (self.Status.PROGRESSING, self.Status.PAUSED) and bool(self.step.get("shadow"))
+
+
+class AnalysisRun(models.Model):
+    """One analysis of one interval of a rollout's traffic: every measured
+    value with its threshold and verdict, the overall verdict, and what the
+    rollout did about it."""
+
+    class Verdict(models.TextChoices):
+        SUCCESSFUL = "successful", "successful"
+        FAILED = "failed", "failed"
+        INCONCLUSIVE = "inconclusive", "inconclusive"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.PROTECT, related_name="analysis_runs")
+    step_index = models.PositiveSmallIntegerField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    # [{"name", "value", "threshold", "comparison", "verdict", "detail"}, ...]
+    measurements = models.JSONField(default=list)
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    # What the rollout did after this run: "none", "advanced", "paused", "aborted", "promoted".
+    action = models.CharField(max_length=16, default="none")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-window_end", "-id"]
+        constraints = [
+            # A tick that runs twice (a re-delivered task) cannot analyse one window twice.
+            models.UniqueConstraint(fields=["rollout", "window_end"], name="one_analysis_per_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"analysis of {self.rollout} at {self.window_end:%Y-%m-%d %H:%M:%S}: {self.verdict}"
+
+
+class PredictionLog(models.Model):
+    """One served (or mirrored) prediction. Written in batches off the
+    request path; `prediction_id` is what the client gets back and what
+    feedback refers to."""
+
+    id = models.BigAutoField(primary_key=True)
+    prediction_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+", db_index=False)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False)
+    rollout = models.ForeignKey(Rollout, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # A shadow answer: computed on a mirrored copy of live traffic, never returned.
+    shadow = models.BooleanField(default=False)
+    # For a shadow answer, the live prediction it mirrors (agreement is measured between the two).
+    mirror_of = models.UUIDField(null=True, blank=True, db_index=True)
+    # "stable", "candidate", "pinned" or "shadow": why this version answered.
+    route = models.CharField(max_length=16)
+    key_hash = models.CharField(max_length=16, blank=True)
+    # The input, cut to a bound, for drift measurement and audits of what was served.
+    input_text = models.TextField(blank=True)
+    input_length = models.PositiveIntegerField(default=0)
+    label = models.CharField(max_length=200, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["version", "created_at"], name="predlog_version_time"),
+            models.Index(fields=["model", "created_at"], name="predlog_model_time"),
+            models.Index(fields=["rollout", "created_at"], name="predlog_rollout_time"),
+        ]
+        permissions = [
+            ("serve_prediction", "Can request predictions from a model"),
+            ("pin_version", "Can pin the version that answers a prediction (testing)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"prediction {self.prediction_id}"
+
+
+class Feedback(models.Model):
+    """The true label of an earlier prediction: live accuracy per version."""
+
+    prediction = models.OneToOneField(PredictionLog, on_delete=models.PROTECT, related_name="feedback")
+    label = models.CharField(max_length=200)
+    correct = models.BooleanField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"feedback on {self.prediction.prediction_id}"
+
+
+class PredictionCounter(models.Model):
+    """Running totals per version and route for `/metrics` (Prometheus
+    counters never go down, and counting millions of log rows per scrape
+    would not scale). The log writer adds to them with each batch."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    route = models.CharField(max_length=16)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0.0)
+    # Cumulative counts per latency bucket upper bound in ms ("5", "10", ..., "+Inf").
+    latency_buckets = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "route"], name="one_counter_per_version_route")]
+
+    def __str__(self) -> str:
+        return f"counters of {self.version} ({self.route})"
+
+
+class VersionReference(models.Model):
+    """The evaluation dataset a version's live inputs are compared with for
+    drift, and its profile (lengths, unknown-character rate, character
+    distribution), computed once."""
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.PROTECT, related_name="reference")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
+    profile = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"reference of {self.version}: {self.dataset}"
+
+
+class Alert(models.Model):
+    """A monitored value crossed its threshold. Open until the value is back
+    within bounds (then `cleared_at` is set); shown on the dashboard."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    metric = models.CharField(max_length=64)
+    value = models.FloatField()
+    threshold = models.FloatField()
+    message = models.CharField(max_length=500)
+    raised_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "metric"], condition=Q(cleared_at__isnull=True), name="one_open_alert_per_metric"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric} alert on {self.version}"
+
+    def audit_scope(self) -> tuple[str, int]:
+        return self.model.name, self.version.number
