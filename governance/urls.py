@@ -8,6 +8,7 @@ from governance import apis as governance_apis
 from governance import audit_urls
 from governance import views as governance_views
 from registry import urls as registry_urls
+from rollouts import urls as rollout_urls
 
 # The review workflow: pages (namespace "reviews") and REST (namespace "reviews-api").
 _version = "models/<str:name>/versions/<int:number>"
@@ -30,6 +31,7 @@ api_v1 = [
     path("", include((audit_urls.api_urlpatterns, "audit-api"))),
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
     path("", include((explanation_urls.api_urlpatterns, "explanations-api"))),
+    path("", include((rollout_urls.api_urlpatterns, "rollouts-api"))),
 ]
 
 urlpatterns = [
@@ -45,4 +47,5 @@ urlpatterns = [
     path("", include((audit_urls.urlpatterns, "audit"))),
     path("", include((registry_urls.urlpatterns, "registry"))),
     path("", include((explanation_urls.urlpatterns, "explanations"))),
+    path("", include((rollout_urls.urlpatterns, "rollouts"))),
 ]
