@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
@@ -30,6 +30,7 @@ def _page_errors(func):
     return wrapper
 
 
+@require_http_methods(["GET", "POST"])
 @login_required
 @_page_errors
 def report_new(request, name: str, number: int):
@@ -62,6 +63,7 @@ def report_new(request, name: str, number: int):
     return render(request, "explanations/report_new.html", context, status=status)
 
 
+@require_safe
 @login_required
 @_page_errors
 def report_detail(request, pk: int):
@@ -102,6 +104,7 @@ def report_cancel(request, pk: int):
     return redirect(report.get_absolute_url())
 
 
+@require_safe
 @login_required
 @_page_errors
 def version_compare(request, name: str):

@@ -72,6 +72,7 @@ def _page_errors(func):
     return wrapper
 
 
+@require_safe
 @login_required
 @_page_errors
 def review_queue(request):

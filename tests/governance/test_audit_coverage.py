@@ -306,14 +306,11 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/<str:name>/versions/<int:number>/decisions/": [Write("POST", decide_api, "review.approve")],
     "models/<str:name>/versions/<int:number>/submit/": [Write("*", submit_page, "version.submit")],
     "models/<str:name>/versions/<int:number>/review/": [Write("*", decide_page, "review.reject")],
-    "reviews/": [Exempt("*", f"the review queue {READS}")],
     # explanations
     "api/v1/models/<str:name>/versions/<int:number>/explanations/": [Write("POST", explain_api, "explanation.request")],
     "models/<str:name>/versions/<int:number>/explanations/new/": [Write("*", explain_page, "explanation.request")],
     "api/v1/explanations/<int:pk>/cancel/": [Write("POST", cancel_api, "explanation.cancel")],
     "explanations/<int:pk>/cancel/": [Write("*", cancel_page, "explanation.cancel")],
-    "explanations/<int:pk>/": [Exempt("*", f"the report page {READS}")],
-    "models/<str:name>/explanations/compare/": [Exempt("*", f"the comparison page {READS}")],
     # Django admin (superusers): its LogEntry rows are mirrored into the trail (governance/admin.py)
     "admin/login/": [Write("*", lambda w: login(w, "/admin/login/", "root"), "auth.login")],
     "admin/logout/": [Write("*", lambda w: logout(w, "/admin/logout/", w.root), "auth.logout")],
