@@ -118,8 +118,8 @@ def test_a_broken_policy_entry_is_improperly_configured(settings, entry):
         approval_policy("medium")
 
 
-def test_no_explanation_report_counts_as_evidence_yet(engineer):
-    # The explanations issue fills this in; until then nothing is evidence.
+def test_a_version_without_reports_has_no_evidence(engineer):
+    # Only succeeded explanation reports count (tests/explanations/test_report_evidence.py).
     assert succeeded_methods(version=new_version(uploader=engineer)) == set()
 
 
