@@ -3,36 +3,24 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import (
+    require_http_methods,
+    require_POST,
+    require_safe,
+)
 
 from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
 from explanations.models import ExplanationReport
-from governance.errors import GlassboxError, NotFound, NotPermitted
+from governance.errors import GlassboxError, NotPermitted
+from governance.page_errors import page_errors
 from registry import selectors as registry_selectors
-
-
-def _page_errors(func):
-    """Selectors raise API-style errors; pages turn them into 403/404 pages."""
-
-    def wrapper(request, *args, **kwargs):
-        try:
-            return func(request, *args, **kwargs)
-        except NotFound as exc:
-            raise Http404(exc.message) from exc
-        except NotPermitted as exc:
-            raise PermissionDenied(exc.message) from exc
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@_page_errors
+@page_errors
 def report_new(request, name: str, number: int):
     version = registry_selectors.version_get(user=request.user, name=name, number=number)
     if not request.user.has_perm("explanations.add_explanationreport"):
@@ -65,7 +53,7 @@ def report_new(request, name: str, number: int):
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def report_detail(request, pk: int):
     report = selectors.report_get(user=request.user, pk=pk)
     results = report.results or {}
@@ -90,7 +78,7 @@ def report_detail(request, pk: int):
 
 @require_POST
 @login_required
-@_page_errors
+@page_errors
 def report_cancel(request, pk: int):
     report = selectors.report_get(user=request.user, pk=pk)
     try:
@@ -106,7 +94,7 @@ def report_cancel(request, pk: int):
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def version_compare(request, name: str):
     """Global importance of two versions of one model side by side."""
     model = registry_selectors.model_get(user=request.user, name=name)

@@ -1,19 +1,18 @@
-import functools
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from governance import selectors, services
-from governance.errors import GlassboxError, NotFound, NotPermitted
+from governance.errors import GlassboxError, NotPermitted
 from governance.models import Decision
+from governance.page_errors import page_errors
 from registry import selectors as registry_selectors
 
 
@@ -56,25 +55,10 @@ def healthz(request):
 # --- review workflow pages -----------------------------------------------------
 
 
-def _page_errors(func):
-    """Selectors and services raise API-style errors; pages turn a refusal to
-    read into a 403 page and a missing object into a 404 page."""
-
-    @functools.wraps(func)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return func(request, *args, **kwargs)
-        except NotFound as exc:
-            raise Http404(exc.message) from exc
-        except NotPermitted as exc:
-            raise PermissionDenied(exc.message) from exc
-
-    return wrapper
-
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def review_queue(request):
     reviews = list(selectors.review_queue(user=request.user))
     for review in reviews:
@@ -84,7 +68,7 @@ def review_queue(request):
 
 
 @login_required
-@_page_errors
+@page_errors
 @require_http_methods(["GET", "POST"])
 def review_detail(request, name: str, number: int):
     error = None
@@ -119,7 +103,7 @@ def review_detail(request, name: str, number: int):
 
 
 @login_required
-@_page_errors
+@page_errors
 @require_POST
 def review_submit(request, name: str, number: int):
     version = services.review_target_get(actor=request.user, name=name, number=number, action="review.submit")
@@ -135,7 +119,7 @@ def review_submit(request, name: str, number: int):
 
 
 @login_required
-@_page_errors
+@page_errors
 @require_GET
 def dossier(request, name: str, number: int):
     if request.GET.get("format") == "json":
@@ -152,7 +136,7 @@ def dossier(request, name: str, number: int):
 
 
 @login_required
-@_page_errors
+@page_errors
 @require_GET
 def dossier_json(request, name: str, number: int):
     version = registry_selectors.version_get(user=request.user, name=name, number=number)
@@ -163,7 +147,7 @@ def dossier_json(request, name: str, number: int):
 
 
 @login_required
-@_page_errors
+@page_errors
 @require_GET
 def dashboard(request):
     context = selectors.dashboard(user=request.user)

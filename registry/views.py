@@ -4,44 +4,32 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_safe
 
-from governance.errors import GlassboxError, NotFound, NotPermitted
+from governance.errors import GlassboxError
+from governance.page_errors import page_errors
 from governance.selectors import review_latest
 from registry import selectors, services
 from registry.forms import VersionUploadForm
-from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
-
-
-def _page_errors(func):
-    """Selectors raise API-style errors; pages turn them into 403/404 pages."""
-
-    def wrapper(request, *args, **kwargs):
-        try:
-            return func(request, *args, **kwargs)
-        except NotFound as exc:
-            raise Http404(exc.message) from exc
-        except NotPermitted as exc:
-            raise PermissionDenied(exc.message) from exc
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper
+from registry.uploads import (
+    UploadedArtifact,
+    check_upload_not_truncated,
+    install_hashing_upload_handler,
+)
 
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def model_list(request):
     return render(request, "registry/model_list.html", {"models": selectors.model_list(user=request.user)})
 
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def model_detail(request, name: str):
     model = selectors.model_get(user=request.user, name=name)
     return render(
@@ -57,7 +45,7 @@ def model_detail(request, name: str):
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def version_detail(request, name: str, number: int):
     version = selectors.version_get(user=request.user, name=name, number=number)
     context = {
@@ -73,7 +61,7 @@ def version_detail(request, name: str, number: int):
 # place (Django's documented pattern for custom upload handlers).
 @csrf_exempt
 @login_required
-@_page_errors
+@page_errors
 def version_upload(request, name: str):
     model = selectors.model_get(user=request.user, name=name)
     if not model.can_receive_version_from(request.user):
@@ -116,14 +104,14 @@ def _version_upload_form(request, model):
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def dataset_list(request):
     return render(request, "registry/dataset_list.html", {"datasets": selectors.dataset_list(user=request.user)})
 
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def dataset_detail(request, pk: int):
     dataset = selectors.dataset_get(user=request.user, pk=pk)
     preview = selectors.dataset_rows(dataset)[:20]
