@@ -2,7 +2,6 @@
 cached), their versions and a held-out evaluation set, all through the
 same services the API uses."""
 
-import os
 from pathlib import Path
 
 from django.conf import settings
