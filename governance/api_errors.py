@@ -1,11 +1,15 @@
 """Every API error is JSON with a `detail` string, whatever raised it."""
 
+import logging
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from governance.errors import GlassboxError
+
+logger = logging.getLogger(__name__)
 
 
 def _flatten(detail) -> str:
@@ -23,7 +27,9 @@ def _flatten(detail) -> str:
 def json_exception_handler(exc, context):
     if isinstance(exc, GlassboxError):
         body = {"detail": exc.message, **exc.extra}
-        return Response(body, status=exc.status_code)
+        response = Response(body, status=exc.status_code)
+        _retry_after_header(response, exc)
+        return response
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.messages)
     response = exception_handler(exc, context)
@@ -36,3 +42,56 @@ def json_exception_handler(exc, context):
     else:
         response.data = {"detail": _flatten(response.data)}
     return response
+
+
+def _retry_after_header(response: Response, exc: GlassboxError) -> None:
+    if "retry_after" in exc.extra:
+        response["Retry-After"] = str(exc.extra["retry_after"])
+
+
+class ServiceUnavailableMiddleware:
+    """When the database is gone (restarted, connections dropped, failed
+    over) a request cannot be served: answer 503 with Retry-After instead of
+    a 500, as JSON under /api/ (and for /healthz, /metrics), so clients back
+    off and retry. Django opens a fresh connection for the next request, so
+    service resumes by itself once the database is back. Any other unhandled
+    error under /api/ still answers JSON: `detail` and the request id to quote."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.db import close_old_connections
+        from django.db.utils import InterfaceError, OperationalError
+        from django.http import HttpResponse, JsonResponse
+
+        from governance.middleware import current_request_context
+
+        is_api = request.path.startswith(("/api/", "/healthz", "/metrics"))
+        context = current_request_context()
+        request_id = context.request_id if context else ""
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            logger.warning("database unavailable on %s: %s", request.path, exception)
+            # Drop broken connections now rather than at the end of the request.
+            close_old_connections()
+            if is_api:
+                response = JsonResponse(
+                    {"detail": "The database is unavailable; retry shortly.", "request_id": request_id}, status=503
+                )
+            else:
+                response = HttpResponse(
+                    "<!doctype html><title>Unavailable</title><h1>Glassbox is briefly unavailable</h1>"
+                    "<p>The database cannot be reached. Try again in a few seconds.</p>",
+                    status=503,
+                )
+            response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
+            return response
+        if is_api:
+            logger.exception("unhandled error on %s (request %s)", request.path, request_id)
+            return JsonResponse({"detail": "Internal server error.", "request_id": request_id}, status=500)
+        return None

@@ -5,7 +5,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance import accounts, selectors, services
+from governance import accounts, selectors, services, signin
 from governance.errors import GlassboxError
 from governance.models import Decision, ReviewRequest
 from governance.selectors import review_latest
@@ -38,8 +38,10 @@ class AuthTokenApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        signin.signin_check(request._request, data.validated_data["username"])
         user = authenticate(request=request._request, **data.validated_data)
         if user is None or not user.is_active:
+            signin.signin_failed(request._request, data.validated_data["username"])
             raise InvalidCredentials("Unable to log in with the given username and password.")
         token = accounts.token_issue(actor=user)
         return Response({"token": token.key})

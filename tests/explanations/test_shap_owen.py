@@ -3,7 +3,6 @@
 import io
 import itertools
 import zipfile
-from math import prod
 
 import numpy as np
 import pytest
