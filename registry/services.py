@@ -107,7 +107,7 @@ def version_create(
         if duplicate is not None:
             raise Conflict(f"This artifact is already version {duplicate} of {model.name}.")
 
-        prepared = prepare_artifact(upload.path, flavor)
+        prepared = prepare_artifact(upload.path, flavor, sha256=upload.sha256)
         key = artifact_key(upload.sha256, prepared.fmt)
         if store_blob(upload.path, key):
             stored_key = key

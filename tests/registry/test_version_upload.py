@@ -1,6 +1,7 @@
 """Uploading versions over REST: both flavors end in a loaded predictor, and
 every bad input is refused with a JSON detail, no row and no file."""
 
+import hashlib
 import io
 import json
 import tarfile
@@ -11,7 +12,7 @@ import pytest
 from governance.models import AuditEvent
 from registry.models import ModelVersion
 from registry.selectors import version_predictor
-from tests.conftest import make_zip, stored_files, unpack_zip
+from tests.conftest import RegisteredModelFactory, make_zip, stored_files, unpack_zip
 
 
 def upload(client, model_name, artifact: bytes, filename: str, flavor: str, **fields):
@@ -202,3 +203,30 @@ def test_version_detail_shows_card_digest_and_uploader(api, engineer, reviewer, 
     assert api(reviewer).get("/api/v1/models/zh-sentiment/versions/9/").status_code == 404
     stored = Path(__import__("django.conf").conf.settings.ARTIFACT_ROOT) / "models" / body["sha256"][:2]
     assert (stored / f"{body['sha256']}.zip").exists()
+
+
+def test_a_passed_load_check_is_remembered_by_digest_and_a_failed_one_is_not(api, engineer, demo_models, tmp_path):
+    from registry import artifacts
+
+    RegisteredModelFactory(name="memo-a", created_by=engineer)
+    RegisteredModelFactory(name="memo-b", created_by=engineer)
+    skops_bytes = demo_models["sklearn_skops"].read_bytes()
+    digest = hashlib.sha256(skops_bytes).hexdigest()
+    artifacts._passed_load_checks.clear()
+
+    for name in ("memo-a", "memo-b"):  # the second upload of the same bytes skips the child process
+        handle = io.BytesIO(skops_bytes)
+        handle.name = "model.skops"
+        response = api(engineer).post(f"/api/v1/models/{name}/versions/", {"artifact": handle, "flavor": "sklearn"},
+                                      format="multipart")  # fmt: skip
+        assert response.status_code == 201, response.json()
+        assert response.json()["labels"] == ["negative", "positive"]
+    assert artifacts._passed_load_checks[(digest, "sklearn")] == (["negative", "positive"], None)
+
+    broken = make_zip({"config.json": b'{"id2label": {"0": "a"}}', "model.safetensors": b"not tensors"})
+    handle = io.BytesIO(broken)
+    handle.name = "broken.zip"
+    response = api(engineer).post("/api/v1/models/memo-a/versions/", {"artifact": handle, "flavor": "transformers"},
+                                  format="multipart")  # fmt: skip
+    assert response.status_code == 400
+    assert (hashlib.sha256(broken).hexdigest(), "transformers") not in artifacts._passed_load_checks
