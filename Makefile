@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 
-.PHONY: run test venv demo-models bench-upload bench-audit clean
+.PHONY: run test venv demo-models bench-upload bench-audit bench-router clean
 
 venv: $(VENV_STAMP)
 
@@ -41,6 +41,13 @@ bench-audit: venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_AUDIT_DB) $(PY) bench/audit.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB); exit $$status
+
+# The serving router against gunicorn, on its own scratch database.
+BENCH_ROUTER_DB ?= routerbench
+bench-router: venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status
 
 clean:
 	rm -rf var/test var/upload-tmp

@@ -122,8 +122,7 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
         },
         "reviews": [_review_json(review) for review in review_history(user=user, version=version)],
         "explanation_reports": dossier_reports(user=user, version=version),
-        # Filled in by the rollouts issue.
-        "rollouts": [],
+        "rollouts": version_rollouts(user=user, version=version),
     }
     events = version_audit_events(user=user, version=version)
     if events is not None:
@@ -140,6 +139,40 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
             for event in events
         ]
     return dossier
+
+
+def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
+    """Rollouts where the version was the candidate or the stable one: how far
+    each went, how its analyses judged it, and when (the dossier's section)."""
+    from rollouts.models import AnalysisRun
+    from rollouts.selectors import rollout_history
+
+    if not user.has_perm("rollouts.view_rollout"):
+        return []
+    rollouts = list(rollout_history(version))
+    verdicts: dict[int, dict[str, int]] = {}
+    runs = AnalysisRun.objects.filter(rollout__in=rollouts).order_by().values_list("rollout_id", "verdict")
+    for rollout_id, verdict, count in runs.annotate(n=Count("id")):
+        verdicts.setdefault(rollout_id, {})[verdict] = count
+    return [
+        {
+            "id": rollout.pk,
+            "role": "candidate" if rollout.candidate_id == version.pk else "stable",
+            "candidate": rollout.candidate.number,
+            "stable": rollout.stable.number if rollout.stable else None,
+            "status": rollout.status,
+            "status_reason": rollout.status_reason,
+            # The furthest step that took traffic, of how many, and its weight.
+            "steps_reached": min(rollout.current_step + 1, len(rollout.steps)),
+            "steps_total": len(rollout.steps),
+            "final_weight": rollout.step.get("weight") if rollout.steps else None,
+            "analysis_verdicts": dict(sorted(verdicts.get(rollout.pk, {}).items())),
+            "started_by": rollout.created_by.get_username(),
+            "started_at": rollout.created_at.isoformat(),
+            "finished_at": rollout.finished_at.isoformat() if rollout.finished_at else None,
+        }
+        for rollout in rollouts
+    ]
 
 
 def version_audit_events(*, user, version: ModelVersion) -> list[AuditEvent] | None:
@@ -170,4 +203,18 @@ def dashboard(*, user, today: date | None = None, recent_events: int = 20) -> di
         "open_reviews": _open_reviews(),
         "overdue": overdue,
         "recent_events": AuditEvent.objects.order_by("-id")[:recent_events],
+        **_serving_marks(),
+    }
+
+
+def _serving_marks() -> dict[str, Any]:
+    """What needs a manager's eye on the serving side: open monitoring alerts
+    and rollouts still under way."""
+    from rollouts.models import Alert, Rollout
+
+    return {
+        "open_alerts": Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version"),
+        "active_rollouts": Rollout.objects.filter(status__in=Rollout.ACTIVE_STATUSES).select_related(
+            "model", "candidate", "stable"
+        ),
     }

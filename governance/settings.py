@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "governance.middleware.RequestContextMiddleware",
+    "governance.api_errors.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -265,17 +266,62 @@ GLASSBOX_PREDICT_MAX_INPUT_CHARS = _env_int("GLASSBOX_PREDICT_MAX_INPUT_CHARS", 
 # FLUSH seconds or BATCH rows, whichever comes first.
 GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = float(os.environ.get("GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS", "0.5"))
 GLASSBOX_PREDICTION_LOG_BATCH = _env_int("GLASSBOX_PREDICTION_LOG_BATCH", 500)
+# While the database is unreachable a process keeps at most this many rows to
+# retry; past it the oldest are dropped (counted on /metrics, and logged).
+GLASSBOX_PREDICTION_LOG_MAX_BUFFER = _env_int("GLASSBOX_PREDICTION_LOG_MAX_BUFFER", 200_000)
+# Shadow traffic: background threads per process calling the candidate, and
+# how far they may fall behind (inputs) before mirrors are skipped.
+GLASSBOX_SHADOW_WORKERS = _env_int("GLASSBOX_SHADOW_WORKERS", 1)
+GLASSBOX_SHADOW_MAX_PENDING = _env_int("GLASSBOX_SHADOW_MAX_PENDING", 1000)
+# A bearer token that lets a Prometheus scraper read /metrics without a user
+# account (empty: only signed-in users who may read prediction logs).
+GLASSBOX_METRICS_TOKEN = os.environ.get("GLASSBOX_METRICS_TOKEN", "")
 # How often the beat task analyses active rollouts and checks monitored versions.
 GLASSBOX_ROLLOUT_TICK_SECONDS = _env_int("GLASSBOX_ROLLOUT_TICK_SECONDS", 10)
 GLASSBOX_MONITOR_INTERVAL_SECONDS = _env_int("GLASSBOX_MONITOR_INTERVAL_SECONDS", 300)
 # After a promotion the old stable stays deployed (and loaded) this long for
 # an instant rollback, then it is retired.
 GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS = _env_int("GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS", 86400)
+# Shortest analysis interval a rollout may ask for (tests lower it).
+GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = _env_int("GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS", 10)
+# Rollout analysis (rollouts/tasks.py): finds rollouts whose interval is up
+# and retires previous versions whose rollback time is over.
+CELERY_BEAT_SCHEDULE["rollouts-analyse"] = {
+    "task": "rollouts.tasks.analyse_rollouts",
+    "schedule": float(GLASSBOX_ROLLOUT_TICK_SECONDS),
+}
 # Input drift thresholds (see rollouts/drift.py for where the defaults come from).
 GLASSBOX_DRIFT_THRESHOLDS = {
     "character_js_distance": float(os.environ.get("GLASSBOX_DRIFT_CHARACTER_JS", "0.1")),
     "length_psi": float(os.environ.get("GLASSBOX_DRIFT_LENGTH_PSI", "0.2")),
     "unknown_rate_increase": float(os.environ.get("GLASSBOX_DRIFT_UNKNOWN_RATE", "0.05")),
+}
+# Bounds of the live monitor (rollouts/monitoring.py): a deployed version's
+# last GLASSBOX_MONITOR_INTERVAL_SECONDS of traffic outside them raises an
+# alert, back inside clears it. Drift uses GLASSBOX_DRIFT_THRESHOLDS above.
+GLASSBOX_MONITOR_THRESHOLDS = {
+    # 5 %: Argo Rollouts' documented analysis example passes at a success rate >= 0.95.
+    "max_error_rate": float(os.environ.get("GLASSBOX_MONITOR_MAX_ERROR_RATE", "0.05")),
+    # A Glassbox choice: the demo models answer in milliseconds, so a p95 over
+    # half a second means the serving path is in trouble, not a slow model.
+    "max_latency_p95_ms": float(os.environ.get("GLASSBOX_MONITOR_MAX_LATENCY_P95_MS", "500")),
+    # Live accuracy (from feedback) may fall at most this far below the
+    # accuracy the version was approved with (its `metrics["accuracy"]`); a
+    # Glassbox choice. Without a recorded accuracy, MIN_LIVE_ACCURACY applies
+    # when set.
+    "max_accuracy_drop": float(os.environ.get("GLASSBOX_MONITOR_MAX_ACCURACY_DROP", "0.1")),
+    "min_live_accuracy": (
+        float(os.environ["GLASSBOX_MONITOR_MIN_LIVE_ACCURACY"]) if os.environ.get("GLASSBOX_MONITOR_MIN_LIVE_ACCURACY") else None
+    ),
+    # Below these counts a value is not judged: the rollout analysis' default
+    # minimum of 20 requests; drift on fewer than 200 texts is mostly sampling noise.
+    "min_requests": _env_int("GLASSBOX_MONITOR_MIN_REQUESTS", 20),
+    "min_feedback": _env_int("GLASSBOX_MONITOR_MIN_FEEDBACK", 20),
+    "min_drift_texts": _env_int("GLASSBOX_MONITOR_MIN_DRIFT_TEXTS", 200),
+}
+CELERY_BEAT_SCHEDULE["rollouts-check-monitors"] = {
+    "task": "rollouts.tasks.check_monitors",
+    "schedule": float(GLASSBOX_ROLLOUT_TICK_SECONDS),
 }
 
 # --- audit -------------------------------------------------------------------
@@ -297,6 +343,16 @@ GLASSBOX_APPROVAL_POLICY = {
 }
 
 # --- security ----------------------------------------------------------------
+# Sign-in budget (login page and token API): failed attempts per client
+# address and per username in a fixed window, before further tries get 429.
+GLASSBOX_SIGNIN_MAX_FAILURES = _env_int("GLASSBOX_SIGNIN_MAX_FAILURES", 10)
+GLASSBOX_SIGNIN_WINDOW_SECONDS = _env_int("GLASSBOX_SIGNIN_WINDOW_SECONDS", 900)
+# The cache holds those counters: set CACHE_URL (redis://...) when several
+# server processes must share them; the default is per process.
+if os.environ.get("CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "glassbox"}}
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"

@@ -5,10 +5,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from explanations import urls as explanation_urls
 from governance import apis as governance_apis
-from governance import audit_urls
+from governance import audit_urls, signin
 from governance import views as governance_views
 from registry import urls as registry_urls
 from rollouts import urls as rollout_urls
+from rollouts.metrics import metrics_view
 
 # The review workflow: pages (namespace "reviews") and REST (namespace "reviews-api").
 _version = "models/<str:name>/versions/<int:number>"
@@ -37,7 +38,8 @@ api_v1 = [
 urlpatterns = [
     path("", governance_views.home, name="home"),
     path("healthz", governance_views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(template_name="governance/login.html"), name="login"),
+    path("metrics", metrics_view, name="metrics"),
+    path("login/", signin.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),

@@ -130,6 +130,7 @@ def dossier(request, name: str, number: int):
         "model": version.model,
         "reviews": selectors.review_history(user=request.user, version=version),
         "audit_events": selectors.version_audit_events(user=request.user, version=version),
+        "rollout_history": selectors.version_rollouts(user=request.user, version=version),
         "generated_at": timezone.now(),
     }
     return render(request, "governance/dossier.html", context)

@@ -3,10 +3,78 @@ primary key, run periodically by celery beat (see CELERY_BEAT_SCHEDULE)."""
 
 import logging
 
-from celery import shared_task  # noqa: F401  (used by the sections below)
+from celery import Task, shared_task  # noqa: F401  (used by the sections below)
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
 
 # --- rollout analysis (rollouts/analysis.py) -----------------------------------
 
+
+class _AnalysisTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # The job crashed, not the candidate: recorded, and the rollout waits
+        # (it never advances without a successful analysis).
+        rollout_id = args[0] if args else kwargs.get("rollout_id")
+        if rollout_id is not None:
+            from rollouts.services import rollout_analysis_failed
+
+            rollout_analysis_failed(rollout_id=rollout_id, reason=f"{type(exc).__name__}: {exc}")
+
+
+@shared_task(ignore_result=True)
+def analyse_rollouts() -> int:
+    """Celery beat, every GLASSBOX_ROLLOUT_TICK_SECONDS: one analyse_rollout
+    per rollout whose interval is up, and retire previous versions whose
+    rollback time is over. Cheap and idempotent: re-running it only enqueues
+    jobs that re-check they are due."""
+    from django.utils import timezone
+
+    from rollouts.selectors import rollouts_due_for_analysis
+    from rollouts.services import serving_retire_previous
+
+    due = rollouts_due_for_analysis(now=timezone.now())
+    for rollout_id in due:
+        analyse_rollout.delay(rollout_id)
+    retired = serving_retire_previous()
+    if retired:
+        logger.info("retired previous versions: %s", ", ".join(map(str, retired)))
+    return len(due)
+
+
+@shared_task(base=_AnalysisTask, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=2)  # fmt: skip
+def analyse_rollout(rollout_id: int) -> str:
+    """Analyse one rollout's latest interval, if it is still due (a
+    re-delivered or duplicate message finds it analysed and does nothing)."""
+    from django.utils import timezone
+
+    from rollouts.analysis import rollout_analyse
+    from rollouts.models import Rollout
+    from rollouts.selectors import rollout_is_due
+
+    rollout = Rollout.objects.filter(pk=rollout_id).first()
+    now = timezone.now()
+    if rollout is None or not rollout_is_due(rollout, now=now):
+        return "not due"
+    run = rollout_analyse(rollout=rollout, now=now)
+    if run is None:
+        return "nothing to analyse"
+    logger.info("rollout #%s step %s: %s -> %s", rollout_id, run.step_index, run.verdict, run.action)
+    return f"{run.verdict}: {run.action}"
+
+
 # --- monitoring and alerts (rollouts/monitoring.py) ----------------------------
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def check_monitors() -> int:
+    """Raise and clear alerts of deployed versions (celery beat, every
+    GLASSBOX_ROLLOUT_TICK_SECONDS). Idempotent: an open alert is never
+    raised twice, so a re-delivered tick changes nothing."""
+    from rollouts.monitoring import monitor_check
+
+    changed = monitor_check()
+    if changed:
+        logger.info("monitoring: %d alert(s) raised or cleared", len(changed))
+    return len(changed)

@@ -260,6 +260,71 @@ def cancel_page(w):
     return w.client_for(w.engineer).post(f"/explanations/{w.explanation()}/cancel/")
 
 
+def _approved(w, model=None):
+    version = ModelVersionFactory(model=model or RegisteredModelFactory(created_by=w.engineer), created_by=w.engineer)
+    review_services.review_submit(actor=w.engineer, version=version)
+    review_services.decision_record(actor=w.reviewer, version=version, decision="approve", comment="fine")
+    return version
+
+
+def rollout_start_page(w):
+    version = _approved(w)
+    form = {"candidate": version.pk, "steps_preset": "default"}
+    return w.client_for(w.engineer).post(f"/models/{version.model.name}/rollouts/", form)
+
+
+def rollout_action_page(w):
+    from rollouts import services as rollout_services
+
+    stable = _approved(w)
+    rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=stable)  # first deployment
+    candidate = _approved(w, stable.model)
+    rollout = rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=candidate)
+    return w.client_for(w.engineer).post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": "checking"})
+
+
+def _rollout_in_progress(w):
+    """v1 deployed (a first deployment), v2 rolling out: for the gates."""
+    from rollouts import services as rollout_services
+
+    stable = _approved(w)
+    rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=stable)
+    candidate = _approved(w, stable.model)
+    return rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=candidate)
+
+
+def rollout_start_api(w):
+    version = _approved(w)
+    path = f"/api/v1/models/{version.model.name}/rollouts/"
+    return w.api_for(w.engineer).post(path, {"candidate": version.number}, format="json")
+
+
+def rollout_gate_api(gate: str):
+    def exercise(w):
+        from rollouts import services as rollout_services
+
+        rollout = _rollout_in_progress(w)
+        if gate == "resume":
+            rollout_services.rollout_pause(actor=w.engineer, rollout=rollout)
+        return w.api_for(w.engineer).post(f"/api/v1/rollouts/{rollout.pk}/{gate}/", {"reason": "checked"}, format="json")
+
+    return exercise
+
+
+def feedback_api(w):
+    """Ground truth on a logged prediction (the log row is test data: serving
+    itself is covered in tests/rollouts/test_predict_api.py)."""
+    from django.utils import timezone
+
+    from rollouts.models import PredictionLog
+
+    version = w.version()
+    logged = PredictionLog.objects.create(model=version.model, version=version, route="stable", label="positive",
+                                          confidence=0.9, latency_ms=1.0, created_at=timezone.now())  # fmt: skip
+    items = [{"prediction_id": str(logged.prediction_id), "label": "negative"}]
+    return w.api_for(w.engineer).post(f"/api/v1/models/{version.model.name}/feedback/", {"items": items}, format="json")
+
+
 def admin_password_change(w):
     form = {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
     return w.client_for(w.root).post("/admin/password_change/", form)
@@ -311,6 +376,20 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "models/<str:name>/versions/<int:number>/explanations/new/": [Write("*", explain_page, "explanation.request")],
     "api/v1/explanations/<int:pk>/cancel/": [Write("POST", cancel_api, "explanation.cancel")],
     "explanations/<int:pk>/cancel/": [Write("*", cancel_page, "explanation.cancel")],
+    # rollout pages (rollouts/views.py)
+    "models/<str:name>/rollouts/": [Write("*", rollout_start_page, "rollout.start")],
+    "rollouts/<int:pk>/<str:action>/": [Write("*", rollout_action_page, "rollout.pause")],
+    # rollout API (rollouts/apis.py)
+    "api/v1/models/<str:name>/rollouts/": [Write("POST", rollout_start_api, "rollout.start")],
+    "api/v1/rollouts/<int:pk>/promote/": [Write("POST", rollout_gate_api("promote"), "rollout.promote")],
+    "api/v1/rollouts/<int:pk>/pause/": [Write("POST", rollout_gate_api("pause"), "rollout.pause")],
+    "api/v1/rollouts/<int:pk>/resume/": [Write("POST", rollout_gate_api("resume"), "rollout.resume")],
+    "api/v1/rollouts/<int:pk>/abort/": [Write("POST", rollout_gate_api("abort"), "rollout.abort")],
+    # serving (data plane)
+    "api/v1/models/<str:name>/predict/": [
+        Exempt("POST", "data plane: every prediction is recorded in PredictionLog, not the audit trail"),
+    ],
+    "api/v1/models/<str:name>/feedback/": [Write("POST", feedback_api, "feedback.record")],
     # Django admin (superusers): its LogEntry rows are mirrored into the trail (governance/admin.py)
     "admin/login/": [Write("*", lambda w: login(w, "/admin/login/", "root"), "auth.login")],
     "admin/logout/": [Write("*", lambda w: logout(w, "/admin/logout/", w.root), "auth.logout")],

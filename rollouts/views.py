@@ -1,0 +1,208 @@
+"""Server-rendered pages of rollouts and monitoring. Same selectors and
+services as the API; the pages hold no rules of their own beyond asking
+which buttons to offer."""
+
+import functools
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from governance.audit import record_refusal
+from governance.errors import GlassboxError, NotFound, NotPermitted
+from registry import selectors as registry_selectors
+from rollouts import charts, monitoring, selectors, services
+from rollouts.forms import RolloutActionForm, RolloutStartForm
+from rollouts.models import Rollout
+
+Status = Rollout.Status
+ANALYSIS_RUNS_SHOWN = 200
+
+# action -> (service, button label, button class, what it does in words)
+ACTIONS = {
+    "promote": (services.rollout_promote, "Promote now", "", "the candidate becomes stable for all traffic now"),
+    "pause": (services.rollout_pause, "Pause", "", "hold the current step; analysis stops acting"),
+    "resume": (services.rollout_resume, "Resume", "", "carry on from the current step; its bake time starts again"),
+    "abort": (services.rollout_abort, "Abort", "danger", "all traffic back to the stable version at once"),
+}
+
+
+def _page_errors(func):
+    """Selectors and services raise API-style errors; pages turn a refusal to
+    read into a 403 page and a missing object into a 404 page."""
+
+    @functools.wraps(func)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return func(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from exc
+        except NotPermitted as exc:
+            raise PermissionDenied(exc.message) from exc
+
+    return wrapper
+
+
+def action_refusal(user, rollout: Rollout, action: str) -> str | None:
+    """Why `user` may not take `action` on `rollout` now (None: they may).
+    The services decide for real; this only says which buttons to offer."""
+    if not (user.is_authenticated and user.has_perm("rollouts.change_rollout")):
+        return "Only engineers may act on rollouts."
+    if action == "resume":
+        return (
+            None
+            if rollout.status == Status.PAUSED
+            else f"Only a paused rollout can resume; this one is {rollout.status}."
+        )
+    target = {"promote": Status.PROMOTED, "pause": Status.PAUSED, "abort": Status.ABORTED}[action]
+    if rollout.status == target or not rollout.can_move_to(target):
+        return f"The rollout is {rollout.status}; it cannot be {target} now."
+    return None
+
+
+def step_timeline(rollout: Rollout, runs: list) -> list[dict]:
+    """Each step with its state and, where known, when it began: the first
+    step when the rollout started, a later one when the analysis advanced
+    the step before it, the current one at its (re)started bake clock."""
+    advanced_at = {}
+    for run in runs:
+        if run.action == "advanced":
+            advanced_at.setdefault(run.step_index, run.window_end)
+    timeline = []
+    for index, step in enumerate(rollout.steps):
+        began = rollout.created_at if index == 0 else advanced_at.get(index - 1)
+        if index < rollout.current_step or rollout.status == Status.PROMOTED:
+            state = "done"
+        elif index == rollout.current_step:
+            state = "current" if rollout.is_active else ("stopped" if rollout.status == Status.ABORTED else "done")
+            if rollout.is_active and rollout.step_started_at:
+                began = rollout.step_started_at
+        else:
+            state = "pending"
+        timeline.append({"index": index, "number": index + 1, "weight": step.get("weight", 0),
+                         "shadow": bool(step.get("shadow")), "bake_seconds": step.get("bake_seconds", 0),
+                         "state": state, "began": began if state != "pending" else None})  # fmt: skip
+    return timeline
+
+
+def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, errors: dict | None = None) -> dict:
+    runs = list(selectors.analysis_runs(user=request.user, rollout=rollout, limit=ANALYSIS_RUNS_SHOWN))
+    forms, errors = forms or {}, errors or {}
+    actions = []
+    for name, (_, label, css, meaning) in ACTIONS.items():
+        actions.append({
+            "name": name, "label": label, "css": css, "meaning": meaning,
+            "refusal": action_refusal(request.user, rollout, name),
+            "form": forms.get(name) or RolloutActionForm(auto_id=f"id_{name}_%s"),
+            "error": errors.get(name),
+        })  # fmt: skip
+    return {
+        "rollout": rollout,
+        "model": rollout.model,
+        "runs": runs,
+        "timeline": step_timeline(rollout, runs),
+        "candidate_weight": rollout.candidate_weight,
+        "stable_weight": 100 - rollout.candidate_weight,
+        "actions": actions,
+        "can_act": request.user.has_perm("rollouts.change_rollout"),
+    }
+
+
+@require_safe
+@login_required
+@_page_errors
+def rollout_detail(request, pk: int):
+    rollout = selectors.rollout_get(user=request.user, pk=pk)
+    return render(request, "rollouts/rollout_detail.html", _rollout_context(request, rollout))
+
+
+@require_POST
+@login_required
+@_page_errors
+def rollout_action(request, pk: int, action: str):
+    if action not in ACTIONS:
+        raise Http404(f"No rollout action {action!r}.")
+    rollout = selectors.rollout_get(user=request.user, pk=pk)
+    service = ACTIONS[action][0]
+    kwargs = {} if action == "resume" else {"reason": request.POST.get("reason", "")[:2000]}
+    if not request.user.has_perm("rollouts.change_rollout"):
+        # The service refuses before it touches anything, and records the refusal.
+        service(actor=request.user, rollout=rollout, **kwargs)
+        raise PermissionDenied("Only engineers may act on rollouts.")
+    form = RolloutActionForm(request.POST, auto_id=f"id_{action}_%s")
+    if form.is_valid():
+        if action != "resume":
+            kwargs["reason"] = form.cleaned_data["reason"]
+        try:
+            rollout = service(actor=request.user, rollout=rollout, **kwargs)
+        except NotPermitted:
+            raise
+        except GlassboxError as exc:
+            rollout = selectors.rollout_get(user=request.user, pk=pk)
+            context = _rollout_context(request, rollout, forms={action: form}, errors={action: exc.message})
+            return render(request, "rollouts/rollout_detail.html", context, status=exc.status_code)
+        messages.success(request, f"Rollout #{rollout.pk}: {action} done; it is {rollout.status}.")
+        return redirect(rollout.get_absolute_url())
+    context = _rollout_context(request, rollout, forms={action: form})
+    return render(request, "rollouts/rollout_detail.html", context, status=400)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@_page_errors
+def rollout_list(request, name: str):
+    """A model's rollouts, what serves it now, and the start form for engineers."""
+    model = registry_selectors.model_get(user=request.user, name=name)
+    rollouts = selectors.rollout_list(user=request.user, model=model)
+    can_start = request.user.has_perm("rollouts.add_rollout")
+    form = RolloutStartForm(request.POST or None, model=model) if can_start else None
+    status = 200
+    if request.method == "POST":
+        if not can_start:
+            reason = "Only engineers may start rollouts."
+            record_refusal(actor=request.user, action="rollout.start", reason=reason, obj=model)
+            raise PermissionDenied(reason)
+        if form.is_valid():
+            try:
+                rollout = services.rollout_start(actor=request.user, model=model, **form.service_arguments())
+            except NotPermitted:
+                raise
+            except GlassboxError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status_code
+            else:
+                messages.success(
+                    request, f"Started rollout #{rollout.pk} of {rollout.candidate}: it is {rollout.status}."
+                )
+                return redirect(rollout.get_absolute_url())
+        else:
+            status = 400
+    context = {
+        "model": model,
+        "rollouts": rollouts,
+        "serving": selectors.serving_state(model),
+        "active": selectors.active_rollout(model),
+        "form": form,
+    }
+    return render(request, "rollouts/rollout_list.html", context, status=status)
+
+
+@require_safe
+@login_required
+@_page_errors
+def model_monitoring(request, name: str):
+    model = registry_selectors.model_get(user=request.user, name=name)
+    data = monitoring.model_monitoring(user=request.user, model=model, window=request.GET.get("window"))
+    limits = monitoring.monitoring_thresholds()
+    for panel in data["panels"]:
+        panel["charts"] = charts.version_charts(
+            panel["series"],
+            thresholds=limits,
+            drift_thresholds=settings.GLASSBOX_DRIFT_THRESHOLDS,
+            accuracy_floor=monitoring.live_accuracy_floor(panel["version"], limits),
+        )
+    return render(request, "rollouts/monitoring.html", {"model": model, **data, "limits": limits})
