@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -239,6 +240,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = "glassbox"
+# Heavy explanation work has a queue of its own, so a long report never holds
+# up the light jobs (rollout analysis, monitoring, the reaper, warming) on the
+# default queue. A worker serves both unless started with -Q.
+CELERY_TASK_QUEUES = (Queue("glassbox"), Queue("explanations"))
+CELERY_TASK_ROUTES = {
+    "explanations.tasks.run_report": {"queue": "explanations"},
+    "explanations.tasks.run_chunk": {"queue": "explanations"},
+    "explanations.tasks.finalize_report": {"queue": "explanations"},
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic jobs, run by `celery worker -B` (the demo) or a separate `celery beat`.
 CELERY_BEAT_SCHEDULE = {

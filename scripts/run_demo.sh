@@ -7,13 +7,18 @@ PY=${PY:-.venv/bin/python}
 HOST=${GLASSBOX_HOST:-127.0.0.1}
 PORT=${GLASSBOX_PORT:-8000}
 
-# -B: the worker also runs Celery beat (the explanation reaper, every 15 s).
-.venv/bin/celery -A governance worker -B -s var/celerybeat-schedule --loglevel=INFO --concurrency=1 --without-gossip --without-mingle \
-    > var/worker.log 2>&1 &
-WORKER_PID=$!
-trap 'kill $WORKER_PID 2>/dev/null || true' EXIT INT TERM
+# Two workers: one for the light default queue that also runs Celery beat
+# (-B: rollout analysis, monitoring, the explanation reaper), one for the
+# heavy explanation queue, so a long report never delays a rollout decision.
+.venv/bin/celery -A governance worker -Q glassbox -B -s var/celerybeat-schedule --loglevel=INFO --concurrency=1 \
+    --without-gossip --without-mingle -n light@%h > var/worker.log 2>&1 &
+LIGHT_WORKER_PID=$!
+.venv/bin/celery -A governance worker -Q explanations --loglevel=INFO --concurrency=1 \
+    --without-gossip --without-mingle -n explain@%h > var/worker-explanations.log 2>&1 &
+EXPLAIN_WORKER_PID=$!
+trap 'kill $LIGHT_WORKER_PID $EXPLAIN_WORKER_PID 2>/dev/null || true' EXIT INT TERM
 
 echo
-echo "Glassbox is starting at http://$HOST:$PORT/  (worker log: var/worker.log, API docs: http://$HOST:$PORT/api/docs/)"
+echo "Glassbox is starting at http://$HOST:$PORT/  (worker logs: var/worker.log, var/worker-explanations.log, API docs: http://$HOST:$PORT/api/docs/)"
 echo
 "$PY" manage.py runserver "$HOST:$PORT" --noreload
