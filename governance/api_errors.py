@@ -2,6 +2,8 @@
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -30,6 +32,12 @@ def json_exception_handler(exc, context):
         response = Response(body, status=exc.status_code)
         _retry_after_header(response, exc)
         return response
+    if isinstance(exc, RequestDataTooBig):
+        # DRF reads JSON and form bodies through request.body, which refuses a
+        # body over DATA_UPLOAD_MAX_MEMORY_SIZE by its Content-Length before
+        # reading it; unhandled, that refusal would be a 500.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"detail": f"The request body is larger than the limit of {limit} bytes."}, status=413)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.messages)
     response = exception_handler(exc, context)
@@ -47,6 +55,18 @@ def json_exception_handler(exc, context):
 def _retry_after_header(response: Response, exc: GlassboxError) -> None:
     if "retry_after" in exc.extra:
         response["Retry-After"] = str(exc.extra["retry_after"])
+
+
+def not_found(request, exception):
+    """The URL configuration's 404: a path under /api/ that matches no route
+    (say /api/v1/rollouts/abc/) answers JSON like every other API error; pages
+    keep Django's own 404 page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
 
 
 class ServiceUnavailableMiddleware:

@@ -3,7 +3,6 @@ keyset-paginated (`next` = older events, `previous` = newer)."""
 
 from urllib.parse import urlencode
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -11,6 +10,7 @@ from rest_framework.views import APIView
 
 from governance import audit_selectors as selectors
 from governance.audit import event_timestamp
+from governance.errors import InvalidInput
 
 _PARAMETERS = [
     OpenApiParameter("actor", str, description="username of whoever acted (as recorded)"),
@@ -18,8 +18,9 @@ _PARAMETERS = [
     OpenApiParameter("model", str, description="model name"),
     OpenApiParameter("version", int, description="version number (needs model)"),
     OpenApiParameter("outcome", str, enum=["ok", "denied"]),
-    OpenApiParameter("from", OpenApiTypes.DATETIME, description="from this date (whole day) or UTC time, inclusive"),
-    OpenApiParameter("to", OpenApiTypes.DATETIME, description="up to this date (whole day) or UTC time, inclusive"),
+    # A date (YYYY-MM-DD) is accepted as well as a date and time: a string, not `date-time`.
+    OpenApiParameter("from", str, description="from this date (whole day) or UTC time, inclusive"),
+    OpenApiParameter("to", str, description="up to this date (whole day) or UTC time, inclusive"),
     OpenApiParameter("before", int, description="events older than this id (the `next` link sets it)"),
     OpenApiParameter("after", int, description="events newer than this id; after=0 is the oldest page"),
     OpenApiParameter(
@@ -65,6 +66,12 @@ class AuditEventListApi(APIView):
     @extend_schema(parameters=_PARAMETERS, responses=OutputSerializer, operation_id="audit_events_list")
     def get(self, request):
         selectors.require_audit_read(request.user)
+        # The page's form sends empty fields, which its parser reads as "no
+        # filter"; an API caller who sends `?to=` made a mistake: say so.
+        empty = [name for name in (*selectors.FILTER_PARAMS, "before", "after", "limit")
+                 if name in request.query_params and not request.query_params[name].strip()]  # fmt: skip
+        if empty:
+            raise InvalidInput(f"Empty query parameter {', '.join(empty)}: leave it out or give a value.")
         query = selectors.audit_query_parse(request.query_params)
         cursor = selectors.audit_cursor_parse(request.query_params)
         page = selectors.audit_event_page(user=request.user, query=query, cursor=cursor)

@@ -107,6 +107,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'glassbox.sqlite3'}"),
         conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 0),
+        # A persistent connection dropped while idle (database restarted,
+        # backend terminated) is replaced before the next request uses it,
+        # instead of failing that request with a 503.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -214,6 +218,11 @@ SPECTACULAR_SETTINGS = {
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents the JSON `detail` bodies of its 4xx and 503 answers.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "governance.api_schema.add_error_responses",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------

@@ -35,6 +35,9 @@ api_v1 = [
     path("", include((rollout_urls.api_urlpatterns, "rollouts-api"))),
 ]
 
+# An unmatched path under /api/ answers JSON, like every API error.
+handler404 = "governance.api_errors.not_found"
+
 urlpatterns = [
     path("", governance_views.home, name="home"),
     path("healthz", governance_views.healthz, name="healthz"),

@@ -4,7 +4,7 @@ no rules here (services and selectors hold them)."""
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -127,7 +127,8 @@ class StreamingUploadMixin:
 
 
 class VersionListCreateApi(StreamingUploadMixin, APIView):
-    parser_classes = [MultiPartParser, FormParser]
+    # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
+    parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -181,7 +182,8 @@ class DatasetOutputSerializer(serializers.Serializer):
 
 
 class DatasetListCreateApi(StreamingUploadMixin, APIView):
-    parser_classes = [MultiPartParser, FormParser]
+    # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
+    parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -200,6 +202,8 @@ class DatasetListCreateApi(StreamingUploadMixin, APIView):
 
     @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer}, operation_id="datasets_create")
     def post(self, request):
+        # Refuse before a large body is read when the answer is already no.
+        services.dataset_upload_precheck(actor=request.user)
         upload, values = self.received_file(request, "file")
         dataset = services.dataset_create(actor=request.user, upload=upload, **values)
         return Response(DatasetOutputSerializer(dataset).data, status=status.HTTP_201_CREATED)

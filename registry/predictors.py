@@ -32,7 +32,16 @@ SAFE_BUILTIN_TYPES = frozenset(
         "int", "list", "NoneType", "object", "range", "set", "slice", "str", "tuple",
     )
 )
+# Under these prefixes only classes are accepted (see _allowed_skops_type):
+# a module-level function such as numpy.load, numpy.save,
+# numpy.ctypeslib.load_library or sklearn.datasets.fetch_openml would run as
+# a FunctionTransformer's func on every prediction.
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
+# The few numpy functions accepted as a FunctionTransformer's func: pure array
+# reshaping, no files, no memory tricks.
+SAFE_NUMPY_FUNCTIONS = frozenset(
+    f"numpy.{name}" for name in ("vstack", "hstack", "column_stack", "ravel", "squeeze", "asarray", "atleast_2d")
+)
 
 PREDICTOR_CACHE_SIZE = 4
 
@@ -229,7 +238,29 @@ class SklearnPredictor(Predictor):
 
 
 def _allowed_skops_type(name: str) -> bool:
-    return name.startswith(TRUSTED_MODULE_PREFIXES) or name in SAFE_BUILTIN_TYPES
+    if name in SAFE_BUILTIN_TYPES or name in SAFE_NUMPY_FUNCTIONS:
+        return True
+    if not name.startswith(TRUSTED_MODULE_PREFIXES):
+        return False
+    import pydoc
+
+    import numpy
+
+    try:
+        found = pydoc.locate(name)  # imports only modules of the trusted packages above
+    except pydoc.ErrorDuringImport:
+        return False
+    if not isinstance(found, type):
+        return False
+    if name.startswith("numpy."):
+        # Array data and its dtypes, and random states; not numpy.memmap (an
+        # ndarray subclass that opens files) or anything else.
+        return (
+            found is numpy.ndarray
+            or issubclass(found, (numpy.generic, numpy.dtype))
+            or found.__module__.startswith("numpy.random")
+        )
+    return True
 
 
 def _check_transformers_dir(path: Path) -> None:

@@ -216,6 +216,14 @@ def version_move(
     return locked
 
 
+def dataset_upload_precheck(*, actor) -> None:
+    """Refuse (and record it) before the body of an upload is even read: a
+    caller who may not upload must not make the server stream a file to disk."""
+    if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
+        record_refusal(actor=actor, action="dataset.create", reason="not permitted", object_type="registry.dataset")
+        raise NotPermitted("Only engineers may upload datasets.")
+
+
 def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: str = "") -> Dataset:
     from django.conf import settings
 

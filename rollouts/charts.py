@@ -207,7 +207,10 @@ def version_charts(
         {"title": "Predicted labels", "kind": "bars", "chart": stacked_bars(series)},
     ]  # fmt: skip
     for entry in charts:
-        entry["legend"] = entry["chart"].get("legend") or [
+        # A bar chart brings its own legend, empty when the window has no
+        # predictions; only line charts derive one from their lines.
+        legend = entry["chart"].get("legend")
+        entry["legend"] = legend if legend is not None else [
             {"label": line["name"], "colour": line["colour"]} for line in entry["chart"]["lines"]
         ]
     return charts

@@ -34,7 +34,8 @@ class PredictOutputSerializer(serializers.Serializer):
 
 
 class PredictInputSerializer(serializers.Serializer):
-    inputs = serializers.ListField(child=serializers.CharField(), help_text="texts to classify (at most 64 by default)")
+    inputs = serializers.ListField(child=serializers.CharField(), min_length=1,
+                                   help_text="texts to classify (at most 64 by default)")  # fmt: skip
     key = serializers.CharField(required=False, max_length=200,
                                 help_text="routing key (e.g. a user id): the same key gets the same version")  # fmt: skip
 
@@ -113,9 +114,11 @@ class PredictApi(APIView):
     InputSerializer = PredictInputSerializer
 
     @extend_schema(
-        request=InputSerializer,
+        # JSON only: a form encoding cannot carry the list of texts.
+        request={"application/json": InputSerializer},
         responses={200: PredictOutputSerializer, 503: OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter(PIN_HEADER, int, OpenApiParameter.HEADER, required=False,
+        parameters=[OpenApiParameter(PIN_HEADER, {"type": "integer", "minimum": 1}, OpenApiParameter.HEADER,
+                                     required=False,
                                      description="pin the answering version (testers with the pin permission)")],
         operation_id="models_predict",
     )  # fmt: skip
@@ -136,7 +139,8 @@ class PredictApi(APIView):
 class FeedbackApi(APIView):
     InputSerializer = FeedbackInputSerializer
 
-    @extend_schema(request=InputSerializer, responses={201: FeedbackOutputSerializer}, operation_id="models_feedback")
+    @extend_schema(request={"application/json": InputSerializer}, responses={201: FeedbackOutputSerializer},
+                   operation_id="models_feedback")  # fmt: skip
     def post(self, request, name: str):
         model = _model_named(name)
         result = serving.feedback_record(actor=request.user, model=model, items=_body(request).get("items"))

@@ -73,6 +73,7 @@ def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_m
     assert page.count("<svg") == 2 and "Comprehensiveness" in page and "1 text longer than" in page
 
 
+@pytest.mark.faults  # listed in the fault summary (tests/faults/conftest.py)
 def test_a_report_survives_its_worker_being_killed(worker_pool, demo_models):
     from governance import roles
     from tests.conftest import UserFactory
