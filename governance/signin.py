@@ -13,6 +13,7 @@ The counters live in Django's cache: with several server processes, point
 CACHE_URL at Redis so they share one count.
 """
 
+import hashlib
 import time
 
 from django.conf import settings
@@ -35,7 +36,11 @@ def _window() -> tuple[int, int]:
 
 def _keys(ip: str, username: str) -> list[str]:
     number, _ = _window()
-    return [f"signin-failures:{number}:ip:{ip}", f"signin-failures:{number}:user:{username.lower()[:150]}"]
+    # Hashed: a username is any text a client sends, and cache keys must stay
+    # short and plain for every backend (memcached refuses spaces and controls).
+    user = hashlib.sha256(username.lower()[:150].encode()).hexdigest()[:32]
+    address = hashlib.sha256(ip.encode()).hexdigest()[:32]
+    return [f"signin-failures:{number}:ip:{address}", f"signin-failures:{number}:user:{user}"]
 
 
 def _client_ip(request) -> str:

@@ -185,6 +185,16 @@ _trigger_state = {"reset_needed": False}
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache: sign-in failure counts (and any
+    other cached state) of one test must not refuse another's logins."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _audit_triggers_enforced(django_db_blocker):
     if _trigger_state["reset_needed"]:
         with django_db_blocker.unblock():
