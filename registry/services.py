@@ -139,7 +139,7 @@ def version_create(
                 detail={"size": upload.size, "labels": prepared.labels},
             )
             # Workers load the new model ahead of its first real use.
-            transaction.on_commit(lambda: _enqueue_warm(version.pk))
+            transaction.on_commit(lambda: enqueue_warm(version.pk))
         install_prepared(prepared, upload.sha256)
         prepared = None
         return version
@@ -167,12 +167,13 @@ def version_create(
         upload.discard()
 
 
-def _enqueue_warm(version_id: int) -> None:
+def enqueue_warm(version_id: int) -> None:
+    """Ask the workers to load a version (after commit); never fails the caller."""
     from registry.tasks import warm_version
 
     try:
         warm_version.delay(version_id)
-    except Exception:  # a broker outage must not fail an upload that committed
+    except Exception:  # a broker outage must not fail the write that committed
         import logging
 
         logging.getLogger(__name__).exception("could not enqueue warm_version(%s)", version_id)

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from rollouts.drift import js_distance, measure_drift
 from rollouts.models import DEFAULT_THRESHOLDS, AnalysisRun, Feedback, PredictionLog, Rollout, VersionReference
+from rollouts.prediction_log import flush_prediction_logs
 
 logger = logging.getLogger(__name__)
 
@@ -215,14 +216,6 @@ def overall_verdict(measurements: list[dict]) -> str:
     return AnalysisRun.Verdict.SUCCESSFUL
 
 
-def _flush_logs() -> None:
-    try:
-        from rollouts.prediction_log import flush_prediction_logs
-    except ImportError:  # the serving part is not installed yet
-        return
-    flush_prediction_logs(timeout=10)
-
-
 def rollout_analyse(*, rollout: Rollout, now: datetime | None = None) -> AnalysisRun | None:
     """Analyse the window since the last analysis and act on the verdict.
     None when there is nothing to do (not progressing, an empty window, or
@@ -231,7 +224,7 @@ def rollout_analyse(*, rollout: Rollout, now: datetime | None = None) -> Analysi
     from rollouts.selectors import analysis_window_start
 
     now = now or timezone.now()
-    _flush_logs()  # this process's buffered predictions belong in the window
+    flush_prediction_logs(timeout=10)  # this process's buffered predictions belong in the window
     rollout = Rollout.objects.select_related("model", "candidate", "stable").get(pk=rollout.pk)
     if rollout.status != Rollout.Status.PROGRESSING or rollout.stable is None:
         return None

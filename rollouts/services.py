@@ -39,7 +39,7 @@ from django.utils import timezone
 from governance.audit import record_event, record_refusal
 from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from registry.models import Dataset, ModelVersion, RegisteredModel
-from registry.services import version_move
+from registry.services import enqueue_warm, version_move
 from rollouts.models import (
     DEFAULT_BAKE_SECONDS,
     DEFAULT_STEPS,
@@ -49,6 +49,7 @@ from rollouts.models import (
     ServingState,
     VersionReference,
 )
+from rollouts.routing import invalidate_routing
 
 logger = logging.getLogger(__name__)
 
@@ -166,26 +167,7 @@ def _may_change(actor, model: RegisteredModel, permission: str) -> bool:
 
 
 def _after_commit_invalidate(model_id: int) -> None:
-    def invalidate() -> None:
-        try:
-            from rollouts.routing import invalidate_routing
-        except ImportError:  # the router is not part of this installation yet
-            return
-        invalidate_routing(model_id)
-
-    transaction.on_commit(invalidate)
-
-
-def _after_commit_warm(version_id: int) -> None:
-    def warm() -> None:
-        from registry.tasks import warm_version
-
-        try:
-            warm_version.delay(version_id)
-        except Exception:  # a broker outage must not fail a rollout that committed
-            logger.exception("could not enqueue warm_version(%s)", version_id)
-
-    transaction.on_commit(warm)
+    transaction.on_commit(lambda: invalidate_routing(model_id))
 
 
 def _lock(model: RegisteredModel, rollout_id: int | None = None) -> tuple[ServingState, Rollout | None]:
@@ -390,7 +372,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
                     "first_deployment": rollout.stable is None,
                 },
             )
-            _after_commit_warm(candidate.pk)
+            transaction.on_commit(lambda: enqueue_warm(candidate.pk))
             _after_commit_invalidate(model.pk)
     except IntegrityError as exc:
         # The partial unique index caught a start that raced past the lock

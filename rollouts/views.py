@@ -2,7 +2,6 @@
 services as the API; the pages hold no rules of their own beyond asking
 which buttons to offer."""
 
-import functools
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,7 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from governance.audit import record_refusal
-from governance.errors import GlassboxError, NotFound, NotPermitted
+from governance.errors import GlassboxError, NotPermitted
+from governance.page_errors import page_errors
 from registry import selectors as registry_selectors
 from rollouts import charts, monitoring, selectors, services
 from rollouts.forms import RolloutActionForm, RolloutStartForm
@@ -30,21 +30,6 @@ ACTIONS = {
     "abort": (services.rollout_abort, "Abort", "danger", "all traffic back to the stable version at once"),
 }
 
-
-def _page_errors(func):
-    """Selectors and services raise API-style errors; pages turn a refusal to
-    read into a 403 page and a missing object into a 404 page."""
-
-    @functools.wraps(func)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return func(request, *args, **kwargs)
-        except NotFound as exc:
-            raise Http404(exc.message) from exc
-        except NotPermitted as exc:
-            raise PermissionDenied(exc.message) from exc
-
-    return wrapper
 
 
 def action_refusal(user, rollout: Rollout, action: str) -> str | None:
@@ -114,7 +99,7 @@ def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, er
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def rollout_detail(request, pk: int):
     rollout = selectors.rollout_get(user=request.user, pk=pk)
     return render(request, "rollouts/rollout_detail.html", _rollout_context(request, rollout))
@@ -122,7 +107,7 @@ def rollout_detail(request, pk: int):
 
 @require_POST
 @login_required
-@_page_errors
+@page_errors
 def rollout_action(request, pk: int, action: str):
     if action not in ACTIONS:
         raise Http404(f"No rollout action {action!r}.")
@@ -153,7 +138,7 @@ def rollout_action(request, pk: int, action: str):
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@_page_errors
+@page_errors
 def rollout_list(request, name: str):
     """A model's rollouts, what serves it now, and the start form for engineers."""
     model = registry_selectors.model_get(user=request.user, name=name)
@@ -193,7 +178,7 @@ def rollout_list(request, name: str):
 
 @require_safe
 @login_required
-@_page_errors
+@page_errors
 def model_monitoring(request, name: str):
     model = registry_selectors.model_get(user=request.user, name=name)
     data = monitoring.model_monitoring(user=request.user, model=model, window=request.GET.get("window"))
