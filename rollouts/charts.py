@@ -112,12 +112,7 @@ def line_chart(
             "dots": dots,
         })  # fmt: skip
     return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": LEFT,
-        "right": WIDTH - RIGHT,
-        "top": TOP,
-        "bottom": TOP + PLOT_HEIGHT,
+        **_frame(),
         "lines": lines,
         "empty": not seen,
         "y_ticks": [{"y": _y(top * f, top), "label": _format(top * f, unit)} for f in (0, 0.5, 1)],
@@ -127,6 +122,11 @@ def line_chart(
             if threshold is not None and threshold <= top else None
         ),
     }  # fmt: skip
+
+
+def _frame() -> dict:
+    """The plot area every chart shares (the template draws axes from it)."""
+    return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": TOP + PLOT_HEIGHT}
 
 
 def stacked_bars(buckets: list[dict], *, key: str = "labels") -> dict:
@@ -159,12 +159,7 @@ def stacked_bars(buckets: list[dict], *, key: str = "labels") -> dict:
                 "title": f"{label}: {n} ({share:.0%}) at {bucket['start']:%Y-%m-%d %H:%M} UTC",
             })  # fmt: skip
     return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": LEFT,
-        "right": WIDTH - RIGHT,
-        "top": TOP,
-        "bottom": TOP + PLOT_HEIGHT,
+        **_frame(),
         "bars": bars,
         "empty": not bars,
         "legend": [{"label": label, "colour": colours[label]} for label in labels],
