@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-installed
+DEV_STAMP := $(VENV)/.requirements-dev-installed
 
 # The services `make test` runs against (this machine's PostgreSQL and Redis).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 
-.PHONY: run test venv demo-models bench-upload bench-audit bench-router clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router clean
 
 venv: $(VENV_STAMP)
 
@@ -19,32 +20,43 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# Tests, lints and benchmarks add their own packages on top of the runtime set.
+dev-venv: $(DEV_STAMP)
+
+$(DEV_STAMP): $(VENV_STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	bash scripts/run_demo.sh
 
-test: venv
+test: dev-venv
 	bash scripts/ensure_services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 demo-models: venv
 	$(PY) manage.py train_demo_models --force
 
-bench-upload: venv
+bench-upload: dev-venv
 	$(PY) bench/upload.py
 
 # A scratch database, created and dropped around the run (never `test`).
 BENCH_AUDIT_DB ?= auditbench
-bench-audit: venv
+bench-audit: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_AUDIT_DB) $(PY) bench/audit.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB); exit $$status
 
 # The serving router against gunicorn, on its own scratch database.
 BENCH_ROUTER_DB ?= routerbench
-bench-router: venv
+bench-router: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status

@@ -32,16 +32,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glassbox.settings")
 # Query logging (DEBUG) would hold every statement in memory and skew timings.
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("GLASSBOX_DATA_DIR", str(ROOT / "var" / "bench"))
 
 COPY_COLUMNS = (
-    "created_at", "actor_id", "actor_username", "action", "outcome", "object_type", "object_id", "object_label",
-    "model_name", "version_number", "changes", "detail", "request_id", "ip", "user_agent", "prev_hash", "hash",
-)  # fmt: skip
-USER_AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", "curl/8.5.0", "python-requests/2.32", "Glassbox-CLI/1.0"]
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "action",
+    "outcome",
+    "object_type",
+    "object_id",
+    "object_label",
+    "model_name",
+    "version_number",
+    "changes",
+    "detail",
+    "request_id",
+    "ip",
+    "user_agent",
+    "prev_hash",
+    "hash",
+)
+USER_AGENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+    "curl/8.5.0",
+    "python-requests/2.32",
+    "Glassbox-CLI/1.0",
+]
 
 
 def parse_args():
@@ -155,30 +175,56 @@ def synthetic_events(count: int, start: datetime, rng: random.Random):
         version = rng.randint(1, 20)
         kind = rng.random()
         base = {
-            "created_at": when, "actor_id": actor, "actor_username": f"user{actor}", "outcome": "ok",
-            "object_type": "registry.modelversion", "object_id": str(i), "object_label": f"{model} v{version}",
-            "model_name": model, "version_number": version, "changes": {}, "detail": {},
-            "request_id": uuid.UUID(int=rng.getrandbits(128)).hex, "user_agent": rng.choice(USER_AGENTS),
+            "created_at": when,
+            "actor_id": actor,
+            "actor_username": f"user{actor}",
+            "outcome": "ok",
+            "object_type": "registry.modelversion",
+            "object_id": str(i),
+            "object_label": f"{model} v{version}",
+            "model_name": model,
+            "version_number": version,
+            "changes": {},
+            "detail": {},
+            "request_id": uuid.UUID(int=rng.getrandbits(128)).hex,
+            "user_agent": rng.choice(USER_AGENTS),
             "ip": f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-        }  # fmt: skip
+        }
         if kind < 0.25:
-            sha = "%064x" % rng.getrandbits(256)
-            base.update(action="version.create",
-                        changes={"after": {"status": "registered", "sha256": sha, "flavor": "sklearn"}},
-                        detail={"size": rng.randint(10_000, 2_000_000_000), "labels": ["negative", "positive"]})  # fmt: skip
+            sha = f"{rng.getrandbits(256):064x}"
+            base.update(
+                action="version.create",
+                changes={"after": {"status": "registered", "sha256": sha, "flavor": "sklearn"}},
+                detail={"size": rng.randint(10_000, 2_000_000_000), "labels": ["negative", "positive"]},
+            )
         elif kind < 0.45:
             moved = {"before": {"status": "registered"}, "after": {"status": "in_review"}}
             base.update(action="version.submit", changes=moved)
         elif kind < 0.6:
             verdict = rng.choice(["approve", "reject"])
-            base.update(action=f"review.{verdict}", object_type="governance.decision",
-                        detail={"comment": f"checked card and metrics #{rng.getrandbits(32):x}", "approvals": rng.randint(0, 2)})  # fmt: skip
+            base.update(
+                action=f"review.{verdict}",
+                object_type="governance.decision",
+                detail={
+                    "comment": f"checked card and metrics #{rng.getrandbits(32):x}",
+                    "approvals": rng.randint(0, 2),
+                },
+            )
         elif kind < 0.8:
-            base.update(action="auth.login", object_type="auth.user", object_label=base["actor_username"],
-                        model_name="", version_number=None, detail={"path": "/login/"})  # fmt: skip
+            base.update(
+                action="auth.login",
+                object_type="auth.user",
+                object_label=base["actor_username"],
+                model_name="",
+                version_number=None,
+                detail={"path": "/login/"},
+            )
         elif kind < 0.97:
-            base.update(action="explanation.request", object_type="explanations.explanationreport",
-                        detail={"method": rng.choice(["shap", "lime", "pfi"]), "texts": rng.randint(1, 500)})  # fmt: skip
+            base.update(
+                action="explanation.request",
+                object_type="explanations.explanationreport",
+                detail={"method": rng.choice(["shap", "lime", "pfi"]), "texts": rng.randint(1, 500)},
+            )
         else:
             base.update(action="version.create", outcome="denied", detail={"reason": "not permitted"})
         yield base
@@ -203,7 +249,9 @@ def bench_load(total: int) -> dict:
                 for event in events:
                     copy.write_row(
                         [
-                            canonical_json(getattr(event, name)) if name in ("changes", "detail") else getattr(event, name)
+                            canonical_json(getattr(event, name))
+                            if name in ("changes", "detail")
+                            else getattr(event, name)
                             for name in COPY_COLUMNS
                         ]
                     )
@@ -299,7 +347,9 @@ def bench_pages(manager, repeat: int) -> list[tuple[str, float, float]]:
 
     logins = AuditEvent.objects.filter(action="auth.login", actor_username__startswith="user")
     busiest_actor = logins.values_list("actor_username", flat=True).first()
-    model, version = AuditEvent.objects.filter(action="version.submit").values_list("model_name", "version_number").first()
+    model, version = (
+        AuditEvent.objects.filter(action="version.submit").values_list("model_name", "version_number").first()
+    )
     middle_id = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() // 2
     middle = AuditEvent.objects.filter(id__gte=middle_id).order_by("id").values_list("created_at", flat=True).first()
     day = middle.date().isoformat()
@@ -388,15 +438,22 @@ def main():
 
     from governance.models import AuditEvent
 
-    print(f"database {name} (PostgreSQL {connection.cursor().connection.info.server_version}), {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"database {name} (PostgreSQL {connection.cursor().connection.info.server_version}), {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     engineer, manager = users()
 
     history = max(0, args.events - 2 * args.append)
-    print(f"1. loading {history:,} events of history (hashes computed as record_event would, then COPY) ...", flush=True)
+    print(
+        f"1. loading {history:,} events of history (hashes computed as record_event would, then COPY) ...", flush=True
+    )
     load = bench_load(history)
     settle_database()
-    print(f"2. appending 2 x {args.append:,} events through record_event (1 thread, then {args.threads}) ...", flush=True)
+    print(
+        f"2. appending 2 x {args.append:,} events through record_event (1 thread, then {args.threads}) ...", flush=True
+    )
     append = bench_append(engineer, args.append, args.threads)
     settle_database()
     total = AuditEvent.objects.count()
@@ -424,14 +481,18 @@ def main():
         spread = f"  [{result['low']:,.0f} - {result['high']:,.0f}, median of 3]"
         print(f"  {label:<48} {result['rate']:>12,.0f} ev/s{spread}{note}")
     print(f"  {'verify with a checkpoint (wall)':<48} {checkpoint['seconds']:>14.2f} s")
-    print(f"  {'CSV export of the whole trail':<48} {export['rows'] / export['seconds']:>12,.0f} ev/s   "
-          f"({export['mib']:,.0f} MiB, RSS growth {export['rss_growth_mib']:.1f} MiB)")  # fmt: skip
+    print(
+        f"  {'CSV export of the whole trail':<48} {export['rows'] / export['seconds']:>12,.0f} ev/s   "
+        f"({export['mib']:,.0f} MiB, RSS growth {export['rss_growth_mib']:.1f} MiB)"
+    )
     print()
     print(f"  {'first vs last page (median ms)':<48} {'first':>8} {'last':>8} {'ratio':>7}")
     for label, first, last in pages:
         print(f"  {label:<48} {first:>8.1f} {last:>8.1f} {last / first:>7.2f}")
     offset_ratio = offset_last / offset_first
-    print(f"  {'baseline: ORM query, OFFSET pagination':<48} {offset_first:>8.1f} {offset_last:>8.1f} {offset_ratio:>7.2f}")
+    print(
+        f"  {'baseline: ORM query, OFFSET pagination':<48} {offset_first:>8.1f} {offset_last:>8.1f} {offset_ratio:>7.2f}"
+    )
     print()
     print("Query plans (EXPLAIN ANALYZE):")
     print("\n".join(plans))

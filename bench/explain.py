@@ -65,18 +65,31 @@ def distinct(values) -> int:
     return len(np.unique(np.round(np.asarray(values, dtype=np.float64), 12)))
 
 
-def token_cases(predictor, texts: list[str], per_token_values: list[np.ndarray], predicted: list[int]) -> list[FidelityCase]:
+def token_cases(
+    predictor, texts: list[str], per_token_values: list[np.ndarray], predicted: list[int]
+) -> list[FidelityCase]:
     cases = []
     for i, (text, values) in enumerate(zip(texts, per_token_values)):
         prepared = prepare_text(predictor, text)
         ranking = sorted(range(prepared.n), key=lambda t: (-values[t], t))
-        cases.append(FidelityCase(index=i, prepared=prepared, groups=[[t] for t in range(prepared.n)], ranking=ranking, label_index=predicted[i]))
+        cases.append(
+            FidelityCase(
+                index=i,
+                prepared=prepared,
+                groups=[[t] for t in range(prepared.n)],
+                ranking=ranking,
+                label_index=predicted[i],
+            )
+        )
     return cases
 
 
 def run_report(explainer, predictor, texts, labels, params) -> tuple[dict, float, int]:
     started = time.perf_counter()
-    parts = [explainer.run_chunk(predictor, texts, labels, chunk, params) for chunk in explainer.plan_chunks(len(texts), params)]
+    parts = [
+        explainer.run_chunk(predictor, texts, labels, chunk, params)
+        for chunk in explainer.plan_chunks(len(texts), params)
+    ]
     seconds = time.perf_counter() - started
     results = explainer.combine(predictor, texts, labels, parts, params)
     return results, seconds, sum(part["model_rows"] for part in parts)
@@ -119,7 +132,13 @@ def bench_shap(predictor, texts, labels, n_default: int) -> dict:
     gb_distinct = [distinct(e["values"][e["predicted_label"]]) for e in results["texts"]]
     gb_tokens = [len(e["tokens"]) for e in results["texts"]]
     return {
-        "library": {"seconds_per_text": lib_seconds / n_default, "distinct": lib_distinct, "tokens": lib_tokens, "fidelity": lib_fid, "texts": n_default},
+        "library": {
+            "seconds_per_text": lib_seconds / n_default,
+            "distinct": lib_distinct,
+            "tokens": lib_tokens,
+            "fidelity": lib_fid,
+            "texts": n_default,
+        },
         "glassbox": {
             "seconds_per_text": gb_seconds / len(texts),
             "fidelity_same": gb_fid_same,
@@ -164,9 +183,16 @@ def bench_lime(predictor, texts, labels, n_default: int) -> dict:
     params = explainer.validate_params({})
     results, gb_seconds, rows = run_report(explainer, predictor, texts, labels, params)
     gb_fid = explainer.fidelity(predictor, texts, labels, results, params)
-    gb_fid_same = explainer.fidelity(predictor, texts, labels, {**results, "texts": results["texts"][:n_default]}, params)
+    gb_fid_same = explainer.fidelity(
+        predictor, texts, labels, {**results, "texts": results["texts"][:n_default]}, params
+    )
     return {
-        "library": {"seconds_per_text": lib_seconds / len(lib_texts), "distinct": lib_distinct, "fidelity": lib_fid, "texts": len(lib_texts)},
+        "library": {
+            "seconds_per_text": lib_seconds / len(lib_texts),
+            "distinct": lib_distinct,
+            "fidelity": lib_fid,
+            "texts": len(lib_texts),
+        },
         "glassbox": {
             "seconds_per_text": gb_seconds / len(texts),
             "distinct": [distinct(e["values"][e["predicted_label"]]) for e in results["texts"]],
@@ -207,7 +233,9 @@ def bench_workers(model_dir: Path, texts: list[str], workers: int) -> float:
     chunks = explainer.plan_chunks(len(texts), explainer.validate_params({}))
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     shares = [chunks[w::workers] for w in range(workers)]
-    processes = [ctx.Process(target=_worker, args=(str(model_dir), texts, share, ready, go, results)) for share in shares]
+    processes = [
+        ctx.Process(target=_worker, args=(str(model_dir), texts, share, ready, go, results)) for share in shares
+    ]
     for process in processes:
         process.start()
     for _ in processes:
@@ -223,8 +251,15 @@ def bench_workers(model_dir: Path, texts: list[str], workers: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=100)
-    parser.add_argument("--shap-default-texts", type=int, default=100, help="of --texts, how many shap's defaults explain")
-    parser.add_argument("--lime-default-texts", type=int, default=100, help="of --texts, how many lime's defaults (5000 samples each) explain")
+    parser.add_argument(
+        "--shap-default-texts", type=int, default=100, help="of --texts, how many shap's defaults explain"
+    )
+    parser.add_argument(
+        "--lime-default-texts",
+        type=int,
+        default=100,
+        help="of --texts, how many lime's defaults (5000 samples each) explain",
+    )
     parser.add_argument("--worker-texts", type=int, default=400)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d")
     args = parser.parse_args()
@@ -239,8 +274,10 @@ def main() -> None:
         texts, labels = holdout(max(args.texts, args.worker_texts))
         sample, sample_labels = texts[: args.texts], labels[: args.texts]
         lengths = [prepare_text(predictor, t).n for t in sample]
-        print(f"{len(sample)} held-out texts: tokens per text mean {np.mean(lengths):.1f}, max {max(lengths)}, "
-              f"truncated {sum(prepare_text(predictor, t).truncated for t in sample)}")  # fmt: skip
+        print(
+            f"{len(sample)} held-out texts: tokens per text mean {np.mean(lengths):.1f}, max {max(lengths)}, "
+            f"truncated {sum(prepare_text(predictor, t).truncated for t in sample)}"
+        )
         predictor.predict_proba(sample, batch_size=128)  # warm-up
         from explanations.hierarchy import word_spans
 
@@ -262,15 +299,50 @@ def main() -> None:
             full = sum(d == n for d, n in zip(gb["distinct"], gb["tokens"]))
             lines += [
                 ("(a) SHAP", f"shap defaults ({lib['texts']} texts)", f"Glassbox ({len(sample)} texts)", "ratio"),
-                ("seconds per text", f"{lib['seconds_per_text']:.3f}", f"{gb['seconds_per_text']:.3f}", f"{lib['seconds_per_text'] / gb['seconds_per_text']:.2f}x faster"),
-                ("distinct values per text (mean)", f"{np.mean(lib['distinct']):.1f}", f"{np.mean(gb['distinct']):.1f}", f"tokens per text {np.mean(gb['tokens']):.1f}"),
-                ("texts with one value per token", f"{sum(d == n for d, n in zip(lib['distinct'], lib['tokens']))}/{lib['texts']}", f"{full}/{len(sample)}", ""),
-                ("comprehensiveness AOPC, same texts", f"{lib['fidelity']['comprehensiveness']['aopc']:.4f}", f"{gb['fidelity_same']['comprehensiveness']['aopc']:.4f}", f"random {gb['fidelity_same']['random_baseline']['comprehensiveness']['aopc']:.4f}"),
-                ("sufficiency AOPC (lower better), same texts", f"{lib['fidelity']['sufficiency']['aopc']:.4f}", f"{gb['fidelity_same']['sufficiency']['aopc']:.4f}", f"random {gb['fidelity_same']['random_baseline']['sufficiency']['aopc']:.4f}"),
-                ("comprehensiveness / sufficiency AOPC, all texts", "", f"{gb['fidelity']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['sufficiency']['aopc']:.4f}", f"random {gb['fidelity']['random_baseline']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['random_baseline']['sufficiency']['aopc']:.4f}"),
-                ("Glassbox evaluations per text", "", f"mean {np.mean(gb['evaluations']):.0f}, max {max(gb['evaluations'])}", f"exact {gb['exact']}/{len(sample)}"),
+                (
+                    "seconds per text",
+                    f"{lib['seconds_per_text']:.3f}",
+                    f"{gb['seconds_per_text']:.3f}",
+                    f"{lib['seconds_per_text'] / gb['seconds_per_text']:.2f}x faster",
+                ),
+                (
+                    "distinct values per text (mean)",
+                    f"{np.mean(lib['distinct']):.1f}",
+                    f"{np.mean(gb['distinct']):.1f}",
+                    f"tokens per text {np.mean(gb['tokens']):.1f}",
+                ),
+                (
+                    "texts with one value per token",
+                    f"{sum(d == n for d, n in zip(lib['distinct'], lib['tokens']))}/{lib['texts']}",
+                    f"{full}/{len(sample)}",
+                    "",
+                ),
+                (
+                    "comprehensiveness AOPC, same texts",
+                    f"{lib['fidelity']['comprehensiveness']['aopc']:.4f}",
+                    f"{gb['fidelity_same']['comprehensiveness']['aopc']:.4f}",
+                    f"random {gb['fidelity_same']['random_baseline']['comprehensiveness']['aopc']:.4f}",
+                ),
+                (
+                    "sufficiency AOPC (lower better), same texts",
+                    f"{lib['fidelity']['sufficiency']['aopc']:.4f}",
+                    f"{gb['fidelity_same']['sufficiency']['aopc']:.4f}",
+                    f"random {gb['fidelity_same']['random_baseline']['sufficiency']['aopc']:.4f}",
+                ),
+                (
+                    "comprehensiveness / sufficiency AOPC, all texts",
+                    "",
+                    f"{gb['fidelity']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['sufficiency']['aopc']:.4f}",
+                    f"random {gb['fidelity']['random_baseline']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['random_baseline']['sufficiency']['aopc']:.4f}",
+                ),
+                (
+                    "Glassbox evaluations per text",
+                    "",
+                    f"mean {np.mean(gb['evaluations']):.0f}, max {max(gb['evaluations'])}",
+                    f"exact {gb['exact']}/{len(sample)}",
+                ),
                 ("Glassbox additivity max error", "", f"{gb['fidelity']['additivity_max_error']:.2e}", ""),
-            ]  # fmt: skip
+            ]
             show()
         if "c" not in skip:
             # The machine is shared: the raw rate is measured right before and
@@ -282,20 +354,50 @@ def main() -> None:
             raw, inside = (before + after) / 2, rows / seconds
             lines += [
                 ("(c) efficiency", "raw batched forward", "inside Glassbox SHAP", "ratio"),
-                ("model rows per second", f"{raw:.0f} ({before:.0f} before, {after:.0f} after)", f"{inside:.0f} ({rows} rows in {seconds:.1f}s)", f"{inside / raw:.2f}"),
-            ]  # fmt: skip
+                (
+                    "model rows per second",
+                    f"{raw:.0f} ({before:.0f} before, {after:.0f} after)",
+                    f"{inside:.0f} ({rows} rows in {seconds:.1f}s)",
+                    f"{inside / raw:.2f}",
+                ),
+            ]
             show()
         if "b" not in skip:
             b = bench_lime(predictor, sample, sample_labels, min(args.lime_default_texts, len(sample)))
             lib, gb = b["library"], b["glassbox"]
             lines += [
                 ("(b) LIME", f"lime defaults ({lib['texts']} texts)", "Glassbox (jieba words)", "ratio"),
-                ("seconds per text", f"{lib['seconds_per_text']:.3f}", f"{gb['seconds_per_text']:.3f}", f"{lib['seconds_per_text'] / gb['seconds_per_text']:.2f}x faster"),
-                ("distinct values per text (mean)", f"{np.mean(lib['distinct']):.1f}", f"{np.mean(gb['distinct']):.1f}", f"words per text {np.mean(gb['units']):.1f}"),
-                ("comprehensiveness AOPC, same texts", f"{lib['fidelity']['comprehensiveness']['aopc']:.4f}", f"{gb['fidelity_same']['comprehensiveness']['aopc']:.4f}", f"random {gb['fidelity_same']['random_baseline']['comprehensiveness']['aopc']:.4f}"),
-                ("sufficiency AOPC (lower better), same texts", f"{lib['fidelity']['sufficiency']['aopc']:.4f}", f"{gb['fidelity_same']['sufficiency']['aopc']:.4f}", f"R² mean {gb['fidelity']['r2_mean']:.3f}"),
-                ("comprehensiveness / sufficiency AOPC, all texts", "", f"{gb['fidelity']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['sufficiency']['aopc']:.4f}", f"random {gb['fidelity']['random_baseline']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['random_baseline']['sufficiency']['aopc']:.4f}"),
-            ]  # fmt: skip
+                (
+                    "seconds per text",
+                    f"{lib['seconds_per_text']:.3f}",
+                    f"{gb['seconds_per_text']:.3f}",
+                    f"{lib['seconds_per_text'] / gb['seconds_per_text']:.2f}x faster",
+                ),
+                (
+                    "distinct values per text (mean)",
+                    f"{np.mean(lib['distinct']):.1f}",
+                    f"{np.mean(gb['distinct']):.1f}",
+                    f"words per text {np.mean(gb['units']):.1f}",
+                ),
+                (
+                    "comprehensiveness AOPC, same texts",
+                    f"{lib['fidelity']['comprehensiveness']['aopc']:.4f}",
+                    f"{gb['fidelity_same']['comprehensiveness']['aopc']:.4f}",
+                    f"random {gb['fidelity_same']['random_baseline']['comprehensiveness']['aopc']:.4f}",
+                ),
+                (
+                    "sufficiency AOPC (lower better), same texts",
+                    f"{lib['fidelity']['sufficiency']['aopc']:.4f}",
+                    f"{gb['fidelity_same']['sufficiency']['aopc']:.4f}",
+                    f"R² mean {gb['fidelity']['r2_mean']:.3f}",
+                ),
+                (
+                    "comprehensiveness / sufficiency AOPC, all texts",
+                    "",
+                    f"{gb['fidelity']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['sufficiency']['aopc']:.4f}",
+                    f"random {gb['fidelity']['random_baseline']['comprehensiveness']['aopc']:.4f} / {gb['fidelity']['random_baseline']['sufficiency']['aopc']:.4f}",
+                ),
+            ]
             show()
         if "d" not in skip:
             worker_texts = texts[: args.worker_texts]

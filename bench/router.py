@@ -42,7 +42,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glassbox.settings")
 os.environ.setdefault("DJANGO_DEBUG", "0")
 os.environ.setdefault("GLASSBOX_DATA_DIR", str(ROOT / "var" / "bench-router"))
 MODEL = "bench-router"
@@ -147,11 +147,30 @@ def main():
     port = free_port()
     env = {**os.environ, "GLASSBOX_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "governance.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.workers),
-         # gthread: the sync worker closes every connection; clients of a model server keep them alive.
-         "-k", "gthread", "--threads", str(args.threads), "--keep-alive", "30", "--timeout", "300", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "glassbox.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(args.workers),
+            # gthread: the sync worker closes every connection; clients of a model server keep them alive.
+            "-k",
+            "gthread",
+            "--threads",
+            str(args.threads),
+            "--keep-alive",
+            "30",
+            "--timeout",
+            "300",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     conn = None
     try:
         deadline = time.time() + 60
@@ -181,22 +200,30 @@ def main():
                 import requests
 
                 with open(artifact, "rb") as handle:
-                    response = requests.post(f"http://127.0.0.1:{port}/api/v1/models/{MODEL}/versions/",
-                                             headers={"Authorization": f"Token {token}"},
-                                             files={"artifact": (artifact.name, handle)}, data={"flavor": "sklearn"},
-                                             timeout=300)  # fmt: skip
+                    response = requests.post(
+                        f"http://127.0.0.1:{port}/api/v1/models/{MODEL}/versions/",
+                        headers={"Authorization": f"Token {token}"},
+                        files={"artifact": (artifact.name, handle)},
+                        data={"flavor": "sklearn"},
+                        timeout=300,
+                    )
                 assert response.status_code == 201, response.text
                 version = model.versions.get(number=response.json()["version"])
                 review_services.review_submit(actor=users["bench-eli"], version=version)
-                review_services.decision_record(actor=users["bench-rita"], version=version, decision="approve",
-                                                comment="benchmark")  # fmt: skip
+                review_services.decision_record(
+                    actor=users["bench-rita"], version=version, decision="approve", comment="benchmark"
+                )
         v1, v2 = model.versions.order_by("number")
         rollout_services.rollout_start(actor=users["bench-erin"], model=model, candidate=v1)
         rollout = rollout_services.rollout_start(
-            actor=users["bench-erin"], model=model, candidate=v2,
-            steps=[{"weight": 50, "shadow": False, "bake_seconds": 86400},
-                   {"weight": 100, "shadow": False, "bake_seconds": 86400}],
-        )  # fmt: skip
+            actor=users["bench-erin"],
+            model=model,
+            candidate=v2,
+            steps=[
+                {"weight": 50, "shadow": False, "bake_seconds": 86400},
+                {"weight": 100, "shadow": False, "bake_seconds": 86400},
+            ],
+        )
         v1.refresh_from_db()
         assert v1.status == ModelVersion.Status.DEPLOYED and rollout.candidate_weight == 50
 
@@ -212,8 +239,9 @@ def main():
 
         # Warm the server: routing table, both predictors loaded (the candidate in the background).
         for n in range(args.warmup):
-            status, body = call("POST", f"/api/v1/models/{MODEL}/predict/",
-                                json.dumps({"inputs": [texts[n]], "key": f"warm-{n}"}))  # fmt: skip
+            status, body = call(
+                "POST", f"/api/v1/models/{MODEL}/predict/", json.dumps({"inputs": [texts[n]], "key": f"warm-{n}"})
+            )
             assert status == 200, body
         time.sleep(1.5)  # the routing table's TTL: rebuilt with the warmed candidate
         http_ms, routed = [], {"stable": 0, "candidate": 0}

@@ -48,10 +48,16 @@ def build_big_model(directory: Path, size_mib: int) -> Path:
     vocab_file.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=False, model_max_length=128)
     config = BertConfig(
-        vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=256, max_position_embeddings=128, num_labels=2,
-        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
-    )  # fmt: skip
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     model_dir = directory / "model"
@@ -78,7 +84,9 @@ def manage(env, *args, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def stream_multipart(host, port, path, token, file_path: Path, fields: dict[str, str]) -> tuple[int, dict, float, float]:
+def stream_multipart(
+    host, port, path, token, file_path: Path, fields: dict[str, str]
+) -> tuple[int, dict, float, float]:
     """POST a multipart body read from disk chunk by chunk (never whole in
     memory). Returns status, JSON body, seconds to last byte sent, seconds to response."""
     boundary = uuid.uuid4().hex
@@ -160,20 +168,39 @@ def main() -> None:
         }
         (scratch / "data").mkdir()
         manage(env, "migrate", "--noinput")
-        token = manage(
-            env, "shell", "-c",
-            "from django.contrib.auth.models import User, Group; from rest_framework.authtoken.models import Token;"
-            "from registry.services import model_create;"
-            "u = User.objects.create_user('bench', password='bench-password-123'); u.groups.add(Group.objects.get(name='engineer'));"
-            "model_create(actor=u, name='bench-model', risk_tier='low'); print(Token.objects.create(user=u).key)",
-        ).strip().splitlines()[-1]  # fmt: skip  (the shell may print a banner first)
+        token = (
+            manage(
+                env,
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User, Group; from rest_framework.authtoken.models import Token;"
+                "from registry.services import model_create;"
+                "u = User.objects.create_user('bench', password='bench-password-123'); u.groups.add(Group.objects.get(name='engineer'));"
+                "model_create(actor=u, name='bench-model', risk_tier='low'); print(Token.objects.create(user=u).key)",
+            )
+            .strip()
+            .splitlines()[-1]
+        )  # the shell may print a banner first
 
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "governance.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
-             "--timeout", "900", "--log-level", "warning"],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "glassbox.wsgi",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                "1",
+                "--timeout",
+                "900",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         try:
             deadline = time.time() + 60
             while True:

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from explanations import exports, selectors, services
 from explanations.models import ExplanationReport
-from governance.errors import Conflict, InvalidInput
+from glassbox.errors import Conflict, InvalidInput
 from registry import selectors as registry_selectors
 from registry.models import Dataset
 
@@ -30,9 +30,24 @@ class ReportSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = ExplanationReport
         fields = [
-            "id", "url", "page", "model", "version", "method", "dataset", "text_count", "status", "progress",
-            "params", "error", "requested_by", "created_at", "started_at", "finished_at", "chunks",
-        ]  # fmt: skip
+            "id",
+            "url",
+            "page",
+            "model",
+            "version",
+            "method",
+            "dataset",
+            "text_count",
+            "status",
+            "progress",
+            "params",
+            "error",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "chunks",
+        ]
 
     def get_url(self, report: ExplanationReport) -> str:
         return f"/api/v1/explanations/{report.pk}/"
@@ -57,8 +72,13 @@ class ReportOutputSerializer(ReportSummarySerializer):
 class ReportRequestInputSerializer(serializers.Serializer):
     method = serializers.CharField(max_length=40, help_text="shap, lime or pfi")
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="a dataset id, or")
-    texts = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False),
-                                  required=False, allow_null=True, allow_empty=True, help_text="texts to explain")  # fmt: skip
+    texts = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        allow_null=True,
+        allow_empty=True,
+        help_text="texts to explain",
+    )
     params = serializers.DictField(required=False, default=dict, help_text="method parameters; defaults if empty")
 
 
@@ -119,8 +139,10 @@ class _ExportApi(APIView):
     def succeeded_report(self, request, pk: int) -> ExplanationReport:
         report = selectors.report_get(user=request.user, pk=pk)
         if report.status != ExplanationReport.Status.SUCCEEDED:
-            raise Conflict(f"Report {pk} is {report.status}; only a succeeded report can be exported.",
-                           current_status=report.status)  # fmt: skip
+            raise Conflict(
+                f"Report {pk} is {report.status}; only a succeeded report can be exported.",
+                current_status=report.status,
+            )
         return report
 
     @staticmethod

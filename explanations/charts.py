@@ -43,32 +43,42 @@ def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
                 tokens.append({"text": text[previous:start], "gap": True})
             shown = text[start:end] if valid else token.get("text", "")
             value = values[position] if position < len(values) else 0.0
-            tokens.append({
-                "text": shown,
-                "value": value,
-                "style": token_style(value, scale),
-                "title": f"{token.get('text', shown)}: {value:+.5f} toward {label}",
-            })  # fmt: skip
+            tokens.append(
+                {
+                    "text": shown,
+                    "value": value,
+                    "style": token_style(value, scale),
+                    "title": f"{token.get('text', shown)}: {value:+.5f} toward {label}",
+                }
+            )
             if valid:
                 previous = end
         if previous < len(text):
             tokens.append({"text": text[previous:], "gap": True})
         probabilities = entry.get("probabilities") or {}
-        rows.append({
-            "index": entry.get("index"),
-            "label": label,
-            "probability": _number(probabilities.get(label)),
-            "true_label": entry.get("true_label"),
-            "truncated": bool(entry.get("truncated")),
-            "additivity_error": _number(entry.get("additivity_error")),
-            "r2": _number(entry.get("r2")),
-            "tokens": tokens,
-        })  # fmt: skip
+        rows.append(
+            {
+                "index": entry.get("index"),
+                "label": label,
+                "probability": _number(probabilities.get(label)),
+                "true_label": entry.get("true_label"),
+                "truncated": bool(entry.get("truncated")),
+                "additivity_error": _number(entry.get("additivity_error")),
+                "r2": _number(entry.get("r2")),
+                "tokens": tokens,
+            }
+        )
     return rows
 
 
-def bar_chart(rows: list[dict], *, value_key: str, sign_key: str | None = None, error_key: str | None = None,
-              top: int = TOP_TOKENS) -> dict:  # fmt: skip
+def bar_chart(
+    rows: list[dict],
+    *,
+    value_key: str,
+    sign_key: str | None = None,
+    error_key: str | None = None,
+    top: int = TOP_TOKENS,
+) -> dict:
     """Horizontal bars, longest first: geometry for an inline SVG."""
     rows = [row for row in rows if _number(row.get(value_key)) is not None][:top]
     scale = max((abs(_number(row[value_key])) for row in rows), default=0.0) or 1.0
@@ -78,19 +88,26 @@ def bar_chart(rows: list[dict], *, value_key: str, sign_key: str | None = None, 
         sign = _number(row.get(sign_key)) if sign_key else value
         width = max(1.0, BAR_WIDTH * abs(value) / scale)
         error = _number(row.get(error_key)) if error_key else None
-        bars.append({
-            "token": str(row.get("token", "")),
-            "value": value,
-            "y": position * BAR_ROW,
-            "text_y": position * BAR_ROW + 14,
-            "width": round(width, 1),
-            "end_x": round(BAR_LEFT + width + 4, 1),
-            "fill": f"rgb({POSITIVE_RGB})" if (sign or 0) >= 0 else f"rgb({NEGATIVE_RGB})",
-            "label": f"{value:.4f}" + (f" ± {error:.4f}" if error is not None else ""),
-            "new": bool(row.get("new")),
-        })  # fmt: skip
-    return {"bars": bars, "height": max(BAR_ROW, len(bars) * BAR_ROW + 4), "width": BAR_LEFT + BAR_WIDTH + 90,
-            "left": BAR_LEFT, "label_x": BAR_LEFT - 6}  # fmt: skip
+        bars.append(
+            {
+                "token": str(row.get("token", "")),
+                "value": value,
+                "y": position * BAR_ROW,
+                "text_y": position * BAR_ROW + 14,
+                "width": round(width, 1),
+                "end_x": round(BAR_LEFT + width + 4, 1),
+                "fill": f"rgb({POSITIVE_RGB})" if (sign or 0) >= 0 else f"rgb({NEGATIVE_RGB})",
+                "label": f"{value:.4f}" + (f" ± {error:.4f}" if error is not None else ""),
+                "new": bool(row.get("new")),
+            }
+        )
+    return {
+        "bars": bars,
+        "height": max(BAR_ROW, len(bars) * BAR_ROW + 4),
+        "width": BAR_LEFT + BAR_WIDTH + 90,
+        "left": BAR_LEFT,
+        "label_x": BAR_LEFT - 6,
+    }
 
 
 def global_charts(global_importance: dict, *, top: int = TOP_TOKENS) -> list[dict]:
@@ -114,13 +131,15 @@ def fidelity_table(fidelity: dict | None) -> list[dict]:
     random = fidelity.get("random_baseline") or {}
     table = []
     for level in FIDELITY_LEVELS:
-        table.append({
-            "level": "AOPC" if level == "aopc" else f"top {level} %",
-            "comprehensiveness": _number((fidelity.get("comprehensiveness") or {}).get(level)),
-            "comprehensiveness_random": _number((random.get("comprehensiveness") or {}).get(level)),
-            "sufficiency": _number((fidelity.get("sufficiency") or {}).get(level)),
-            "sufficiency_random": _number((random.get("sufficiency") or {}).get(level)),
-        })  # fmt: skip
+        table.append(
+            {
+                "level": "AOPC" if level == "aopc" else f"top {level} %",
+                "comprehensiveness": _number((fidelity.get("comprehensiveness") or {}).get(level)),
+                "comprehensiveness_random": _number((random.get("comprehensiveness") or {}).get(level)),
+                "sufficiency": _number((fidelity.get("sufficiency") or {}).get(level)),
+                "sufficiency_random": _number((random.get("sufficiency") or {}).get(level)),
+            }
+        )
     return table
 
 
@@ -139,13 +158,21 @@ def compare_globals(old: dict, new: dict, *, top: int = TOP_TOKENS) -> list[dict
         for row in new_rows:
             gain = (_number(row.get("mean_abs")) or 0.0) - old_value.get(row.get("token"), 0.0)
             if gain > 0:
-                shifts.append({"token": row.get("token"), "old": old_value.get(row.get("token")),
-                               "new": _number(row.get("mean_abs")), "gain": gain})  # fmt: skip
+                shifts.append(
+                    {
+                        "token": row.get("token"),
+                        "old": old_value.get(row.get("token")),
+                        "new": _number(row.get("mean_abs")),
+                        "gain": gain,
+                    }
+                )
         shifts.sort(key=lambda s: -s["gain"])
-        comparison.append({
-            "label": label,
-            "old": bar_chart(old_rows, value_key="mean_abs", sign_key="mean", top=top),
-            "new": bar_chart(marked, value_key="mean_abs", sign_key="mean", top=top),
-            "shifts": shifts[:10],
-        })  # fmt: skip
+        comparison.append(
+            {
+                "label": label,
+                "old": bar_chart(old_rows, value_key="mean_abs", sign_key="mean", top=top),
+                "new": bar_chart(marked, value_key="mean_abs", sign_key="mean", top=top),
+                "shifts": shifts[:10],
+            }
+        )
     return comparison

@@ -8,12 +8,24 @@ from collections.abc import Iterator
 from explanations.models import ExplanationReport
 
 LOCAL_COLUMNS = [
-    "text_index", "token_index", "token", "start", "end", "predicted_label", "predicted_probability", "true_label",
+    "text_index",
+    "token_index",
+    "token",
+    "start",
+    "end",
+    "predicted_label",
+    "predicted_probability",
+    "true_label",
     "truncated",
-]  # fmt: skip
+]
 PFI_COLUMNS = [
-    "token", "accuracy_drop_mean", "accuracy_drop_std", "macro_f1_drop_mean", "macro_f1_drop_std", "texts_affected",
-]  # fmt: skip
+    "token",
+    "accuracy_drop_mean",
+    "accuracy_drop_std",
+    "macro_f1_drop_mean",
+    "macro_f1_drop_std",
+    "texts_affected",
+]
 
 
 def report_document(report: ExplanationReport) -> dict:
@@ -55,9 +67,16 @@ def _local_rows(results: dict) -> Iterator[list]:
         values = entry.get("values") or {}
         for position, token in enumerate(entry.get("tokens") or []):
             row = [
-                entry.get("index"), position, _cell(token.get("text", "")), token.get("start"), token.get("end"),
-                _cell(predicted), probability, _cell(entry.get("true_label") or ""), bool(entry.get("truncated")),
-            ]  # fmt: skip
+                entry.get("index"),
+                position,
+                _cell(token.get("text", "")),
+                token.get("start"),
+                token.get("end"),
+                _cell(predicted),
+                probability,
+                _cell(entry.get("true_label") or ""),
+                bool(entry.get("truncated")),
+            ]
             row += [(values.get(label) or [None] * (position + 1))[position] for label in labels]
             yield row
 

@@ -39,7 +39,12 @@ def eraser(predictor, cases: list[FidelityCase], *, seed: int = 0, batch_size: i
     """Comprehensiveness and sufficiency per bin (and AOPC) of the cases' rankings and of random ones."""
     if not cases:
         empty = {str(k): None for k in BINS} | {"aopc": None}
-        return {"comprehensiveness": empty, "sufficiency": empty, "random_baseline": {"comprehensiveness": empty, "sufficiency": empty}, "texts": 0}
+        return {
+            "comprehensiveness": empty,
+            "sufficiency": empty,
+            "random_baseline": {"comprehensiveness": empty, "sufficiency": empty},
+            "texts": 0,
+        }
     strings: dict[str, int] = {}
 
     def row(text: str) -> int:

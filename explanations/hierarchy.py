@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from typing import Union
 
 # Clause boundaries: Chinese full-width and ASCII punctuation, and line breaks.
 CLAUSE_PUNCTUATION = frozenset("，。！？；：、,.!?;:\n")
@@ -18,7 +17,7 @@ CLAUSE_PUNCTUATION = frozenset("，。！？；：、,.!?;:\n")
 NUMERIC_SEPARATORS = frozenset(".,:")
 
 # A node of the tree: a token index (leaf) or the list of its children.
-Node = Union[int, list]
+Node = int | list
 
 _segmenter = None
 _segmenter_lock = threading.Lock()

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from governance.errors import Conflict, GlassboxError, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, NotPermitted
 
 
 class ExplanationReport(models.Model):

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from django.db.models import Count, Q, QuerySet
 
 from explanations.models import ExplanationChunk, ExplanationReport
-from governance.errors import NotFound, NotPermitted
+from glassbox.errors import NotFound, NotPermitted
 
 
 def explainer_for(method: str):

@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from explanations import selectors
 from explanations.models import ExplanationChunk, ExplanationReport
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +181,9 @@ def report_request(
             },
         )
         if problem:
-            report = report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail",
-                                 error=problem)  # fmt: skip
+            report = report_move(
+                actor=None, report=report, to_status=Status.FAILED, action="explanation.fail", error=problem
+            )
         else:
             report_id = report.pk
             transaction.on_commit(lambda: _enqueue("run_report", report_id))
@@ -275,9 +276,18 @@ def report_start(*, report_id: int) -> ExplanationReport | None:
     if report is None or report.status != Status.QUEUED:
         return None
     try:
-        return report_move(actor=None, report=report, to_status=Status.RUNNING, action="explanation.start",
-                           fields={"timings": {**report.timings, "queued_seconds": round(
-                               (timezone.now() - report.created_at).total_seconds(), 3)}})  # fmt: skip
+        return report_move(
+            actor=None,
+            report=report,
+            to_status=Status.RUNNING,
+            action="explanation.start",
+            fields={
+                "timings": {
+                    **report.timings,
+                    "queued_seconds": round((timezone.now() - report.created_at).total_seconds(), 3),
+                }
+            },
+        )
     except Conflict:
         return None
 
@@ -314,9 +324,14 @@ def chunk_start(*, chunk_id: int, worker: str) -> ExplanationChunk | None:
         return None
     max_attempts = _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
     if chunk.attempts >= max_attempts:
-        report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail",
-                    error=f"Chunk {chunk.index} was started {chunk.attempts} times without finishing "
-                          f"(last worker: {chunk.worker or 'unknown'}); giving up.")  # fmt: skip
+        report_move(
+            actor=None,
+            report=report,
+            to_status=Status.FAILED,
+            action="explanation.fail",
+            error=f"Chunk {chunk.index} was started {chunk.attempts} times without finishing "
+            f"(last worker: {chunk.worker or 'unknown'}); giving up.",
+        )
         return None
     now = timezone.now()
     chunk.status = ChunkStatus.RUNNING
@@ -400,8 +415,13 @@ def report_finalize_start(*, report_id: int) -> ExplanationReport | None:
     if report is None or report.status != Status.RUNNING or selectors.unfinished_chunks(report_id).exists():
         return None
     if report.finalize_attempts >= _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3):
-        report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail",
-                    error=f"Combining the results was started {report.finalize_attempts} times without finishing; giving up.")  # fmt: skip
+        report_move(
+            actor=None,
+            report=report,
+            to_status=Status.FAILED,
+            action="explanation.fail",
+            error=f"Combining the results was started {report.finalize_attempts} times without finishing; giving up.",
+        )
         return None
     report.finalize_attempts += 1
     report.heartbeat_at = timezone.now()
@@ -500,9 +520,14 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
         return ""
     max_attempts = _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
     if chunk.attempts >= max_attempts:
-        report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail",
-                    error=f"Chunk {chunk.index} was lost {chunk.attempts} times (last worker: "
-                          f"{chunk.worker or 'unknown'}, silent since {chunk.heartbeat_at:%H:%M:%S} UTC); giving up.")  # fmt: skip
+        report_move(
+            actor=None,
+            report=report,
+            to_status=Status.FAILED,
+            action="explanation.fail",
+            error=f"Chunk {chunk.index} was lost {chunk.attempts} times (last worker: "
+            f"{chunk.worker or 'unknown'}, silent since {chunk.heartbeat_at:%H:%M:%S} UTC); giving up.",
+        )
         return "failed"
     previous_worker = chunk.worker
     chunk.status = ChunkStatus.PENDING

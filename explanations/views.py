@@ -9,8 +9,8 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
 from explanations.models import ExplanationReport
-from governance.errors import GlassboxError, NotPermitted
-from governance.page_errors import page_errors
+from glassbox.errors import GlassboxError, NotPermitted
+from glassbox.page_errors import page_errors
 from registry import selectors as registry_selectors
 
 

@@ -9,8 +9,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from rest_framework.authtoken.models import Token
 
+from glassbox.middleware import current_request_context
 from governance.audit import record_event, record_refusal
-from governance.middleware import current_request_context
 
 
 def _user_label(user) -> dict:

@@ -5,8 +5,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.errors import GlassboxError
 from governance import accounts, selectors, services, signin
-from governance.errors import GlassboxError
 from governance.models import Decision, ReviewRequest
 from governance.selectors import review_latest
 from registry import selectors as registry_selectors
@@ -66,9 +66,17 @@ class ReviewOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ReviewRequest
         fields = [
-            "id", "status", "opened_by", "opened_at", "closed_at", "approvals", "required_approvals",
-            "required_evidence", "missing_evidence", "decisions",
-        ]  # fmt: skip
+            "id",
+            "status",
+            "opened_by",
+            "opened_at",
+            "closed_at",
+            "approvals",
+            "required_approvals",
+            "required_evidence",
+            "missing_evidence",
+            "decisions",
+        ]
 
     @extend_schema_field(serializers.IntegerField())
     def get_approvals(self, review: ReviewRequest) -> int:

@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from governance.errors import GlassboxError
-from governance.middleware import current_request_context
+from glassbox.errors import GlassboxError
+from glassbox.middleware import current_request_context
 from governance.models import AuditCheckpoint, AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -327,10 +327,25 @@ def _check_rows(rows: Iterable[tuple], expected_prev: str) -> tuple[int, ChainBr
     break, hash of the last good event)."""
     checked = 0
     for (
-        event_id, created_at, actor_id, actor_username, action, outcome, object_type, object_id,
-        object_label, model_name, version_number, changes, detail, request_id, ip, user_agent,
-        prev_hash, stored_hash,
-    ) in rows:  # fmt: skip
+        event_id,
+        created_at,
+        actor_id,
+        actor_username,
+        action,
+        outcome,
+        object_type,
+        object_id,
+        object_label,
+        model_name,
+        version_number,
+        changes,
+        detail,
+        request_id,
+        ip,
+        user_agent,
+        prev_hash,
+        stored_hash,
+    ) in rows:
         if prev_hash != expected_prev:
             return checked, ChainBreak(event_id, "prev_hash does not match the previous event's hash"), expected_prev
         try:
@@ -339,9 +354,23 @@ def _check_rows(rows: Iterable[tuple], expected_prev: str) -> tuple[int, ChainBr
         except (StopIteration, ValueError):
             return checked, ChainBreak(event_id, "changes or detail is not valid JSON"), expected_prev
         computed = _event_hash(
-            created_at, actor_id, actor_username, action, outcome, object_type, object_id, object_label,
-            model_name, version_number, changes, detail, request_id, ip, user_agent, prev_hash,
-        )  # fmt: skip
+            created_at,
+            actor_id,
+            actor_username,
+            action,
+            outcome,
+            object_type,
+            object_id,
+            object_label,
+            model_name,
+            version_number,
+            changes,
+            detail,
+            request_id,
+            ip,
+            user_agent,
+            prev_hash,
+        )
         if computed != stored_hash:
             return checked, ChainBreak(event_id, "content does not match its hash"), expected_prev
         expected_prev = stored_hash

@@ -8,9 +8,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.errors import InvalidInput
 from governance import audit_selectors as selectors
 from governance.audit import event_timestamp
-from governance.errors import InvalidInput
 
 _PARAMETERS = [
     OpenApiParameter("actor", str, description="username of whoever acted (as recorded)"),
@@ -68,8 +68,11 @@ class AuditEventListApi(APIView):
         selectors.require_audit_read(request.user)
         # The page's form sends empty fields, which its parser reads as "no
         # filter"; an API caller who sends `?to=` made a mistake: say so.
-        empty = [name for name in (*selectors.FILTER_PARAMS, "before", "after", "limit")
-                 if name in request.query_params and not request.query_params[name].strip()]  # fmt: skip
+        empty = [
+            name
+            for name in (*selectors.FILTER_PARAMS, "before", "after", "limit")
+            if name in request.query_params and not request.query_params[name].strip()
+        ]
         if empty:
             raise InvalidInput(f"Empty query parameter {', '.join(empty)}: leave it out or give a value.")
         query = selectors.audit_query_parse(request.query_params)

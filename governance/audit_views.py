@@ -13,9 +13,9 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
+from glassbox.errors import InvalidInput, NotPermitted
 from governance import audit_selectors as selectors
 from governance.audit import canonical_json, record_export
-from governance.errors import InvalidInput, NotPermitted
 from governance.models import AuditEvent
 
 

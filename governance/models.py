@@ -3,7 +3,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.errors import Conflict, GlassboxError, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, NotPermitted
 
 
 class AuditEvent(models.Model):
@@ -118,9 +118,7 @@ class ReviewRequest(models.Model):
         return f"review #{self.pk} of {self.version}"
 
     def get_absolute_url(self) -> str:
-        return reverse(
-            "reviews:detail", kwargs={"name": self.version.model.name, "number": self.version.number}
-        )
+        return reverse("reviews:detail", kwargs={"name": self.version.model.name, "number": self.version.number})
 
     def audit_scope(self) -> tuple[str, int]:
         return self.version.model.name, self.version.number

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
-from governance.errors import NotPermitted
+from glassbox.errors import NotPermitted
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 

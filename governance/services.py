@@ -10,8 +10,8 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.models import Decision, ReviewRequest
 from governance.policy import approval_policy
 from registry import selectors as registry_selectors

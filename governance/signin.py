@@ -20,8 +20,8 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 
+from glassbox.errors import GlassboxError
 from governance.audit import record_refusal
-from governance.errors import GlassboxError
 
 
 class TooManyAttempts(GlassboxError):
@@ -61,9 +61,7 @@ def signin_check(request, username: str) -> None:
         object_label=username[:150],
         detail={"username": username[:150], "path": request.path[:200], "retry_after": retry_after},
     )
-    raise TooManyAttempts(
-        f"Too many failed sign-ins; try again in {retry_after} seconds.", retry_after=retry_after
-    )
+    raise TooManyAttempts(f"Too many failed sign-ins; try again in {retry_after} seconds.", retry_after=retry_after)
 
 
 def signin_failed(request, username: str) -> None:

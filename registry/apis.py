@@ -8,8 +8,8 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.errors import TooLarge
 from governance.apis import ReviewOutputSerializer
-from governance.errors import TooLarge
 from governance.selectors import review_latest
 from registry import selectors, services
 from registry.models import ModelVersion, RegisteredModel
@@ -30,10 +30,25 @@ class VersionOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = [
-            "model", "version", "status", "flavor", "sha256", "size", "filename", "artifact_format",
-            "labels", "max_length", "metrics", "card", "files", "created_by", "created_at", "url",
-            "recertify_by", "review",
-        ]  # fmt: skip
+            "model",
+            "version",
+            "status",
+            "flavor",
+            "sha256",
+            "size",
+            "filename",
+            "artifact_format",
+            "labels",
+            "max_length",
+            "metrics",
+            "card",
+            "files",
+            "created_by",
+            "created_at",
+            "url",
+            "recertify_by",
+            "review",
+        ]
 
     def get_url(self, version: ModelVersion) -> str:
         return f"/api/v1/models/{version.model.name}/versions/{version.number}/"
@@ -65,7 +80,9 @@ class ModelListCreateApi(APIView):
             ref_name = "ModelCreateRequest"  # a unique OpenAPI component name
 
         name = serializers.CharField(max_length=100)
-        task = serializers.ChoiceField(choices=RegisteredModel.Task.choices, default=RegisteredModel.Task.TEXT_CLASSIFICATION)
+        task = serializers.ChoiceField(
+            choices=RegisteredModel.Task.choices, default=RegisteredModel.Task.TEXT_CLASSIFICATION
+        )
         risk_tier = serializers.ChoiceField(choices=RegisteredModel.RiskTier.choices)
         description = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
 

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 
 ZIP = "zip"
 TAR = "tar"
@@ -95,9 +95,7 @@ class _Totals:
         self.names.add(name)
         self.total += size
         if self.total > self.limits.max_uncompressed_bytes:
-            raise InvalidInput(
-                f"The archive unpacks to more than {self.limits.max_uncompressed_bytes} bytes."
-            )
+            raise InvalidInput(f"The archive unpacks to more than {self.limits.max_uncompressed_bytes} bytes.")
         # Measured against the whole archive: a zip bomb is many members of
         # tiny compressed size, and a large real model is mostly incompressible.
         if self.total > 1024 * 1024 and self.total / self.archive_size > self.limits.max_compression_ratio:

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 from registry.archives import ZIP, ArchiveLimits, ArchiveMember, extract_archive, inspect_archive
 
 _EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
@@ -129,7 +129,9 @@ def prepare_artifact(upload_path: Path, flavor: str, *, sha256: str = "") -> Pre
 def _check_flavor_files(staging: Path, flavor: str, names: set[str]) -> None:
     for name in sorted(names):
         if name.lower().endswith(PICKLE_SUFFIXES):
-            raise InvalidInput(f"{name!r} is a pickle-based format; Glassbox never loads pickles. Use safetensors or skops.")
+            raise InvalidInput(
+                f"{name!r} is a pickle-based format; Glassbox never loads pickles. Use safetensors or skops."
+            )
     for path in staging.rglob("*"):
         # safetensors and skops have their own parsers that refuse anything
         # else (and a safetensors header length can start like a pickle).

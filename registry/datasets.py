@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 
 CSV = "csv"
 JSONL = "jsonl"
@@ -69,7 +69,9 @@ def parse_dataset(path: Path, *, filename: str, max_rows: int) -> ParsedDataset:
             reader = csv.DictReader(io.StringIO(content, newline=""))
             fields = reader.fieldnames or []
             if "text" not in fields or "label" not in fields:
-                raise InvalidInput(f"The CSV needs the columns 'text' and 'label' (found: {', '.join(fields) or 'none'}).")
+                raise InvalidInput(
+                    f"The CSV needs the columns 'text' and 'label' (found: {', '.join(fields) or 'none'})."
+                )
             for number, record in enumerate(reader, start=1):
                 if len(rows) >= max_rows:
                     raise InvalidInput(f"The dataset has more than {max_rows} rows.")

@@ -211,7 +211,10 @@ def train_sklearn(train: list[tuple[str, str]], holdout: list[tuple[str, str]], 
         train, holdout = train[:QUICK_TRAIN_ROWS], holdout[:QUICK_EVAL_ROWS]
     pipeline = Pipeline(
         [
-            ("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(1, 2), min_df=1 if quick else 2, sublinear_tf=True)),
+            (
+                "tfidf",
+                TfidfVectorizer(analyzer="char", ngram_range=(1, 2), min_df=1 if quick else 2, sublinear_tf=True),
+            ),
             ("clf", LogisticRegression(max_iter=1000)),
         ]
     )
@@ -224,7 +227,12 @@ def train_sklearn(train: list[tuple[str, str]], holdout: list[tuple[str, str]], 
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # skops stores the n-gram vocabulary as verbose JSON: deflate shrinks it ~25x.
     skops.io.dump(pipeline, out_file, compression=zipfile.ZIP_DEFLATED)
-    return {"accuracy": round(float(accuracy), 4), "train_rows": len(train), "holdout_rows": len(holdout), "seconds": round(seconds, 2)}
+    return {
+        "accuracy": round(float(accuracy), 4),
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "seconds": round(seconds, 2),
+    }
 
 
 def build_archive(src_dir: Path, archive_path: Path) -> None:

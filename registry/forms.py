@@ -8,7 +8,9 @@ from registry.models import ModelVersion
 class VersionUploadForm(forms.Form):
     artifact = forms.FileField(help_text="zip / tar / tar.gz of a saved transformers model, or a .skops file")
     flavor = forms.ChoiceField(choices=ModelVersion.Flavor.choices)
-    metrics = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text='JSON, e.g. {"accuracy": 0.87}')
+    metrics = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text='JSON, e.g. {"accuracy": 0.87}'
+    )
     description = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 2}))
     intended_use = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 2}))
     limitations = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 2}))

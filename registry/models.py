@@ -3,7 +3,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 
-from governance.errors import Conflict, GlassboxError, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, NotPermitted
 
 # Lowercase slugs only: names appear in URLs, storage keys and audit rows.
 model_name_validator = RegexValidator(

@@ -28,8 +28,22 @@ PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".j
 SAFE_BUILTIN_TYPES = frozenset(
     f"builtins.{name}"
     for name in (
-        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
-        "int", "list", "NoneType", "object", "range", "set", "slice", "str", "tuple",
+        "bool",
+        "bytearray",
+        "bytes",
+        "complex",
+        "dict",
+        "float",
+        "frozenset",
+        "int",
+        "list",
+        "NoneType",
+        "object",
+        "range",
+        "set",
+        "slice",
+        "str",
+        "tuple",
     )
 )
 # Under these prefixes only classes are accepted (see _allowed_skops_type):
@@ -114,8 +128,7 @@ class TransformersPredictor(Predictor):
         # transformers only warns about missing weights and fills them with
         # random values; a governed model must be exactly what was uploaded.
         missing = list(info.get("missing_keys") or []) + [
-            str(item[0]) if isinstance(item, (tuple, list)) else str(item)
-            for item in info.get("mismatched_keys") or []
+            str(item[0]) if isinstance(item, (tuple, list)) else str(item) for item in info.get("mismatched_keys") or []
         ]
         if missing:
             raise ValueError(f"{len(missing)} weight tensors missing or mis-shaped (e.g. {sorted(missing)[0]})")
@@ -267,7 +280,9 @@ def _check_transformers_dir(path: Path) -> None:
     if not path.is_dir():
         raise ArtifactLoadError("a transformers model must be a directory")
     pickled = sorted(
-        str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(PICKLE_WEIGHT_SUFFIXES)
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file() and p.name.lower().endswith(PICKLE_WEIGHT_SUFFIXES)
     )
     if pickled:
         raise ArtifactLoadError(f"pickle-based files are not allowed (use safetensors): {', '.join(pickled)}")

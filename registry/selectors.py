@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.db.models import Count, QuerySet
 
-from governance.errors import NotFound, NotPermitted
+from glassbox.errors import NotFound, NotPermitted
 from registry.artifacts import artifact_storage, local_model_path
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel

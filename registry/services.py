@@ -8,8 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
@@ -196,9 +196,7 @@ def version_move(
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         if not locked.can_move_to(to_status):
-            raise Conflict(
-                f"{locked} is {locked.status}; it cannot move to {to_status}.", current_status=locked.status
-            )
+            raise Conflict(f"{locked} is {locked.status}; it cannot move to {to_status}.", current_status=locked.status)
         before = {"status": locked.status, **{name: getattr(locked, name) for name in fields}}
         locked.status = to_status
         for name, value in fields.items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
 
-from governance.errors import TooLarge
+from glassbox.errors import TooLarge
 
 
 @dataclass

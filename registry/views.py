@@ -8,8 +8,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_safe
 
-from governance.errors import GlassboxError
-from governance.page_errors import page_errors
+from glassbox.errors import GlassboxError
+from glassbox.page_errors import page_errors
 from governance.selectors import review_latest
 from registry import selectors, services
 from registry.forms import VersionUploadForm
@@ -90,7 +90,10 @@ def _version_upload_form(request, model):
             values.pop("artifact")
             uploaded = None  # the service owns (and removes) the file from here on
             version = services.version_create(
-                actor=request.user, model=model, upload=UploadedArtifact.from_uploaded_file(form.cleaned_data["artifact"]), **values
+                actor=request.user,
+                model=model,
+                upload=UploadedArtifact.from_uploaded_file(form.cleaned_data["artifact"]),
+                **values,
             )
             messages.success(request, f"Uploaded {version}: SHA-256 {version.artifact_sha256[:12]}…")
             return redirect(version.get_absolute_url())

@@ -66,8 +66,9 @@ def _percentiles(rows, fractions=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
     return {name: float(np.percentile(latencies, f * 100)) for name, f in zip(names, fractions)}
 
 
-def window_stats(*, version, since: datetime, until: datetime, rollout: Rollout | None = None,
-                 routes: list[str] | None = None) -> dict:  # fmt: skip
+def window_stats(
+    *, version, since: datetime, until: datetime, rollout: Rollout | None = None, routes: list[str] | None = None
+) -> dict:
     """What a version served in (since, until]: requests, errors, latency
     percentiles (of answered requests), label shares, mean confidence, live
     accuracy from feedback, shadow agreement (for mirrored rows) and a
@@ -109,8 +110,15 @@ def window_stats(*, version, since: datetime, until: datetime, rollout: Rollout 
 
 
 def _measurement(name, value, threshold, comparison, verdict, detail="", **extra) -> dict:
-    return {"name": name, "value": None if value is None else round(float(value), 6), "threshold": threshold,
-            "comparison": comparison, "verdict": verdict, "detail": detail, **extra}  # fmt: skip
+    return {
+        "name": name,
+        "value": None if value is None else round(float(value), 6),
+        "threshold": threshold,
+        "comparison": comparison,
+        "verdict": verdict,
+        "detail": detail,
+        **extra,
+    }
 
 
 def _judge(name, value, threshold, comparison, **extra) -> dict:
@@ -132,8 +140,9 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
     thresholds = {**DEFAULT_THRESHOLDS, **rollout.thresholds}
     min_requests = int(thresholds["min_requests"])
     shadow = bool(rollout.step.get("shadow"))
-    candidate = window_stats(version=rollout.candidate, since=since, until=until,
-                             routes=["shadow"] if shadow else ["candidate"])  # fmt: skip
+    candidate = window_stats(
+        version=rollout.candidate, since=since, until=until, routes=["shadow"] if shadow else ["candidate"]
+    )
     stable = window_stats(version=rollout.stable, since=since, until=until, routes=["stable"])
     baseline_note = "stable in this window"
     if stable["answered"] < min_requests:
@@ -151,23 +160,44 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
     if candidate["requests"] < min_requests:
         results.append(_measurement("error_rate", candidate["error_rate"], limit, "<=", "inconclusive", few_candidate))
     else:
-        results.append(_judge("error_rate", candidate["error_rate"], limit, "<=",
-                              detail=f"{candidate['errors']} errors in {candidate['requests']} requests"))  # fmt: skip
+        results.append(
+            _judge(
+                "error_rate",
+                candidate["error_rate"],
+                limit,
+                "<=",
+                detail=f"{candidate['errors']} errors in {candidate['requests']} requests",
+            )
+        )
 
     limit = thresholds["max_latency_p95_ratio"]
     candidate_p95, stable_p95 = candidate["latency_ms"]["p95"], stable["latency_ms"]["p95"]
     if not enough_answers or not stable_p95:
         results.append(_measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", few_answered))
     else:
-        results.append(_judge("latency_p95_ratio", candidate_p95 / stable_p95, limit, "<=",
-                              detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})"))  # fmt: skip
+        results.append(
+            _judge(
+                "latency_p95_ratio",
+                candidate_p95 / stable_p95,
+                limit,
+                "<=",
+                detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})",
+            )
+        )
 
     limit = thresholds["max_label_divergence"]
     if not enough_answers:
         results.append(_measurement("label_divergence", None, limit, "<=", "inconclusive", few_answered))
     else:
-        results.append(_judge("label_divergence", js_distance(candidate["labels"], stable["labels"]), limit, "<=",
-                              detail=f"candidate {candidate['labels']} vs stable {stable['labels']} ({baseline_note})"))  # fmt: skip
+        results.append(
+            _judge(
+                "label_divergence",
+                js_distance(candidate["labels"], stable["labels"]),
+                limit,
+                "<=",
+                detail=f"candidate {candidate['labels']} vs stable {stable['labels']} ({baseline_note})",
+            )
+        )
 
     if shadow:
         limit = thresholds["min_shadow_agreement"]
@@ -177,8 +207,15 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
                 _measurement("shadow_agreement", candidate["shadow_agreement"], limit, ">=", "inconclusive", detail)
             )
         else:
-            results.append(_judge("shadow_agreement", candidate["shadow_agreement"], limit, ">=",
-                                  detail=f"{candidate['shadow_pairs']} mirrored pairs"))  # fmt: skip
+            results.append(
+                _judge(
+                    "shadow_agreement",
+                    candidate["shadow_agreement"],
+                    limit,
+                    ">=",
+                    detail=f"{candidate['shadow_pairs']} mirrored pairs",
+                )
+            )
 
     results.append(_drift(rollout, candidate["texts"], thresholds, min_requests))
     return results
@@ -188,23 +225,47 @@ def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: i
     limit = thresholds["max_input_drift"]
     reference = VersionReference.objects.filter(version=rollout.candidate).first()
     if reference is None:
-        return _measurement("input_drift", None, limit, "<=", "not_measured",
-                            "no reference dataset for the candidate (never counted as a pass)")  # fmt: skip
+        return _measurement(
+            "input_drift",
+            None,
+            limit,
+            "<=",
+            "not_measured",
+            "no reference dataset for the candidate (never counted as a pass)",
+        )
     texts = [text for text in texts if text]
     if len(texts) < min_requests:
-        return _measurement("input_drift", None, limit, "<=", "inconclusive",
-                            f"{len(texts)} candidate inputs < min_requests {min_requests}")  # fmt: skip
+        return _measurement(
+            "input_drift",
+            None,
+            limit,
+            "<=",
+            "inconclusive",
+            f"{len(texts)} candidate inputs < min_requests {min_requests}",
+        )
     drift = measure_drift(reference.profile, texts, _known_characters(rollout.candidate))
     observed = drift["character_js_distance"]
     if observed is None:
         return _measurement("input_drift", None, limit, "<=", "inconclusive", "no characters to compare")
     chance, excess = drift["sampling_distance"], drift["character_js_excess"]
-    detail = (f"character JS distance {observed:.3f} over {len(texts)} inputs, {chance:.3f} expected "
-              f"by sampling alone; reference {reference.dataset}")  # fmt: skip
-    return _judge("input_drift", excess, limit, "<=", detail=detail,
-                  signals={"character_js_distance": observed, "sampling_distance": chance,
-                           "length_psi": drift["length_psi"], "unknown_rate_increase": drift["unknown_rate_increase"],
-                           "texts": len(texts)})  # fmt: skip
+    detail = (
+        f"character JS distance {observed:.3f} over {len(texts)} inputs, {chance:.3f} expected "
+        f"by sampling alone; reference {reference.dataset}"
+    )
+    return _judge(
+        "input_drift",
+        excess,
+        limit,
+        "<=",
+        detail=detail,
+        signals={
+            "character_js_distance": observed,
+            "sampling_distance": chance,
+            "length_psi": drift["length_psi"],
+            "unknown_rate_increase": drift["unknown_rate_increase"],
+            "texts": len(texts),
+        },
+    )
 
 
 def overall_verdict(measurements: list[dict]) -> str:
@@ -235,7 +296,12 @@ def rollout_analyse(*, rollout: Rollout, now: datetime | None = None) -> Analysi
     # checks that nobody acted on the rollout meanwhile.
     measurements = measure(rollout, since=since, until=now)
     return services.rollout_record_analysis(
-        rollout=rollout, expected_last_analysis_at=rollout.last_analysis_at, expected_step=rollout.current_step,
-        window_start=since, window_end=now, measurements=measurements, verdict=overall_verdict(measurements),
+        rollout=rollout,
+        expected_last_analysis_at=rollout.last_analysis_at,
+        expected_step=rollout.current_step,
+        window_start=since,
+        window_end=now,
+        measurements=measurements,
+        verdict=overall_verdict(measurements),
         now=now,
-    )  # fmt: skip
+    )

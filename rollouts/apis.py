@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.errors import InvalidInput, NotFound
+from glassbox.errors import InvalidInput, NotFound
 from registry import selectors as registry_selectors
 from registry.models import Dataset
 from rollouts import selectors, services
@@ -41,10 +41,28 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
         model = Rollout
         ref_name = "Rollout"
         fields = (
-            "id", "model", "candidate", "stable", "status", "status_reason", "steps", "current_step",
-            "step_started_at", "candidate_weight", "shadow", "thresholds", "interval", "failures",
-            "last_analysis_at", "created_by", "created_at", "finished_at", "url", "page", "analysis",
-        )  # fmt: skip
+            "id",
+            "model",
+            "candidate",
+            "stable",
+            "status",
+            "status_reason",
+            "steps",
+            "current_step",
+            "step_started_at",
+            "candidate_weight",
+            "shadow",
+            "thresholds",
+            "interval",
+            "failures",
+            "last_analysis_at",
+            "created_by",
+            "created_at",
+            "finished_at",
+            "url",
+            "page",
+            "analysis",
+        )
 
     def get_url(self, rollout: Rollout) -> str:
         return f"/api/v1/rollouts/{rollout.pk}/"
@@ -64,12 +82,14 @@ class RolloutStartInputSerializer(serializers.Serializer):
 
     candidate = serializers.IntegerField(min_value=1, help_text="the version number to roll out (approved)")
     # Steps and thresholds are checked by the service, which names the bad step.
-    steps = serializers.JSONField(required=False, allow_null=True,
-                                  help_text='[{"weight": 0-100, "shadow": bool, "bake_seconds": n}, ...]')  # fmt: skip
+    steps = serializers.JSONField(
+        required=False, allow_null=True, help_text='[{"weight": 0-100, "shadow": bool, "bake_seconds": n}, ...]'
+    )
     thresholds = serializers.JSONField(required=False, allow_null=True, help_text="overrides of the defaults")
     analysis_interval_seconds = serializers.IntegerField(required=False, allow_null=True)
-    reference_dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1,
-                                                 help_text="dataset id to measure input drift against")  # fmt: skip
+    reference_dataset = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="dataset id to measure input drift against"
+    )
 
 
 class RolloutActionInputSerializer(serializers.Serializer):
@@ -147,8 +167,9 @@ class _RolloutActionApi(APIView):
 
 
 class RolloutPromoteApi(_RolloutActionApi):
-    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
-                   operation_id="rollouts_promote")  # fmt: skip
+    @extend_schema(
+        request=RolloutActionInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_promote"
+    )
     def post(self, request, pk: int):
         return super().post(request, pk)
 
@@ -157,8 +178,9 @@ class RolloutPromoteApi(_RolloutActionApi):
 
 
 class RolloutPauseApi(_RolloutActionApi):
-    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
-                   operation_id="rollouts_pause")  # fmt: skip
+    @extend_schema(
+        request=RolloutActionInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_pause"
+    )
     def post(self, request, pk: int):
         return super().post(request, pk)
 
@@ -167,8 +189,9 @@ class RolloutPauseApi(_RolloutActionApi):
 
 
 class RolloutResumeApi(_RolloutActionApi):
-    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
-                   operation_id="rollouts_resume")  # fmt: skip
+    @extend_schema(
+        request=RolloutActionInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_resume"
+    )
     def post(self, request, pk: int):
         return super().post(request, pk)
 
@@ -177,8 +200,9 @@ class RolloutResumeApi(_RolloutActionApi):
 
 
 class RolloutAbortApi(_RolloutActionApi):
-    @extend_schema(request=RolloutActionInputSerializer, responses=RolloutOutputSerializer,
-                   operation_id="rollouts_abort")  # fmt: skip
+    @extend_schema(
+        request=RolloutActionInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_abort"
+    )
     def post(self, request, pk: int):
         return super().post(request, pk)
 

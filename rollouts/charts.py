@@ -100,17 +100,25 @@ def line_chart(
             )
         if current:
             segments.append(current)
-        lines.append({
-            "name": name,
-            "colour": PALETTE[position % len(PALETTE)],
-            "segments": [" ".join(f"{x},{y}" for x, y in segment) for segment in segments],
-            # Filled to the axis under each run of values (requests: an area chart).
-            "areas": [
-                " ".join([f"{segment[0][0]},{TOP + PLOT_HEIGHT}"] + [f"{x},{y}" for x, y in segment] + [f"{segment[-1][0]},{TOP + PLOT_HEIGHT}"])
-                for segment in segments
-            ] if area and position == 0 else [],
-            "dots": dots,
-        })  # fmt: skip
+        lines.append(
+            {
+                "name": name,
+                "colour": PALETTE[position % len(PALETTE)],
+                "segments": [" ".join(f"{x},{y}" for x, y in segment) for segment in segments],
+                # Filled to the axis under each run of values (requests: an area chart).
+                "areas": [
+                    " ".join(
+                        [f"{segment[0][0]},{TOP + PLOT_HEIGHT}"]
+                        + [f"{x},{y}" for x, y in segment]
+                        + [f"{segment[-1][0]},{TOP + PLOT_HEIGHT}"]
+                    )
+                    for segment in segments
+                ]
+                if area and position == 0
+                else [],
+                "dots": dots,
+            }
+        )
     return {
         **_frame(),
         "lines": lines,
@@ -119,14 +127,22 @@ def line_chart(
         "x_ticks": _x_ticks(buckets),
         "threshold": (
             {"y": _y(threshold, top), "label": f"limit {_format(threshold, unit)}"}
-            if threshold is not None and threshold <= top else None
+            if threshold is not None and threshold <= top
+            else None
         ),
-    }  # fmt: skip
+    }
 
 
 def _frame() -> dict:
     """The plot area every chart shares (the template draws axes from it)."""
-    return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": TOP + PLOT_HEIGHT}
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "left": LEFT,
+        "right": WIDTH - RIGHT,
+        "top": TOP,
+        "bottom": TOP + PLOT_HEIGHT,
+    }
 
 
 def stacked_bars(buckets: list[dict], *, key: str = "labels") -> dict:
@@ -150,14 +166,16 @@ def stacked_bars(buckets: list[dict], *, key: str = "labels") -> dict:
             height = PLOT_HEIGHT * n / top
             base -= height
             share = n / total
-            bars.append({
-                "x": round(LEFT + index * slot + (slot - bar_width) / 2, 1),
-                "y": round(base, 1),
-                "width": bar_width,
-                "height": round(max(height, 0.5), 1),
-                "colour": colours[label],
-                "title": f"{label}: {n} ({share:.0%}) at {bucket['start']:%Y-%m-%d %H:%M} UTC",
-            })  # fmt: skip
+            bars.append(
+                {
+                    "x": round(LEFT + index * slot + (slot - bar_width) / 2, 1),
+                    "y": round(base, 1),
+                    "width": bar_width,
+                    "height": round(max(height, 0.5), 1),
+                    "colour": colours[label],
+                    "title": f"{label}: {n} ({share:.0%}) at {bucket['start']:%Y-%m-%d %H:%M} UTC",
+                }
+            )
     return {
         **_frame(),
         "bars": bars,
@@ -177,35 +195,79 @@ def version_charts(
 ) -> list[dict]:
     """The charts of one version's monitoring panel, in page order."""
     charts = [
-        {"title": "Requests", "kind": "line",
-         "chart": line_chart(series, [("requests", lambda b: b["requests"])], area=True)},
-        {"title": "Error rate", "kind": "line",
-         "chart": line_chart(series, [("error rate", lambda b: b["error_rate"])], unit="%",
-                             threshold=thresholds.get("max_error_rate"))},
-        {"title": "Latency", "kind": "line",
-         "chart": line_chart(series, [("p50", lambda b: b["latency_p50"]), ("p95", lambda b: b["latency_p95"]),
-                                      ("p99", lambda b: b["latency_p99"])], unit="ms",
-                             threshold=thresholds.get("max_latency_p95_ms"))},
-        {"title": "Mean confidence", "kind": "line",
-         "chart": line_chart(series, [("confidence", lambda b: b["mean_confidence"])], y_max=1.0)},
-        {"title": "Live accuracy (feedback)", "kind": "line",
-         "chart": line_chart(series, [("accuracy", lambda b: b["live_accuracy"])], y_max=1.0, threshold=accuracy_floor)},
-        {"title": "Input drift: character distribution (JS distance)", "kind": "line",
-         "chart": line_chart(series, [("JS distance", _drift("character_js_distance")),
-                                      ("expected by sampling", _drift("sampling_distance")),
-                                      ("excess (alerted on)", _drift("character_js_excess"))], y_max=1.0,
-                             threshold=drift_thresholds.get("character_js_distance"))},
-        {"title": "Input drift: text length (PSI) and unknown characters", "kind": "line",
-         "chart": line_chart(series, [("length PSI", _drift("length_psi")),
-                                      ("unknown-rate increase", _drift("unknown_rate_increase"))],
-                             threshold=drift_thresholds.get("length_psi"))},
+        {
+            "title": "Requests",
+            "kind": "line",
+            "chart": line_chart(series, [("requests", lambda b: b["requests"])], area=True),
+        },
+        {
+            "title": "Error rate",
+            "kind": "line",
+            "chart": line_chart(
+                series,
+                [("error rate", lambda b: b["error_rate"])],
+                unit="%",
+                threshold=thresholds.get("max_error_rate"),
+            ),
+        },
+        {
+            "title": "Latency",
+            "kind": "line",
+            "chart": line_chart(
+                series,
+                [
+                    ("p50", lambda b: b["latency_p50"]),
+                    ("p95", lambda b: b["latency_p95"]),
+                    ("p99", lambda b: b["latency_p99"]),
+                ],
+                unit="ms",
+                threshold=thresholds.get("max_latency_p95_ms"),
+            ),
+        },
+        {
+            "title": "Mean confidence",
+            "kind": "line",
+            "chart": line_chart(series, [("confidence", lambda b: b["mean_confidence"])], y_max=1.0),
+        },
+        {
+            "title": "Live accuracy (feedback)",
+            "kind": "line",
+            "chart": line_chart(
+                series, [("accuracy", lambda b: b["live_accuracy"])], y_max=1.0, threshold=accuracy_floor
+            ),
+        },
+        {
+            "title": "Input drift: character distribution (JS distance)",
+            "kind": "line",
+            "chart": line_chart(
+                series,
+                [
+                    ("JS distance", _drift("character_js_distance")),
+                    ("expected by sampling", _drift("sampling_distance")),
+                    ("excess (alerted on)", _drift("character_js_excess")),
+                ],
+                y_max=1.0,
+                threshold=drift_thresholds.get("character_js_distance"),
+            ),
+        },
+        {
+            "title": "Input drift: text length (PSI) and unknown characters",
+            "kind": "line",
+            "chart": line_chart(
+                series,
+                [("length PSI", _drift("length_psi")), ("unknown-rate increase", _drift("unknown_rate_increase"))],
+                threshold=drift_thresholds.get("length_psi"),
+            ),
+        },
         {"title": "Predicted labels", "kind": "bars", "chart": stacked_bars(series)},
-    ]  # fmt: skip
+    ]
     for entry in charts:
         # A bar chart brings its own legend, empty when the window has no
         # predictions; only line charts derive one from their lines.
         legend = entry["chart"].get("legend")
-        entry["legend"] = legend if legend is not None else [
-            {"label": line["name"], "colour": line["colour"]} for line in entry["chart"]["lines"]
-        ]
+        entry["legend"] = (
+            legend
+            if legend is not None
+            else [{"label": line["name"], "colour": line["colour"]} for line in entry["chart"]["lines"]]
+        )
     return charts

@@ -147,12 +147,21 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
     `character_js_excess` is what the character threshold judges."""
     live = profile_texts(texts, known_characters)
     if not live["texts"] or not reference.get("texts"):
-        return {"texts": live["texts"], "character_js_distance": None, "sampling_distance": None,
-                "character_js_excess": None, "length_psi": None, "unknown_rate_increase": None,
-                "mean_length": live["mean_length"], "reference_mean_length": reference.get("mean_length"),
-                "unknown_rate": live["unknown_rate"]}  # fmt: skip
+        return {
+            "texts": live["texts"],
+            "character_js_distance": None,
+            "sampling_distance": None,
+            "character_js_excess": None,
+            "length_psi": None,
+            "unknown_rate_increase": None,
+            "mean_length": live["mean_length"],
+            "reference_mean_length": reference.get("mean_length"),
+            "unknown_rate": live["unknown_rate"],
+        }
     vocabulary = {ch for ch in reference.get("character_frequencies", {}) if ch != OTHER}
-    character_distance = js_distance(reference["character_frequencies"], _folded(live["character_frequencies"], vocabulary))
+    character_distance = js_distance(
+        reference["character_frequencies"], _folded(live["character_frequencies"], vocabulary)
+    )
     unknown_increase = None
     if live["unknown_rate"] is not None and reference.get("unknown_rate") is not None:
         unknown_increase = live["unknown_rate"] - reference["unknown_rate"]
@@ -161,7 +170,11 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
     # 1/n_live + 1/n_reference). On the demo data this leaves an excess of
     # 0.06-0.07 for in-domain reviews and 0.75 for English text.
     reference_size = reference.get("characters") or 0
-    effective = live["characters"] * reference_size / (live["characters"] + reference_size) if reference_size else live["characters"]
+    effective = (
+        live["characters"] * reference_size / (live["characters"] + reference_size)
+        if reference_size
+        else live["characters"]
+    )
     chance = sampling_distance(reference, round(effective))
     return {
         "texts": live["texts"],

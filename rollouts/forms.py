@@ -31,13 +31,14 @@ THRESHOLD_LABELS = {
 
 class RolloutStartForm(forms.Form):
     candidate = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), empty_label=None)
-    steps_preset = forms.ChoiceField(choices=[(key, label) for key, (label, _) in STEP_PRESETS.items()],
-                                     label="Steps")  # fmt: skip
+    steps_preset = forms.ChoiceField(choices=[(key, label) for key, (label, _) in STEP_PRESETS.items()], label="Steps")
     analysis_interval_seconds = forms.IntegerField(required=False, label="Analysis interval (seconds)")
     reference_dataset = forms.ModelChoiceField(
-        queryset=Dataset.objects.none(), required=False, empty_label="— the candidate's explanation dataset —",
+        queryset=Dataset.objects.none(),
+        required=False,
+        empty_label="— the candidate's explanation dataset —",
         help_text="Live inputs are compared with this set for drift.",
-    )  # fmt: skip
+    )
 
     def __init__(self, *args, model: RegisteredModel, **kwargs):
         super().__init__(*args, **kwargs)
@@ -48,8 +49,9 @@ class RolloutStartForm(forms.Form):
         self.fields["reference_dataset"].queryset = Dataset.objects.order_by("-created_at", "-id")
         for name, default in DEFAULT_THRESHOLDS.items():
             field_class = forms.IntegerField if isinstance(default, int) else forms.FloatField
-            self.fields[f"threshold_{name}"] = field_class(required=False, initial=default,
-                                                          label=THRESHOLD_LABELS.get(name, name))  # fmt: skip
+            self.fields[f"threshold_{name}"] = field_class(
+                required=False, initial=default, label=THRESHOLD_LABELS.get(name, name)
+            )
 
     def threshold_fields(self):
         return [self[f"threshold_{name}"] for name in DEFAULT_THRESHOLDS]

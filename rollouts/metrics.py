@@ -69,13 +69,17 @@ def render_metrics() -> str:
 
     out = Exposition()
     counters = list(
-        PredictionCounter.objects.select_related("version__model").order_by("version__model__name", "version__number", "route")
+        PredictionCounter.objects.select_related("version__model").order_by(
+            "version__model__name", "version__number", "route"
+        )
     )
 
     def series(counter):
         return {"model": counter.version.model.name, "version": counter.version.number, "route": counter.route}
 
-    out.family("glassbox_predictions_total", "counter", "Predictions served (and shadow answers), by version and route.")
+    out.family(
+        "glassbox_predictions_total", "counter", "Predictions served (and shadow answers), by version and route."
+    )
     for counter in counters:
         out.sample("glassbox_predictions_total", counter.requests, **series(counter))
     out.family("glassbox_prediction_errors_total", "counter", "Predictions whose model call raised.")
@@ -91,15 +95,27 @@ def render_metrics() -> str:
         out.sample("glassbox_prediction_latency_seconds_count", counter.requests, **series(counter))
 
     active = list(Rollout.objects.select_related("model", "candidate").filter(status__in=Rollout.ACTIVE_STATUSES))
-    out.family("glassbox_rollout_candidate_weight", "gauge", "Percent of live traffic the active rollout's candidate answers.")
+    out.family(
+        "glassbox_rollout_candidate_weight", "gauge", "Percent of live traffic the active rollout's candidate answers."
+    )
     for rollout in active:
-        out.sample("glassbox_rollout_candidate_weight", rollout.candidate_weight, model=rollout.model.name,
-                   rollout=rollout.pk, candidate=rollout.candidate.number)  # fmt: skip
+        out.sample(
+            "glassbox_rollout_candidate_weight",
+            rollout.candidate_weight,
+            model=rollout.model.name,
+            rollout=rollout.pk,
+            candidate=rollout.candidate.number,
+        )
     out.family("glassbox_rollout_status", "gauge", "1 for the status an active rollout is in.")
     for rollout in active:
         for status in Rollout.ACTIVE_STATUSES:
-            out.sample("glassbox_rollout_status", 1 if rollout.status == status else 0, model=rollout.model.name,
-                       rollout=rollout.pk, status=status)  # fmt: skip
+            out.sample(
+                "glassbox_rollout_status",
+                1 if rollout.status == status else 0,
+                model=rollout.model.name,
+                rollout=rollout.pk,
+                status=status,
+            )
     out.family("glassbox_rollout_step", "gauge", "Index of the active rollout's current step.")
     for rollout in active:
         out.sample("glassbox_rollout_step", rollout.current_step, model=rollout.model.name, rollout=rollout.pk)
@@ -112,8 +128,13 @@ def render_metrics() -> str:
     )
     out.family("glassbox_alerts_open", "gauge", "Monitoring alerts raised and not cleared.")
     for row in open_alerts:
-        out.sample("glassbox_alerts_open", row["n"], model=row["model__name"], version=row["version__number"],
-                   metric=row["metric"])  # fmt: skip
+        out.sample(
+            "glassbox_alerts_open",
+            row["n"],
+            model=row["model__name"],
+            version=row["version__number"],
+            metric=row["metric"],
+        )
 
     reports = dict(
         ExplanationReport.objects.filter(status__in=["queued", "running"])
@@ -128,8 +149,11 @@ def render_metrics() -> str:
     stats = writer_stats()
     out.family("glassbox_prediction_log_buffered", "gauge", "Prediction log rows this process holds unwritten.")
     out.sample("glassbox_prediction_log_buffered", stats["buffered"])
-    out.family("glassbox_prediction_log_dropped_total", "counter",
-               "Prediction log rows this process dropped (buffer bound reached during an outage).")  # fmt: skip
+    out.family(
+        "glassbox_prediction_log_dropped_total",
+        "counter",
+        "Prediction log rows this process dropped (buffer bound reached during an outage).",
+    )
     out.sample("glassbox_prediction_log_dropped_total", stats["dropped"])
     out.family("glassbox_shadow_skipped_total", "counter", "Mirrored inputs this process skipped (shadow pool behind).")
     out.sample("glassbox_shadow_skipped_total", shadow_skipped)
@@ -141,7 +165,7 @@ def _bearer_token_matches(request) -> bool:
     header = request.headers.get("Authorization", "")
     if not expected or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), expected.encode())
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), expected.encode())
 
 
 def _user_of(request):

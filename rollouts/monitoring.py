@@ -28,8 +28,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from glassbox.errors import InvalidInput, NotPermitted
 from governance.audit import record_event
-from governance.errors import InvalidInput, NotPermitted
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.drift import measure_drift
 from rollouts.models import Alert, Feedback, PredictionLog, VersionReference
@@ -63,15 +63,25 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 
 
 def _empty_bucket() -> dict:
-    return {"requests": 0, "errors": 0, "latency": [None, None, None], "confidence_sum": 0.0,
-            "confidence_n": 0, "labels": Counter(), "feedback": 0, "correct": 0, "texts": []}  # fmt: skip
+    return {
+        "requests": 0,
+        "errors": 0,
+        "latency": [None, None, None],
+        "confidence_sum": 0.0,
+        "confidence_n": 0,
+        "labels": Counter(),
+        "feedback": 0,
+        "correct": 0,
+        "texts": [],
+    }
 
 
 # --- aggregation: PostgreSQL ---------------------------------------------------------
 
 
-def _raw_buckets_postgresql(version_id: int, since: datetime, until: datetime, stride: timedelta,
-                            text_sample: int) -> dict[int, dict]:  # fmt: skip
+def _raw_buckets_postgresql(
+    version_id: int, since: datetime, until: datetime, stride: timedelta, text_sample: int
+) -> dict[int, dict]:
     log_table = PredictionLog._meta.db_table
     feedback_table = Feedback._meta.db_table
     where = "version_id = %s AND created_at >= %s AND created_at < %s"
@@ -94,8 +104,13 @@ def _raw_buckets_postgresql(version_id: int, since: datetime, until: datetime, s
         )
         for start, requests, errors, latency, confidence_sum, confidence_n in cursor.fetchall():
             entry = buckets[index(start)]
-            entry.update(requests=requests, errors=errors, latency=list(latency),
-                         confidence_sum=confidence_sum or 0.0, confidence_n=confidence_n)  # fmt: skip
+            entry.update(
+                requests=requests,
+                errors=errors,
+                latency=list(latency),
+                confidence_sum=confidence_sum or 0.0,
+                confidence_n=confidence_n,
+            )
         cursor.execute(
             f"SELECT {bucket} AS b, label, count(*) FROM {log_table} WHERE {where} AND error = '' GROUP BY b, label",
             params,
@@ -126,8 +141,9 @@ def _raw_buckets_postgresql(version_id: int, since: datetime, until: datetime, s
 # --- aggregation: any database (the SQLite demo) -------------------------------------
 
 
-def _raw_buckets_python(version_id: int, since: datetime, until: datetime, stride: timedelta,
-                        text_sample: int) -> dict[int, dict]:  # fmt: skip
+def _raw_buckets_python(
+    version_id: int, since: datetime, until: datetime, stride: timedelta, text_sample: int
+) -> dict[int, dict]:
     rows = (
         PredictionLog.objects.filter(version_id=version_id, created_at__gte=since, created_at__lt=until)
         .order_by("-id")
@@ -220,8 +236,14 @@ def _raw_buckets(version_id: int, since: datetime, until: datetime, stride: time
     return _raw_buckets_python(version_id, since, until, stride, text_sample)
 
 
-def version_timeseries(*, version: ModelVersion, since: datetime, until: datetime, bucket_seconds: int,
-                       reference: DriftReference | None = None) -> list[dict]:  # fmt: skip
+def version_timeseries(
+    *,
+    version: ModelVersion,
+    since: datetime,
+    until: datetime,
+    bucket_seconds: int,
+    reference: DriftReference | None = None,
+) -> list[dict]:
     """One entry per bucket [start, end) from `since` to `until`, empty
     buckets included (a chart needs its gaps)."""
     if bucket_seconds <= 0 or until <= since:
@@ -241,8 +263,9 @@ def version_timeseries(*, version: ModelVersion, since: datetime, until: datetim
     return series
 
 
-def version_window(*, version: ModelVersion, since: datetime, until: datetime,
-                   reference: DriftReference | None = None) -> dict:  # fmt: skip
+def version_window(
+    *, version: ModelVersion, since: datetime, until: datetime, reference: DriftReference | None = None
+) -> dict:
     """The whole window as one bucket (drift on up to DRIFT_SAMPLE_PER_WINDOW texts)."""
     reference = reference or DriftReference(version)
     stride = until - since
@@ -333,16 +356,27 @@ def model_monitoring(*, user, model: RegisteredModel, window: str | None = None,
     for version in versions.select_related("model").order_by("-number"):
         reference = DriftReference(version)
         totals = version_window(version=version, since=since, until=until, reference=reference)
-        panels.append({
-            "version": version,
-            "totals": totals,
-            "measurements": version_measurements(version, totals),
-            "series": version_timeseries(version=version, since=since, until=until, bucket_seconds=bucket, reference=reference),
-            "reference": reference,
-            "alerts": [alert for alert in open_alerts if alert.version_id == version.pk],
-        })  # fmt: skip
-    return {"window": name, "windows": list(WINDOWS), "since": since, "until": until, "bucket_seconds": bucket,
-            "panels": panels, "open_alerts": open_alerts}  # fmt: skip
+        panels.append(
+            {
+                "version": version,
+                "totals": totals,
+                "measurements": version_measurements(version, totals),
+                "series": version_timeseries(
+                    version=version, since=since, until=until, bucket_seconds=bucket, reference=reference
+                ),
+                "reference": reference,
+                "alerts": [alert for alert in open_alerts if alert.version_id == version.pk],
+            }
+        )
+    return {
+        "window": name,
+        "windows": list(WINDOWS),
+        "since": since,
+        "until": until,
+        "bucket_seconds": bucket,
+        "panels": panels,
+        "open_alerts": open_alerts,
+    }
 
 
 def open_alerts(*, user):
@@ -389,33 +423,43 @@ def monitor_check(*, now: datetime | None = None) -> list[Alert]:
 
 
 @transaction.atomic
-def _apply_measurements(version: ModelVersion, window: dict, measurements: list[dict], *, now: datetime,
-                        window_seconds: int) -> list[Alert]:  # fmt: skip
+def _apply_measurements(
+    version: ModelVersion, window: dict, measurements: list[dict], *, now: datetime, window_seconds: int
+) -> list[Alert]:
     ModelVersion.objects.select_for_update().filter(pk=version.pk).first()
     open_by_metric = {
         alert.metric: alert
         for alert in Alert.objects.select_for_update().filter(version=version, cleared_at__isnull=True)
     }
     changed = []
-    detail_window = {"since": (now - timedelta(seconds=window_seconds)).isoformat(), "until": now.isoformat(),
-                     "requests": window["requests"]}  # fmt: skip
+    detail_window = {
+        "since": (now - timedelta(seconds=window_seconds)).isoformat(),
+        "until": now.isoformat(),
+        "requests": window["requests"],
+    }
     for measurement in measurements:
         metric, breached = measurement["metric"], measurement["breached"]
         alert = open_by_metric.get(metric)
         if breached and alert is None:
             alert = Alert.objects.create(
-                model=version.model, version=version, metric=metric, value=measurement["value"],
-                threshold=measurement["threshold"], message=_alert_message(measurement, window, window_seconds),
+                model=version.model,
+                version=version,
+                metric=metric,
+                value=measurement["value"],
+                threshold=measurement["threshold"],
+                message=_alert_message(measurement, window, window_seconds),
                 raised_at=now,
-            )  # fmt: skip
-            record_event(actor=None, action="monitor.alert_raised", obj=alert,
-                         detail={**measurement, "window": detail_window})  # fmt: skip
+            )
+            record_event(
+                actor=None, action="monitor.alert_raised", obj=alert, detail={**measurement, "window": detail_window}
+            )
             changed.append(alert)
         elif breached is False and alert is not None:
             alert.cleared_at = now
             alert.save(update_fields=["cleared_at"])
-            record_event(actor=None, action="monitor.alert_cleared", obj=alert,
-                         detail={**measurement, "window": detail_window})  # fmt: skip
+            record_event(
+                actor=None, action="monitor.alert_cleared", obj=alert, detail={**measurement, "window": detail_window}
+            )
             changed.append(alert)
     return changed
 
@@ -429,7 +473,11 @@ def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
     for alert in Alert.objects.select_for_update().filter(version_id=version_id, cleared_at__isnull=True):
         alert.cleared_at = now
         alert.save(update_fields=["cleared_at"])
-        record_event(actor=None, action="monitor.alert_cleared", obj=alert,
-                     detail={"reason": f"the version is {version.status}, no longer serving"})  # fmt: skip
+        record_event(
+            actor=None,
+            action="monitor.alert_cleared",
+            obj=alert,
+            detail={"reason": f"the version is {version.status}, no longer serving"},
+        )
         cleared.append(alert)
     return cleared

@@ -165,9 +165,11 @@ class PredictionLogWriter:
                     self._retry_delay = min(_RETRY_MAX_SECONDS, max(_RETRY_FIRST_SECONDS, self._retry_delay * 2))
                     logger.warning(
                         "prediction log: writing %d rows failed (%s); %d buffered, retrying in %.1f s",
-                        len(self._pending), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        self.buffered, self._retry_delay,
-                    )  # fmt: skip
+                        len(self._pending),
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                        self.buffered,
+                        self._retry_delay,
+                    )
                     _discard_connection()
                     return written
                 except DatabaseError:
@@ -210,8 +212,12 @@ class PredictionLogWriter:
             elif self._queue:
                 self._queue.popleft()
         self.dropped += excess
-        logger.error("prediction log: buffer over %d rows, dropped the %d oldest (%d dropped so far)",
-                     self.max_buffer, excess, self.dropped)  # fmt: skip
+        logger.error(
+            "prediction log: buffer over %d rows, dropped the %d oldest (%d dropped so far)",
+            self.max_buffer,
+            excess,
+            self.dropped,
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Write everything queued now; True when nothing is left."""
@@ -319,8 +325,12 @@ def writer_stats() -> dict:
     current = _writer
     if current is None or current.pid != os.getpid():
         return {"buffered": 0, "written": 0, "dropped": 0, "failures": 0}
-    return {"buffered": current.buffered, "written": current.written, "dropped": current.dropped,
-            "failures": current.failures}  # fmt: skip
+    return {
+        "buffered": current.buffered,
+        "written": current.written,
+        "dropped": current.dropped,
+        "failures": current.failures,
+    }
 
 
 @atexit.register

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q, QuerySet
 
-from governance.errors import NotFound, NotPermitted
+from glassbox.errors import NotFound, NotPermitted
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.models import AnalysisRun, Rollout, ServingState
 

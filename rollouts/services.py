@@ -36,8 +36,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
 from rollouts.models import (
@@ -211,16 +211,26 @@ def _require_move(rollout: Rollout, to_status: str) -> None:
 
 
 def _retire(version: ModelVersion, *, actor, reason: str) -> None:
-    version_move(actor=actor, version=version, to_status=ModelVersion.Status.RETIRED, action="version.retire",
-                 detail={"reason": reason})  # fmt: skip
+    version_move(
+        actor=actor,
+        version=version,
+        to_status=ModelVersion.Status.RETIRED,
+        action="version.retire",
+        detail={"reason": reason},
+    )
 
 
 def _promote(state: ServingState, rollout: Rollout, *, actor, reason: str, now: datetime) -> None:
     """Candidate becomes stable; the old stable stays deployed as the previous
     version (instant rollback) until its retire time; an older one retires."""
     candidate = rollout.candidate
-    version_move(actor=actor, version=candidate, to_status=ModelVersion.Status.DEPLOYED, action="version.deploy",
-                 detail={"rollout": rollout.pk})  # fmt: skip
+    version_move(
+        actor=actor,
+        version=candidate,
+        to_status=ModelVersion.Status.DEPLOYED,
+        action="version.deploy",
+        detail={"rollout": rollout.pk},
+    )
     old_stable, old_previous = state.stable_version, state.previous_version
     if old_previous is not None and old_previous.pk not in (candidate.pk, getattr(old_stable, "pk", None)):
         _retire(old_previous, actor=actor, reason=f"replaced as previous version by rollout #{rollout.pk}")
@@ -274,9 +284,13 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
     reference, _ = VersionReference.objects.update_or_create(
         version=version, defaults={"dataset": dataset, "profile": profile}
     )
-    record_event(actor=actor, action="version.reference_set", obj=version,
-                 changes={"before": before, "after": {"dataset": dataset.pk}},
-                 detail={"dataset": str(dataset), "texts": profile.get("texts")})  # fmt: skip
+    record_event(
+        actor=actor,
+        action="version.reference_set",
+        obj=version,
+        changes={"before": before, "after": {"dataset": dataset.pk}},
+        detail={"dataset": str(dataset), "texts": profile.get("texts")},
+    )
     return reference
 
 
@@ -303,11 +317,23 @@ def rollout_start(
     """Start moving `model`'s traffic to `candidate`. Refusals are 4xx errors,
     recorded in the trail with their reason; nothing else changes."""
     try:
-        return _rollout_start(actor=actor, model=model, candidate=candidate, steps=steps, thresholds=thresholds,
-                              interval=analysis_interval_seconds, reference_dataset=reference_dataset)  # fmt: skip
+        return _rollout_start(
+            actor=actor,
+            model=model,
+            candidate=candidate,
+            steps=steps,
+            thresholds=thresholds,
+            interval=analysis_interval_seconds,
+            reference_dataset=reference_dataset,
+        )
     except GlassboxError as exc:
-        record_refusal(actor=actor, action="rollout.start", reason=exc.message, obj=model,
-                       detail={"candidate": getattr(candidate, "number", None)})  # fmt: skip
+        record_refusal(
+            actor=actor,
+            action="rollout.start",
+            reason=exc.message,
+            obj=model,
+            detail={"candidate": getattr(candidate, "number", None)},
+        )
         raise
 
 
@@ -346,10 +372,16 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
                 )
             now = timezone.now()
             rollout = Rollout.objects.create(
-                model=model, candidate=candidate, stable=state.stable_version, status=Status.PENDING,
-                steps=steps, thresholds=thresholds, analysis_interval_seconds=interval,
-                step_started_at=now, created_by=actor,
-            )  # fmt: skip
+                model=model,
+                candidate=candidate,
+                stable=state.stable_version,
+                status=Status.PENDING,
+                steps=steps,
+                thresholds=thresholds,
+                analysis_interval_seconds=interval,
+                step_started_at=now,
+                created_by=actor,
+            )
             if profile is not None:
                 _reference_write(actor=actor, version=candidate, dataset=dataset, profile=profile)
             if state.stable_version is None:
@@ -398,9 +430,13 @@ def _act(*, actor, rollout: Rollout, action: str, apply, reason: str = "") -> Ro
             before = _snapshot(locked)
             detail = apply(state, locked) or {}
             locked.save()
-            record_event(actor=actor, action=action, obj=locked,
-                         changes={"before": before, "after": _snapshot(locked)},
-                         detail={"reason": reason, **detail})  # fmt: skip
+            record_event(
+                actor=actor,
+                action=action,
+                obj=locked,
+                changes={"before": before, "after": _snapshot(locked)},
+                detail={"reason": reason, **detail},
+            )
             _after_commit_invalidate(locked.model_id)
         return locked
     except GlassboxError as exc:
@@ -433,8 +469,10 @@ def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
 
     def apply(state, locked):
         if locked.status != Status.PAUSED:
-            raise Conflict(f"Rollout #{locked.pk} is {locked.status}; only a paused rollout can resume.",
-                           current_status=locked.status)  # fmt: skip
+            raise Conflict(
+                f"Rollout #{locked.pk} is {locked.status}; only a paused rollout can resume.",
+                current_status=locked.status,
+            )
         _move(locked, Status.PROGRESSING)
         now = timezone.now()
         locked.step_started_at = now
@@ -488,20 +526,29 @@ def rollout_record_analysis(
             locked.failures += 1
             if locked.failures > int(thresholds["failure_limit"]):
                 failed = ", ".join(m["name"] for m in measurements if m["verdict"] == "failed")
-                _move(locked, Status.ABORTED, reason=f"analysis failed ({failed}); failures {locked.failures} "
-                                                     f"> limit {thresholds['failure_limit']}: traffic back to stable")  # fmt: skip
+                _move(
+                    locked,
+                    Status.ABORTED,
+                    reason=f"analysis failed ({failed}); failures {locked.failures} "
+                    f"> limit {thresholds['failure_limit']}: traffic back to stable",
+                )
                 action, event = "aborted", "rollout.abort"
         elif verdict == AnalysisRun.Verdict.INCONCLUSIVE:
-            unclear = ", ".join(f"{m['name']} ({m.get('detail') or 'inconclusive'})"
-                                for m in measurements if m["verdict"] == "inconclusive")  # fmt: skip
+            unclear = ", ".join(
+                f"{m['name']} ({m.get('detail') or 'inconclusive'})"
+                for m in measurements
+                if m["verdict"] == "inconclusive"
+            )
             _move(locked, Status.PAUSED, reason=f"analysis inconclusive: {unclear}; a person decides")
             action, event = "paused", "rollout.pause"
         else:
             baked = (now - locked.step_started_at).total_seconds() >= int(step.get("bake_seconds", 0))
             failed_in_step = AnalysisRun.objects.filter(
-                rollout=locked, step_index=locked.current_step, verdict=AnalysisRun.Verdict.FAILED,
+                rollout=locked,
+                step_index=locked.current_step,
+                verdict=AnalysisRun.Verdict.FAILED,
                 window_end__gt=locked.step_started_at,
-            ).exists()  # fmt: skip
+            ).exists()
             if baked and not failed_in_step:
                 if locked.current_step + 1 < len(locked.steps):
                     locked.current_step += 1
@@ -511,18 +558,36 @@ def rollout_record_analysis(
                     _promote(state, locked, actor=None, reason="all steps passed analysis", now=now)
                     action, event = "promoted", "rollout.promote"
         run = AnalysisRun.objects.create(
-            rollout=locked, step_index=expected_step, window_start=window_start, window_end=window_end,
-            measurements=measurements, verdict=verdict, action=action,
-        )  # fmt: skip
+            rollout=locked,
+            step_index=expected_step,
+            window_start=window_start,
+            window_end=window_end,
+            measurements=measurements,
+            verdict=verdict,
+            action=action,
+        )
         locked.last_analysis_at = window_end
         locked.save()
-        record_event(actor=None, action="rollout.analysis", obj=locked,
-                     detail={"analysis_run": run.pk, "step": expected_step, "verdict": verdict, "action": action,
-                             "window": [window_start.isoformat(), window_end.isoformat()]})  # fmt: skip
+        record_event(
+            actor=None,
+            action="rollout.analysis",
+            obj=locked,
+            detail={
+                "analysis_run": run.pk,
+                "step": expected_step,
+                "verdict": verdict,
+                "action": action,
+                "window": [window_start.isoformat(), window_end.isoformat()],
+            },
+        )
         if event is not None:
-            record_event(actor=None, action=event, obj=locked,
-                         changes={"before": before, "after": _snapshot(locked)},
-                         detail={"reason": locked.status_reason, "analysis_run": run.pk})  # fmt: skip
+            record_event(
+                actor=None,
+                action=event,
+                obj=locked,
+                changes={"before": before, "after": _snapshot(locked)},
+                detail={"reason": locked.status_reason, "analysis_run": run.pk},
+            )
             _after_commit_invalidate(locked.model_id)
         return run
 

@@ -35,8 +35,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_event, record_refusal
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import prediction_log
 from rollouts.routing import RoutingTable, routing_table
@@ -85,8 +85,13 @@ def clear_permission_cache() -> None:
 def require_serving_permission(actor, model_name: str = "") -> None:
     if not has_serving_perm(actor, "rollouts.serve_prediction"):
         message = "You have no role that may request predictions."
-        record_refusal(actor=actor, action="prediction.request", reason=message,
-                       object_type="registry.registeredmodel", model_name=model_name)  # fmt: skip
+        record_refusal(
+            actor=actor,
+            action="prediction.request",
+            reason=message,
+            object_type="registry.registeredmodel",
+            model_name=model_name,
+        )
         raise NotPermitted(message)
 
 
@@ -128,8 +133,10 @@ def _pinned_version(actor, model: RegisteredModel, number: int) -> ModelVersion:
     if version is None:
         raise NotFound(f"{model.name} has no version {number}.")
     if version.status not in PIN_STATUSES:
-        raise Conflict(f"{version} is {version.status}; only a deployed or approved version can be pinned.",
-                       current_status=version.status)  # fmt: skip
+        raise Conflict(
+            f"{version} is {version.status}; only a deployed or approved version can be pinned.",
+            current_status=version.status,
+        )
     return version
 
 
@@ -170,8 +177,10 @@ def predict(
         pinned = _pinned_version(actor, model, pin_version)
         assignments = [(pinned, "pinned")] * len(texts)
     elif table.stable is None:
-        raise Conflict(f"{model.name} has no deployed version to serve; roll out an approved version first.",
-                       current_status="not_deployed")  # fmt: skip
+        raise Conflict(
+            f"{model.name} has no deployed version to serve; roll out an approved version first.",
+            current_status="not_deployed",
+        )
     else:
         assignments = _assign(table, len(texts), key)
 
@@ -190,9 +199,18 @@ def predict(
 
     def log(version, route, index, label="", confidence=None, latency_ms=0.0, error=""):
         entry = prediction_log.new_entry(
-            model_id=model.pk, version_id=version.pk, rollout_id=rollout_id, route=route, text=texts[index],
-            key_digest=digest, label=label, confidence=confidence, latency_ms=latency_ms, created_at=now, error=error,
-        )  # fmt: skip
+            model_id=model.pk,
+            version_id=version.pk,
+            rollout_id=rollout_id,
+            route=route,
+            text=texts[index],
+            key_digest=digest,
+            label=label,
+            confidence=confidence,
+            latency_ms=latency_ms,
+            created_at=now,
+            error=error,
+        )
         entries.append(entry)
         return entry
 
@@ -231,7 +249,9 @@ def predict(
                     error = _short_error(stable_exc)
                     for index in indices:
                         log(table.stable, "stable", index, error=error)
-                    raise ModelUnavailable(f"{table.stable} could not answer ({error}); try again later.") from stable_exc
+                    raise ModelUnavailable(
+                        f"{table.stable} could not answer ({error}); try again later."
+                    ) from stable_exc
     finally:
         # Logged whatever happened: failures are exactly what the analysis needs to see.
         prediction_log.enqueue(entries)
@@ -258,8 +278,9 @@ def _pool() -> ThreadPoolExecutor:
         with _shadow_lock:
             if _shadow_pool is None or _shadow_pid != os.getpid():
                 # Per process: a forked worker does not inherit the parent's threads.
-                _shadow_pool = ThreadPoolExecutor(max_workers=getattr(settings, "GLASSBOX_SHADOW_WORKERS", 1),
-                                                  thread_name_prefix="shadow")  # fmt: skip
+                _shadow_pool = ThreadPoolExecutor(
+                    max_workers=getattr(settings, "GLASSBOX_SHADOW_WORKERS", 1), thread_name_prefix="shadow"
+                )
                 _shadow_pid, _shadow_pending = os.getpid(), 0
     return _shadow_pool
 
@@ -291,11 +312,23 @@ def _shadow_answer(table: RoutingTable, mirrored: list[tuple[str, uuid.UUID]], k
             latency_ms = 0.0
             answers = [("", None, _short_error(exc))] * len(texts)
         for (text, live_id), (label, confidence, error) in zip(mirrored, answers):
-            entries.append(prediction_log.new_entry(
-                model_id=table.model.pk, version_id=candidate.pk, rollout_id=table.rollout_id, route="shadow",
-                text=text, key_digest=key_digest, label=label, confidence=confidence, latency_ms=latency_ms,
-                created_at=now, error=error, shadow=True, mirror_of=live_id,
-            ))  # fmt: skip
+            entries.append(
+                prediction_log.new_entry(
+                    model_id=table.model.pk,
+                    version_id=candidate.pk,
+                    rollout_id=table.rollout_id,
+                    route="shadow",
+                    text=text,
+                    key_digest=key_digest,
+                    label=label,
+                    confidence=confidence,
+                    latency_ms=latency_ms,
+                    created_at=now,
+                    error=error,
+                    shadow=True,
+                    mirror_of=live_id,
+                )
+            )
         prediction_log.enqueue(entries)
     except Exception:
         logger.exception("shadow prediction for %s failed", candidate)
@@ -346,7 +379,9 @@ def _checked_feedback_items(items) -> list[tuple[uuid.UUID, str]]:
 def _logged_predictions(model: RegisteredModel, ids: list[uuid.UUID]) -> dict:
     from rollouts.models import PredictionLog
 
-    rows = PredictionLog.objects.select_related("version").filter(model_id=model.pk, prediction_id__in=ids, shadow=False)
+    rows = PredictionLog.objects.select_related("version").filter(
+        model_id=model.pk, prediction_id__in=ids, shadow=False
+    )
     return {row.prediction_id: row for row in rows}
 
 
@@ -367,17 +402,24 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
         for prediction_id, label in parsed:
             row = rows.get(prediction_id)
             if row is None:
-                raise NotFound(f"unknown prediction {prediction_id} for {model.name} (predictions are logged "
-                               "within about a second; retry if it was made just now).")  # fmt: skip
+                raise NotFound(
+                    f"unknown prediction {prediction_id} for {model.name} (predictions are logged "
+                    "within about a second; retry if it was made just now)."
+                )
             if row.error:
-                raise Conflict(f"prediction {prediction_id} failed; there is no answer to grade.",
-                               current_status="failed")  # fmt: skip
+                raise Conflict(
+                    f"prediction {prediction_id} failed; there is no answer to grade.", current_status="failed"
+                )
             if label not in (row.version.labels or []):
-                raise InvalidInput(f"label {label!r} is not one of {row.version}'s labels "
-                                   f"({', '.join(row.version.labels)}).")  # fmt: skip
+                raise InvalidInput(
+                    f"label {label!r} is not one of {row.version}'s labels ({', '.join(row.version.labels)})."
+                )
         with transaction.atomic():
-            already = set(Feedback.objects.filter(prediction__in=rows.values()).values_list(
-                "prediction__prediction_id", flat=True))  # fmt: skip
+            already = set(
+                Feedback.objects.filter(prediction__in=rows.values()).values_list(
+                    "prediction__prediction_id", flat=True
+                )
+            )
             if already:
                 first = min(str(p) for p in already)
                 raise Conflict(f"prediction {first} already has feedback.", current_status="has_feedback")
@@ -390,8 +432,9 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                     Feedback.objects.bulk_create(feedback)
             except IntegrityError:
                 # Someone else's feedback on the same prediction won the race.
-                raise Conflict("one of these predictions received feedback meanwhile.",
-                               current_status="has_feedback") from None  # fmt: skip
+                raise Conflict(
+                    "one of these predictions received feedback meanwhile.", current_status="has_feedback"
+                ) from None
             correct = sum(1 for f in feedback if f.correct)
             by_version: dict[str, int] = {}
             for f in feedback:

@@ -14,7 +14,7 @@ from rest_framework.authentication import SessionAuthentication, TokenAuthentica
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.errors import InvalidInput, NotFound
+from glassbox.errors import InvalidInput, NotFound
 from rollouts import routing, serving
 
 PIN_HEADER = "X-Glassbox-Version"
@@ -35,10 +35,12 @@ class PredictOutputSerializer(serializers.Serializer):
 
 
 class PredictInputSerializer(serializers.Serializer):
-    inputs = serializers.ListField(child=serializers.CharField(), min_length=1,
-                                   help_text="texts to classify (at most 64 by default)")  # fmt: skip
-    key = serializers.CharField(required=False, max_length=200,
-                                help_text="routing key (e.g. a user id): the same key gets the same version")  # fmt: skip
+    inputs = serializers.ListField(
+        child=serializers.CharField(), min_length=1, help_text="texts to classify (at most 64 by default)"
+    )
+    key = serializers.CharField(
+        required=False, max_length=200, help_text="routing key (e.g. a user id): the same key gets the same version"
+    )
 
     class Meta:
         ref_name = "PredictInput"
@@ -135,11 +137,17 @@ class PredictApi(APIView):
         # JSON only: a form encoding cannot carry the list of texts.
         request={"application/json": InputSerializer},
         responses={200: PredictOutputSerializer, 503: OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter(PIN_HEADER, {"type": "integer", "minimum": 1}, OpenApiParameter.HEADER,
-                                     required=False,
-                                     description="pin the answering version (testers with the pin permission)")],
+        parameters=[
+            OpenApiParameter(
+                PIN_HEADER,
+                {"type": "integer", "minimum": 1},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="pin the answering version (testers with the pin permission)",
+            )
+        ],
         operation_id="models_predict",
-    )  # fmt: skip
+    )
     def post(self, request, name: str):
         serving.require_serving_permission(request.user, name)
         model = _model_named(name)
@@ -157,8 +165,11 @@ class PredictApi(APIView):
 class FeedbackApi(APIView):
     InputSerializer = FeedbackInputSerializer
 
-    @extend_schema(request={"application/json": InputSerializer}, responses={201: FeedbackOutputSerializer},
-                   operation_id="models_feedback")  # fmt: skip
+    @extend_schema(
+        request={"application/json": InputSerializer},
+        responses={201: FeedbackOutputSerializer},
+        operation_id="models_feedback",
+    )
     def post(self, request, name: str):
         model = _model_named(name)
         result = serving.feedback_record(actor=request.user, model=model, items=_body(request).get("items"))

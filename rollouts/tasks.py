@@ -42,8 +42,15 @@ def analyse_rollouts() -> int:
     return len(due)
 
 
-@shared_task(base=_AnalysisTask, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=2)  # fmt: skip
+@shared_task(
+    base=_AnalysisTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=2,
+)
 def analyse_rollout(rollout_id: int) -> str:
     """Analyse one rollout's latest interval, if it is still due (a
     re-delivered or duplicate message finds it analysed and does nothing)."""

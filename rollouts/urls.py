@@ -1,11 +1,12 @@
 """Routes of the rollouts app: the serving API (predict, feedback), the
 rollout API and its manual gates, and the pages (rollouts, monitoring).
-`/metrics` (Prometheus) is mounted at the root by governance/urls.py."""
+`/metrics` (Prometheus) is mounted at the root by glassbox/urls.py."""
 
-from django.urls import path  # noqa: F401  (used by the sections below)
+from django.urls import path
+
+from rollouts import apis, serving_apis, views
 
 # --- serving API: predict and feedback (rollouts/serving_apis.py) -------------
-from rollouts import serving_apis
 
 serving_api_urlpatterns: list = [
     path("models/<str:name>/predict/", serving_apis.PredictApi.as_view(), name="predict"),
@@ -13,8 +14,6 @@ serving_api_urlpatterns: list = [
 ]
 
 # --- rollout API: list/start and the manual gates (rollouts/apis.py) ----------
-from rollouts import apis  # noqa: E402
-
 rollout_api_urlpatterns: list = [
     path("models/<str:name>/rollouts/", apis.RolloutListCreateApi.as_view(), name="rollouts"),
     path("rollouts/<int:pk>/", apis.RolloutDetailApi.as_view(), name="rollout"),
@@ -28,8 +27,6 @@ rollout_api_urlpatterns: list = [
 api_urlpatterns = serving_api_urlpatterns + rollout_api_urlpatterns
 
 # --- pages: rollout pages and monitoring (rollouts/views.py) ------------------
-from rollouts import views
-
 urlpatterns: list = [
     path("models/<str:name>/rollouts/", views.rollout_list, name="rollout-list"),
     path("models/<str:name>/monitoring/", views.model_monitoring, name="monitoring"),

@@ -2,7 +2,6 @@
 services as the API; the pages hold no rules of their own beyond asking
 which buttons to offer."""
 
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,9 +10,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from glassbox.errors import GlassboxError, NotPermitted
+from glassbox.page_errors import page_errors
 from governance.audit import record_refusal
-from governance.errors import GlassboxError, NotPermitted
-from governance.page_errors import page_errors
 from registry import selectors as registry_selectors
 from rollouts import charts, monitoring, selectors, services
 from rollouts.forms import RolloutActionForm, RolloutStartForm
@@ -29,7 +28,6 @@ ACTIONS = {
     "resume": (services.rollout_resume, "Resume", "", "carry on from the current step; its bake time starts again"),
     "abort": (services.rollout_abort, "Abort", "danger", "all traffic back to the stable version at once"),
 }
-
 
 
 def action_refusal(user, rollout: Rollout, action: str) -> str | None:
@@ -68,9 +66,17 @@ def step_timeline(rollout: Rollout, runs: list) -> list[dict]:
                 began = rollout.step_started_at
         else:
             state = "pending"
-        timeline.append({"index": index, "number": index + 1, "weight": step.get("weight", 0),
-                         "shadow": bool(step.get("shadow")), "bake_seconds": step.get("bake_seconds", 0),
-                         "state": state, "began": began if state != "pending" else None})  # fmt: skip
+        timeline.append(
+            {
+                "index": index,
+                "number": index + 1,
+                "weight": step.get("weight", 0),
+                "shadow": bool(step.get("shadow")),
+                "bake_seconds": step.get("bake_seconds", 0),
+                "state": state,
+                "began": began if state != "pending" else None,
+            }
+        )
     return timeline
 
 
@@ -79,12 +85,17 @@ def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, er
     forms, errors = forms or {}, errors or {}
     actions = []
     for name, (_, label, css, meaning) in ACTIONS.items():
-        actions.append({
-            "name": name, "label": label, "css": css, "meaning": meaning,
-            "refusal": action_refusal(request.user, rollout, name),
-            "form": forms.get(name) or RolloutActionForm(auto_id=f"id_{name}_%s"),
-            "error": errors.get(name),
-        })  # fmt: skip
+        actions.append(
+            {
+                "name": name,
+                "label": label,
+                "css": css,
+                "meaning": meaning,
+                "refusal": action_refusal(request.user, rollout, name),
+                "form": forms.get(name) or RolloutActionForm(auto_id=f"id_{name}_%s"),
+                "error": errors.get(name),
+            }
+        )
     return {
         "rollout": rollout,
         "model": rollout.model,

@@ -10,10 +10,10 @@ PORT=${GLASSBOX_PORT:-8000}
 # Two workers: one for the light default queue that also runs Celery beat
 # (-B: rollout analysis, monitoring, the explanation reaper), one for the
 # heavy explanation queue, so a long report never delays a rollout decision.
-.venv/bin/celery -A governance worker -Q glassbox -B -s var/celerybeat-schedule --loglevel=INFO --concurrency=1 \
+.venv/bin/celery -A glassbox worker -Q glassbox -B -s var/celerybeat-schedule --loglevel=INFO --concurrency=1 \
     --without-gossip --without-mingle -n light@%h > var/worker.log 2>&1 &
 LIGHT_WORKER_PID=$!
-.venv/bin/celery -A governance worker -Q explanations --loglevel=INFO --concurrency=1 \
+.venv/bin/celery -A glassbox worker -Q explanations --loglevel=INFO --concurrency=1 \
     --without-gossip --without-mingle -n explain@%h > var/worker-explanations.log 2>&1 &
 EXPLAIN_WORKER_PID=$!
 trap 'kill $LIGHT_WORKER_PID $EXPLAIN_WORKER_PID 2>/dev/null || true' EXIT INT TERM

@@ -22,7 +22,9 @@ DEMO_MODEL_CACHE = Path(settings.BASE_DIR) / "var" / "test-demo-models"
 
 def pytest_report_header(config):
     db = settings.DATABASES["default"]
-    return [f"glassbox: database {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}, broker {settings.CELERY_BROKER_URL}"]
+    return [
+        f"glassbox: database {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}, broker {settings.CELERY_BROKER_URL}"
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -212,7 +214,7 @@ def worker_process(committed_db, tmp_path):
     import sys
     import time
 
-    from governance.celery import app
+    from glassbox.celery import app
 
     app.control.purge()  # leftovers of earlier tests refer to rows that are gone
     db = connection.settings_dict
@@ -226,10 +228,26 @@ def worker_process(committed_db, tmp_path):
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "governance", "worker", "--loglevel=INFO", "--concurrency=1",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"test-{os.getpid()}@%h"],
-            cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "glassbox",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{os.getpid()}@%h",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def read_log() -> str:
         return log_path.read_text(errors="replace")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 
 Progress = Callable[[float], None] | None
 
@@ -34,7 +34,9 @@ class Param:
             return value
         if self.choices is not None:
             if value not in self.choices:
-                raise InvalidInput(f"parameter {name!r} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+                raise InvalidInput(
+                    f"parameter {name!r} must be one of {', '.join(map(str, self.choices))}, not {value!r}"
+                )
             return value
         # bool is an int in Python; True as a sample count is a caller mistake.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -121,7 +123,9 @@ def tokens_covered(prepared: PreparedText, units: list[tuple[int, int]]) -> list
     return groups
 
 
-def predict_rows(predictor, strings: list[str], token_counts: list[int], batch_size: int, progress: Progress, span=(0.05, 0.95)):
+def predict_rows(
+    predictor, strings: list[str], token_counts: list[int], batch_size: int, progress: Progress, span=(0.05, 0.95)
+):
     """predict_proba over many masked texts, in batches of rows with the same token count.
 
     predict_proba groups rows by character length, but a "[MASK]" is six

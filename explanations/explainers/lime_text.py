@@ -14,7 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from explanations.explainers.base import LocalExplainer, Param, Progress, chunk_seed, predict_rows, prepare_text, tokens_covered
+from explanations.explainers.base import (
+    LocalExplainer,
+    Param,
+    Progress,
+    chunk_seed,
+    predict_rows,
+    prepare_text,
+    tokens_covered,
+)
 from explanations.hierarchy import word_spans
 
 
@@ -60,13 +68,18 @@ class LimeTextExplainer(LocalExplainer):
                 sizes = rng.randint(1, d + 1, params["num_samples"] - 1)
                 for r, size in enumerate(sizes, start=1):
                     data[r, rng.choice(d, size, replace=False)] = 0
-            def row_of(string: str) -> int:
+
+            # Called only within this iteration, so it always sees this text's `prepared`.
+            def row_of(string: str, n_tokens: int = prepared.n) -> int:
                 if string not in rows:
                     rows[string] = len(rows)
-                    token_counts.append(prepared.n)
+                    token_counts.append(n_tokens)
                 return rows[string]
 
-            sample_rows = [row_of(prepared.render({t for u in np.flatnonzero(data[r] == 0) for t in groups[u]})) for r in range(params["num_samples"])]
+            sample_rows = [
+                row_of(prepared.render({t for u in np.flatnonzero(data[r] == 0) for t in groups[u]}))
+                for r in range(params["num_samples"])
+            ]
             empty_row = row_of(prepared.render(set(range(prepared.n))))
             plans.append((index, prepared, units, data, np.array(sample_rows), empty_row))
         if progress:
@@ -95,7 +108,8 @@ class LimeTextExplainer(LocalExplainer):
             if units:
                 distances = cosine_distances(data, data[:1]).ravel() * 100
                 library = LibraryLime(
-                    kernel_width=params["kernel_width"], random_state=np.random.RandomState(chunk_seed(params["seed"], index))
+                    kernel_width=params["kernel_width"],
+                    random_state=np.random.RandomState(chunk_seed(params["seed"], index)),
                 )
                 for k, label in enumerate(label_names):
                     intercept, weights, score, _ = library.base.explain_instance_with_data(

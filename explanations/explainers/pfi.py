@@ -17,7 +17,7 @@ import numpy as np
 
 from explanations.explainers.base import Explainer, Param, Progress, prepare_text, tokens_covered
 from explanations.hierarchy import word_spans
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 
 
 def _is_punctuation(token: str) -> bool:
@@ -102,14 +102,19 @@ class PermutationImportanceExplainer(Explainer):
             progress(0.9)
 
         base_pred = predicted[base_rows]
-        resamples = [np.random.default_rng([params["seed"], r]).integers(0, len(texts), len(texts)) for r in range(params["repeats"])]
+        resamples = [
+            np.random.default_rng([params["seed"], r]).integers(0, len(texts), len(texts))
+            for r in range(params["repeats"])
+        ]
         base_scores = [_metrics(y_true[idx], base_pred[idx]) for idx in resamples]
         rows_out = []
         for rank, (feature, rows) in enumerate(zip(features, masked_rows), start=int(chunk["feature_start"])):
             pred = base_pred.copy()
             for i, row in rows.items():
                 pred[i] = predicted[row]
-            drops = np.array([np.subtract(base, _metrics(y_true[idx], pred[idx])) for base, idx in zip(base_scores, resamples)])
+            drops = np.array(
+                [np.subtract(base, _metrics(y_true[idx], pred[idx])) for base, idx in zip(base_scores, resamples)]
+            )
             rows_out.append(
                 {
                     "rank": rank,
@@ -124,12 +129,18 @@ class PermutationImportanceExplainer(Explainer):
         accuracy, macro_f1 = _metrics(y_true, base_pred)
         if progress:
             progress(1.0)
-        return {"baseline": {"accuracy": accuracy, "macro_f1": macro_f1}, "features": rows_out, "model_rows": len(strings)}
+        return {
+            "baseline": {"accuracy": accuracy, "macro_f1": macro_f1},
+            "features": rows_out,
+            "model_rows": len(strings),
+        }
 
     def combine(self, predictor, texts, labels, chunk_results: list[dict], params: dict) -> dict:
         by_rank = {row["rank"]: row for result in chunk_results for row in result["features"]}
         # Listed by importance; "rank" keeps the frequency order they were chosen in.
-        features = sorted(by_rank.values(), key=lambda row: (-row["accuracy_drop_mean"], -row["macro_f1_drop_mean"], row["rank"]))
+        features = sorted(
+            by_rank.values(), key=lambda row: (-row["accuracy_drop_mean"], -row["macro_f1_drop_mean"], row["rank"])
+        )
         results = {
             "baseline": chunk_results[0]["baseline"] if chunk_results else None,
             "features": features,
@@ -154,7 +165,9 @@ class PermutationImportanceExplainer(Explainer):
         subset = list(texts[: int(params["fidelity_texts"])])
         prepared, units = self._prepare(predictor, subset, params)
         importance = {row["token"]: row["accuracy_drop_mean"] for row in results["features"]}
-        predicted = predictor.predict_proba([p.text for p in prepared], batch_size=int(params["batch_size"])).argmax(axis=1)
+        predicted = predictor.predict_proba([p.text for p in prepared], batch_size=int(params["batch_size"])).argmax(
+            axis=1
+        )
         cases = []
         for i, (p, found) in enumerate(zip(prepared, units)):
             if not found:
@@ -163,8 +176,19 @@ class PermutationImportanceExplainer(Explainer):
             rng = np.random.default_rng([int(params["seed"]), i, 11])
             tie_break = rng.permutation(len(names))
             # Features the report measured come first by their drop; the rest follow in a seeded random order.
-            ranking = sorted(range(len(names)), key=lambda u: (names[u] not in importance, -importance.get(names[u], 0.0), tie_break[u]))
-            cases.append(FidelityCase(index=i, prepared=p, groups=[sorted(found[name]) for name in names], ranking=ranking, label_index=int(predicted[i])))
+            ranking = sorted(
+                range(len(names)),
+                key=lambda u: (names[u] not in importance, -importance.get(names[u], 0.0), tie_break[u]),
+            )
+            cases.append(
+                FidelityCase(
+                    index=i,
+                    prepared=p,
+                    groups=[sorted(found[name]) for name in names],
+                    ranking=ranking,
+                    label_index=int(predicted[i]),
+                )
+            )
         scores = eraser(predictor, cases, seed=int(params["seed"]), batch_size=int(params["batch_size"]))
         scores["ranking"] = "per text, its words ordered by the global accuracy drop; untested words follow at random"
         return scores

@@ -22,7 +22,15 @@ from itertools import combinations
 
 import numpy as np
 
-from explanations.explainers.base import LocalExplainer, Param, PreparedText, Progress, chunk_seed, predict_rows, prepare_text
+from explanations.explainers.base import (
+    LocalExplainer,
+    Param,
+    PreparedText,
+    Progress,
+    chunk_seed,
+    predict_rows,
+    prepare_text,
+)
 from explanations.hierarchy import Node, build_tree, leaves
 
 # Beyond this many Owen terms the exact enumeration is not even attempted:
@@ -157,13 +165,17 @@ class OwenShapExplainer(LocalExplainer):
 
         entries = []
         for index, prepared, terms, exact, coalition_rows, full in plans:
-            entries.append(self._entry(predictor, texts, labels, index, prepared, terms, exact, coalition_rows, full, values))
+            entries.append(
+                self._entry(predictor, texts, labels, index, prepared, terms, exact, coalition_rows, full, values)
+            )
         if progress:
             progress(1.0)
         return {"texts": entries, "model_rows": len(rows)}
 
     @staticmethod
-    def _entry(predictor, texts, labels, index, prepared: PreparedText, terms, exact, coalition_rows, full, values) -> dict:
+    def _entry(
+        predictor, texts, labels, index, prepared: PreparedText, terms, exact, coalition_rows, full, values
+    ) -> dict:
         label_names = list(predictor.labels)
         f_x = values[coalition_rows[full]]
         base = values[coalition_rows[0]]
@@ -171,10 +183,14 @@ class OwenShapExplainer(LocalExplainer):
         if terms:
             tokens = np.fromiter((t for t, _, _ in terms), dtype=np.int64, count=len(terms))
             weights = np.fromiter((w for _, _, w in terms), dtype=np.float64, count=len(terms))
-            with_rows = np.fromiter((coalition_rows[c | (1 << t)] for t, c, _ in terms), dtype=np.int64, count=len(terms))
+            with_rows = np.fromiter(
+                (coalition_rows[c | (1 << t)] for t, c, _ in terms), dtype=np.int64, count=len(terms)
+            )
             without_rows = np.fromiter((coalition_rows[c] for _, c, _ in terms), dtype=np.int64, count=len(terms))
             np.add.at(phi, tokens, weights[:, None] * (values[with_rows] - values[without_rows]))
-        additivity = float(np.max(np.abs(phi.sum(axis=0) + base - f_x))) if prepared.n else float(np.max(np.abs(base - f_x)))
+        additivity = (
+            float(np.max(np.abs(phi.sum(axis=0) + base - f_x))) if prepared.n else float(np.max(np.abs(base - f_x)))
+        )
         predicted = label_names[int(np.argmax(f_x))]
         return {
             "index": index,

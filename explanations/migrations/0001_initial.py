@@ -6,77 +6,134 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('registry', '0002_modelversion_recertify_by'),
+        ("registry", "0002_modelversion_recertify_by"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ExplanationReport',
+            name="ExplanationReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(choices=[('shap', 'SHAP (Owen values)'), ('lime', 'LIME'), ('pfi', 'permutation feature importance')], max_length=8)),
-                ('texts', models.JSONField(blank=True, default=list)),
-                ('text_count', models.PositiveIntegerField(default=0)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed'), ('cancelled', 'cancelled')], default='queued', max_length=10)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('results', models.JSONField(blank=True, null=True)),
-                ('fidelity', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('timings', models.JSONField(blank=True, default=dict)),
-                ('finalize_attempts', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('dataset', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='explanation_reports', to='registry.dataset')),
-                ('requested_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='explanation_reports', to='registry.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[
+                            ("shap", "SHAP (Owen values)"),
+                            ("lime", "LIME"),
+                            ("pfi", "permutation feature importance"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("texts", models.JSONField(blank=True, default=list)),
+                ("text_count", models.PositiveIntegerField(default=0)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("results", models.JSONField(blank=True, null=True)),
+                ("fidelity", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("timings", models.JSONField(blank=True, default=dict)),
+                ("finalize_attempts", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "dataset",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="explanation_reports",
+                        to="registry.dataset",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="explanation_reports",
+                        to="registry.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ExplanationChunk',
+            name="ExplanationChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('spec', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('pending', 'pending'), ('running', 'running'), ('done', 'done')], default='pending', max_length=8)),
-                ('progress', models.FloatField(default=0.0)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('report', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='explanations.explanationreport')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("index", models.PositiveIntegerField()),
+                ("spec", models.JSONField(default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "pending"), ("running", "running"), ("done", "done")],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "report",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="explanations.explanationreport",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['report', 'index'],
+                "ordering": ["report", "index"],
             },
         ),
         migrations.AddIndex(
-            model_name='explanationreport',
-            index=models.Index(fields=['version', 'method', 'status'], name='report_version_method_status'),
+            model_name="explanationreport",
+            index=models.Index(fields=["version", "method", "status"], name="report_version_method_status"),
         ),
         migrations.AddIndex(
-            model_name='explanationreport',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='report_status_heartbeat'),
+            model_name="explanationreport",
+            index=models.Index(fields=["status", "heartbeat_at"], name="report_status_heartbeat"),
         ),
         migrations.AddIndex(
-            model_name='explanationchunk',
-            index=models.Index(fields=['status', 'heartbeat_at'], name='chunk_status_heartbeat'),
+            model_name="explanationchunk",
+            index=models.Index(fields=["status", "heartbeat_at"], name="chunk_status_heartbeat"),
         ),
         migrations.AddConstraint(
-            model_name='explanationchunk',
-            constraint=models.UniqueConstraint(fields=('report', 'index'), name='unique_chunk_index_per_report'),
+            model_name="explanationchunk",
+            constraint=models.UniqueConstraint(fields=("report", "index"), name="unique_chunk_index_per_report"),
         ),
     ]

@@ -4,23 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0002_audit_append_only'),
+        ("governance", "0002_audit_append_only"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditCheckpoint',
+            name="AuditCheckpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.BigIntegerField()),
-                ('event_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField()),
-                ('signature', models.CharField(max_length=64)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("event_id", models.BigIntegerField()),
+                ("event_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField()),
+                ("signature", models.CharField(max_length=64)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
     ]

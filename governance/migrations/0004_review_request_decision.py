@@ -7,54 +7,84 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0003_auditcheckpoint'),
-        ('registry', '0002_modelversion_recertify_by'),
+        ("governance", "0003_auditcheckpoint"),
+        ("registry", "0002_modelversion_recertify_by"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReviewRequest',
+            name="ReviewRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('open', 'open'), ('approved', 'approved'), ('rejected', 'rejected')], default='open', max_length=10)),
-                ('opened_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('required_approvals', models.PositiveSmallIntegerField()),
-                ('required_evidence', models.JSONField(blank=True, default=list)),
-                ('opened_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='reviews', to='registry.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "open"), ("approved", "approved"), ("rejected", "rejected")],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("opened_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                ("required_approvals", models.PositiveSmallIntegerField()),
+                ("required_evidence", models.JSONField(blank=True, default=list)),
+                (
+                    "opened_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="reviews", to="registry.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-opened_at', '-id'],
+                "ordering": ["-opened_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Decision',
+            name="Decision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('decision', models.CharField(choices=[('approve', 'approve'), ('reject', 'reject')], max_length=10)),
-                ('comment', models.TextField(blank=True, max_length=10000)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('reviewer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('review', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='decisions', to='governance.reviewrequest')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("decision", models.CharField(choices=[("approve", "approve"), ("reject", "reject")], max_length=10)),
+                ("comment", models.TextField(blank=True, max_length=10000)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "reviewer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "review",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="decisions",
+                        to="governance.reviewrequest",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='reviewrequest',
-            index=models.Index(fields=['status', 'opened_at'], name='review_status_opened'),
+            model_name="reviewrequest",
+            index=models.Index(fields=["status", "opened_at"], name="review_status_opened"),
         ),
         migrations.AddConstraint(
-            model_name='reviewrequest',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'open')), fields=('version',), name='one_open_review_per_version'),
+            model_name="reviewrequest",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "open")), fields=("version",), name="one_open_review_per_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='decision',
-            constraint=models.UniqueConstraint(fields=('review', 'reviewer'), name='one_decision_per_reviewer'),
+            model_name="decision",
+            constraint=models.UniqueConstraint(fields=("review", "reviewer"), name="one_decision_per_reviewer"),
         ),
     ]

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,67 +15,143 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Dataset',
+            name="Dataset",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$', "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.")])),
-                ('description', models.TextField(blank=True, max_length=10000)),
-                ('format', models.CharField(choices=[('csv', 'CSV'), ('jsonl', 'JSON lines')], max_length=8)),
-                ('sha256', models.CharField(db_index=True, max_length=64)),
-                ('size', models.BigIntegerField()),
-                ('row_count', models.PositiveIntegerField()),
-                ('labels', models.JSONField(default=list)),
-                ('storage_key', models.CharField(max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=100,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
+                                "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True, max_length=10000)),
+                ("format", models.CharField(choices=[("csv", "CSV"), ("jsonl", "JSON lines")], max_length=8)),
+                ("sha256", models.CharField(db_index=True, max_length=64)),
+                ("size", models.BigIntegerField()),
+                ("row_count", models.PositiveIntegerField()),
+                ("labels", models.JSONField(default=list)),
+                ("storage_key", models.CharField(max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RegisteredModel',
+            name="RegisteredModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$', "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.")])),
-                ('task', models.CharField(choices=[('text-classification', 'text classification')], default='text-classification', max_length=40)),
-                ('risk_tier', models.CharField(choices=[('low', 'low'), ('medium', 'medium'), ('high', 'high')], max_length=10)),
-                ('description', models.TextField(blank=True, max_length=10000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
+                                "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "task",
+                    models.CharField(
+                        choices=[("text-classification", "text classification")],
+                        default="text-classification",
+                        max_length=40,
+                    ),
+                ),
+                (
+                    "risk_tier",
+                    models.CharField(choices=[("low", "low"), ("medium", "medium"), ("high", "high")], max_length=10),
+                ),
+                ("description", models.TextField(blank=True, max_length=10000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('registered', 'registered'), ('in_review', 'in review'), ('approved', 'approved'), ('rejected', 'rejected'), ('deployed', 'deployed'), ('retired', 'retired')], default='registered', max_length=16)),
-                ('flavor', models.CharField(choices=[('transformers', 'transformers'), ('sklearn', 'scikit-learn (skops)')], max_length=16)),
-                ('description', models.TextField(blank=True, max_length=10000)),
-                ('intended_use', models.TextField(blank=True, max_length=10000)),
-                ('limitations', models.TextField(blank=True, max_length=10000)),
-                ('training_data', models.TextField(blank=True, max_length=10000)),
-                ('evaluation_data', models.TextField(blank=True, max_length=10000)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('labels', models.JSONField(default=list)),
-                ('max_length', models.PositiveIntegerField(blank=True, null=True)),
-                ('artifact_sha256', models.CharField(db_index=True, max_length=64)),
-                ('artifact_size', models.BigIntegerField()),
-                ('artifact_filename', models.CharField(max_length=255)),
-                ('artifact_key', models.CharField(max_length=255)),
-                ('artifact_format', models.CharField(max_length=16)),
-                ('files', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='registry.registeredmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("registered", "registered"),
+                            ("in_review", "in review"),
+                            ("approved", "approved"),
+                            ("rejected", "rejected"),
+                            ("deployed", "deployed"),
+                            ("retired", "retired"),
+                        ],
+                        default="registered",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "flavor",
+                    models.CharField(
+                        choices=[("transformers", "transformers"), ("sklearn", "scikit-learn (skops)")], max_length=16
+                    ),
+                ),
+                ("description", models.TextField(blank=True, max_length=10000)),
+                ("intended_use", models.TextField(blank=True, max_length=10000)),
+                ("limitations", models.TextField(blank=True, max_length=10000)),
+                ("training_data", models.TextField(blank=True, max_length=10000)),
+                ("evaluation_data", models.TextField(blank=True, max_length=10000)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("labels", models.JSONField(default=list)),
+                ("max_length", models.PositiveIntegerField(blank=True, null=True)),
+                ("artifact_sha256", models.CharField(db_index=True, max_length=64)),
+                ("artifact_size", models.BigIntegerField()),
+                ("artifact_filename", models.CharField(max_length=255)),
+                ("artifact_key", models.CharField(max_length=255)),
+                ("artifact_format", models.CharField(max_length=16)),
+                ("files", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="registry.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['model', '-number'],
-                'constraints': [models.UniqueConstraint(fields=('model', 'number'), name='unique_version_number_per_model')],
+                "ordering": ["model", "-number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("model", "number"), name="unique_version_number_per_model")
+                ],
             },
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0001_initial'),
+        ("registry", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='modelversion',
-            name='recertify_by',
+            model_name="modelversion",
+            name="recertify_by",
             field=models.DateField(blank=True, db_index=True, null=True),
         ),
     ]

@@ -47,8 +47,9 @@ def repacked(zip_path) -> bytes:
 
 
 def token_for(base_url: str, username: str) -> dict:
-    response = requests.post(f"{base_url}/api/v1/auth/token/", data={"username": username, "password": PASSWORD},
-                             timeout=30)  # fmt: skip
+    response = requests.post(
+        f"{base_url}/api/v1/auth/token/", data={"username": username, "password": PASSWORD}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Token {response.json()['token']}"}
 
@@ -56,17 +57,20 @@ def token_for(base_url: str, username: str) -> dict:
 def upload_over_http(base_url: str, headers: dict, data: bytes, **card) -> dict:
     """What `curl -F artifact=@bert.zip -F flavor=transformers ...` sends."""
     response = requests.post(
-        f"{base_url}/api/v1/models/{MODEL}/versions/", headers=headers,
+        f"{base_url}/api/v1/models/{MODEL}/versions/",
+        headers=headers,
         files={"artifact": ("bert.zip", data, "application/zip")},
-        data={"flavor": "transformers", "metrics": json.dumps({"accuracy": 0.81}), **card}, timeout=300,
-    )  # fmt: skip
+        data={"flavor": "transformers", "metrics": json.dumps({"accuracy": 0.81}), **card},
+        timeout=300,
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def predict_over_http(base_url: str, headers: dict, texts: list[str]) -> list[dict]:
-    response = requests.post(f"{base_url}/api/v1/models/{MODEL}/predict/", headers=headers, json={"inputs": texts},
-                             timeout=60)  # fmt: skip
+    response = requests.post(
+        f"{base_url}/api/v1/models/{MODEL}/predict/", headers=headers, json={"inputs": texts}, timeout=60
+    )
     assert response.status_code == 200, response.text
     return response.json()["predictions"]
 
@@ -105,8 +109,16 @@ def fresh_serving_caches():
 
 @pytest.mark.usefixtures("committed_db", "fresh_serving_caches")
 def test_engineer_reviewers_and_manager_journeys_in_a_real_browser(
-    live_server, browser, worker_pool, demo_models, engineer, reviewer, reviewer2, manager, settings,  # noqa: F811
-):  # fmt: skip
+    live_server,
+    browser,
+    worker_pool,  # noqa: F811  (the imported fixture)
+    demo_models,
+    engineer,
+    reviewer,
+    reviewer2,
+    manager,
+    settings,
+):
     try:
         all_four_journeys(live_server.url, browser, worker_pool, demo_models, engineer, reviewer, reviewer2, settings)
     finally:
@@ -119,16 +131,24 @@ def test_engineer_reviewers_and_manager_journeys_in_a_real_browser(
 def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, reviewer, reviewer2, settings):  # noqa: F811
     # Rollout analysis every 2 s: the live server's settings and the worker's beat agree.
     settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = 1
-    worker_pool.start("browser", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1",
-                                                 "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"})  # fmt: skip
+    worker_pool.start(
+        "browser", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1", "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"}
+    )
 
     # The engineer's token, a medium-risk model (two approvals) and its v1 over HTTP;
     # v1 is approved and deployed through the services, to be the stable a rollout starts from.
     erin = token_for(base_url, "erin")
-    response = requests.post(f"{base_url}/api/v1/models/", headers=erin, timeout=30, json={
-        "name": MODEL, "task": "text-classification", "risk_tier": "medium",
-        "description": "中文评论情感分类（字符级 BERT）",
-    })  # fmt: skip
+    response = requests.post(
+        f"{base_url}/api/v1/models/",
+        headers=erin,
+        timeout=30,
+        json={
+            "name": MODEL,
+            "task": "text-classification",
+            "risk_tier": "medium",
+            "description": "中文评论情感分类（字符级 BERT）",
+        },
+    )
     assert response.status_code == 201, response.text
     upload_over_http(base_url, erin, demo_models["bert_zip"].read_bytes(), description="第一版")
     v1 = ModelVersion.objects.get(model__name=MODEL, number=1)
@@ -140,8 +160,14 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
 
     # Journey 1 -- engineer: upload v2 and submit it over HTTP, then ask for a SHAP
     # report on the version page and watch its progress bar finish.
-    body = upload_over_http(base_url, erin, repacked(demo_models["bert_zip"]), description="第二版：重新打包",
-                            intended_use="中文商品评论的情感分析", limitations="只在短评论上训练过")  # fmt: skip
+    body = upload_over_http(
+        base_url,
+        erin,
+        repacked(demo_models["bert_zip"]),
+        description="第二版：重新打包",
+        intended_use="中文商品评论的情感分析",
+        limitations="只在短评论上训练过",
+    )
     assert body["version"] == 2 and body["status"] == "registered"
     response = requests.post(f"{base_url}/api/v1/models/{MODEL}/versions/2/submit/", headers=erin, timeout=30)
     assert response.status_code in (200, 201), response.text

@@ -15,7 +15,7 @@ def worker_pool(committed_db, tmp_path):
     that a test can SIGKILL one whole worker (parent and pool children) the
     way a machine dies. `start(name, beat=False, env={})` returns the process;
     `log(name)` its output; `kill(name)` kills it without warning."""
-    from governance.celery import app
+    from glassbox.celery import app
 
     app.control.purge()
     db = connection.settings_dict
@@ -34,16 +34,31 @@ def worker_pool(committed_db, tmp_path):
 
     def start(name: str, *, beat: bool = False, env: dict | None = None) -> subprocess.Popen:
         command = [
-            sys.executable, "-m", "celery", "-A", "governance", "worker", "--loglevel=INFO", "--concurrency=1",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}-{os.getpid()}@%h",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "glassbox",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+        ]
         if beat:
             command += ["-B", "-s", str(tmp_path / f"{name}-beat-schedule")]
         with open(tmp_path / f"{name}.log", "wb") as out:
             process = subprocess.Popen(
-                command, cwd=settings.BASE_DIR, env={**base_env, **(env or {})}, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=settings.BASE_DIR,
+                env={**base_env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         processes[name] = process
         deadline = time.monotonic() + 60
         while "ready." not in log(name):

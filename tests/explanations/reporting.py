@@ -50,20 +50,36 @@ def local_results(texts: list[str], labels=("negative", "positive")) -> dict:
     entries = []
     for index, text in enumerate(texts):
         tokens = [{"text": ch, "start": i, "end": i + 1} for i, ch in enumerate(text)]
-        values = {label: [((i % 3) - 1) * 0.1 * (1 if label == labels[1] else -1) for i in range(len(text))]
-                  for label in labels}  # fmt: skip
-        entries.append({
-            "index": index, "text": text, "truncated": False, "tokens": tokens, "predicted_label": labels[1],
-            "probabilities": {labels[0]: 0.2, labels[1]: 0.8}, "base_values": {labels[0]: 0.5, labels[1]: 0.5},
-            "values": values, "additivity_error": 1e-9, "true_label": None,
-        })  # fmt: skip
+        values = {
+            label: [((i % 3) - 1) * 0.1 * (1 if label == labels[1] else -1) for i in range(len(text))]
+            for label in labels
+        }
+        entries.append(
+            {
+                "index": index,
+                "text": text,
+                "truncated": False,
+                "tokens": tokens,
+                "predicted_label": labels[1],
+                "probabilities": {labels[0]: 0.2, labels[1]: 0.8},
+                "base_values": {labels[0]: 0.5, labels[1]: 0.5},
+                "values": values,
+                "additivity_error": 1e-9,
+                "true_label": None,
+            }
+        )
     return {
         "texts": entries,
-        "global": {label: [{"token": "好", "mean_abs": 0.3, "mean": 0.3, "count": 2},
-                           {"token": "差", "mean_abs": 0.2, "mean": -0.2, "count": 1}] for label in labels},
+        "global": {
+            label: [
+                {"token": "好", "mean_abs": 0.3, "mean": 0.3, "count": 2},
+                {"token": "差", "mean_abs": 0.2, "mean": -0.2, "count": 1},
+            ]
+            for label in labels
+        },
         "labels": list(labels),
         "truncated_count": 0,
-    }  # fmt: skip
+    }
 
 
 FIDELITY = {
@@ -79,33 +95,70 @@ FIDELITY = {
 PFI_RESULTS = {
     "baseline": {"accuracy": 0.9, "macro_f1": 0.89},
     "features": [
-        {"token": "好", "accuracy_drop_mean": 0.2, "accuracy_drop_std": 0.01, "macro_f1_drop_mean": 0.21,
-         "macro_f1_drop_std": 0.02, "texts_affected": 12},
-        {"token": "=cmd", "accuracy_drop_mean": 0.05, "accuracy_drop_std": 0.01, "macro_f1_drop_mean": 0.04,
-         "macro_f1_drop_std": 0.01, "texts_affected": 3},
+        {
+            "token": "好",
+            "accuracy_drop_mean": 0.2,
+            "accuracy_drop_std": 0.01,
+            "macro_f1_drop_mean": 0.21,
+            "macro_f1_drop_std": 0.02,
+            "texts_affected": 12,
+        },
+        {
+            "token": "=cmd",
+            "accuracy_drop_mean": 0.05,
+            "accuracy_drop_std": 0.01,
+            "macro_f1_drop_mean": 0.04,
+            "macro_f1_drop_std": 0.01,
+            "texts_affected": 3,
+        },
     ],
-    "repeats": 5, "top_k": 2, "unit": "word",
-}  # fmt: skip
+    "repeats": 5,
+    "top_k": 2,
+    "unit": "word",
+}
 
 
-def make_report(*, version, requested_by, method="shap", status="succeeded", texts=None, results=None,
-                fidelity=None, dataset=None, chunks: int = 1) -> ExplanationReport:  # fmt: skip
+def make_report(
+    *,
+    version,
+    requested_by,
+    method="shap",
+    status="succeeded",
+    texts=None,
+    results=None,
+    fidelity=None,
+    dataset=None,
+    chunks: int = 1,
+) -> ExplanationReport:
     texts = texts if texts is not None else ["这个手机很好", SCRIPT_TEXT]
     finished = status in ("succeeded", "failed", "cancelled")
     if results is None and status == "succeeded":
         results = PFI_RESULTS if method == "pfi" else local_results(texts, labels=tuple(version.labels))
     now = timezone.now()
     report = ExplanationReport.objects.create(
-        version=version, method=method, dataset=dataset, texts=[] if dataset else texts,
-        text_count=dataset.row_count if dataset else len(texts), params={"seed": 0}, status=status,
-        progress=100 if status == "succeeded" else 0, results=results,
+        version=version,
+        method=method,
+        dataset=dataset,
+        texts=[] if dataset else texts,
+        text_count=dataset.row_count if dataset else len(texts),
+        params={"seed": 0},
+        status=status,
+        progress=100 if status == "succeeded" else 0,
+        results=results,
         fidelity=fidelity if fidelity is not None else (FIDELITY if status == "succeeded" else None),
-        requested_by=requested_by, started_at=now if status != "queued" else None,
-        finished_at=now if finished else None, heartbeat_at=now if status == "running" else None,
+        requested_by=requested_by,
+        started_at=now if status != "queued" else None,
+        finished_at=now if finished else None,
+        heartbeat_at=now if status == "running" else None,
         timings={"wall_seconds": 1.5} if finished else {},
-    )  # fmt: skip
+    )
     ExplanationChunk.objects.bulk_create(
-        ExplanationChunk(report=report, index=i, spec={"start": i, "stop": i + 1},
-                         status="done" if status == "succeeded" else "pending") for i in range(chunks)
-    )  # fmt: skip
+        ExplanationChunk(
+            report=report,
+            index=i,
+            spec={"start": i, "stop": i + 1},
+            status="done" if status == "succeeded" else "pending",
+        )
+        for i in range(chunks)
+    )
     return report

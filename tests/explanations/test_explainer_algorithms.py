@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 
 from explanations.explainers import EXPLAINER_CLASSES, get_explainer
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 
 
 def test_registry_names_the_three_methods():
@@ -33,7 +33,12 @@ def test_validating_parameters_imports_no_heavy_library():
 
 
 def test_defaults_are_filled_in():
-    assert get_explainer("shap").validate_params({}) == {"max_evals": 500, "seed": 0, "chunk_size": 25, "batch_size": 128}
+    assert get_explainer("shap").validate_params({}) == {
+        "max_evals": 500,
+        "seed": 0,
+        "chunk_size": 25,
+        "batch_size": 128,
+    }
     lime = get_explainer("lime").validate_params({"num_samples": 200, "unit": "char"})
     assert lime["num_samples"] == 200 and lime["unit"] == "char" and lime["seed"] == 0
     pfi = get_explainer("pfi").validate_params({"top_k": 7})
@@ -74,8 +79,12 @@ def test_bad_inputs_are_refused():
 
 def test_chunks_are_json_specs():
     assert get_explainer("shap").plan_chunks(60, {"chunk_size": 25}) == [
-        {"start": 0, "stop": 25}, {"start": 25, "stop": 50}, {"start": 50, "stop": 60},
+        {"start": 0, "stop": 25},
+        {"start": 25, "stop": 50},
+        {"start": 50, "stop": 60},
     ]
     assert get_explainer("pfi").plan_chunks(1000, {"top_k": 12, "chunk_size": 5}) == [
-        {"feature_start": 0, "feature_stop": 5}, {"feature_start": 5, "feature_stop": 10}, {"feature_start": 10, "feature_stop": 12},
+        {"feature_start": 0, "feature_stop": 5},
+        {"feature_start": 5, "feature_stop": 10},
+        {"feature_start": 10, "feature_stop": 12},
     ]

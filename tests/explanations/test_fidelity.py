@@ -17,9 +17,14 @@ def test_top_k_percent_keeps_at_least_one_token():
 def test_eraser_definitions_on_a_hand_checked_case():
     model = KeywordModel()
     prepared = prepare_text(model, "好差差差差")  # 5 tokens: 1 % … 20 % is one token, 50 % three
-    case = FidelityCase(index=0, prepared=prepared, groups=[[i] for i in range(5)], ranking=[0, 1, 2, 3, 4], label_index=0)
+    case = FidelityCase(
+        index=0, prepared=prepared, groups=[[i] for i in range(5)], ranking=[0, 1, 2, 3, 4], label_index=0
+    )
     scores = eraser(model, [case])
-    p = lambda text: model.predict_proba([text])[0, 0]
+
+    def p(text):
+        return model.predict_proba([text])[0, 0]
+
     full = p("好差差差差")
     assert scores["comprehensiveness"]["1"] == pytest.approx(full - p("差差差差"))
     assert scores["sufficiency"]["1"] == pytest.approx(full - p("好"))
@@ -32,7 +37,12 @@ def test_eraser_definitions_on_a_hand_checked_case():
 
 def test_shap_report_beats_the_random_baseline():
     model = KeywordModel(mask_text="#")
-    texts = ["这家酒店的服务很好，但是房间太差了！", "我不喜欢这个颜色，要求退款。", "很好，很喜欢，推荐！", "质量很差，不好用，退款"]
+    texts = [
+        "这家酒店的服务很好，但是房间太差了！",
+        "我不喜欢这个颜色，要求退款。",
+        "很好，很喜欢，推荐！",
+        "质量很差，不好用，退款",
+    ]
     explainer = get_explainer("shap")
     params = explainer.validate_params({})
     parts = [explainer.run_chunk(model, texts, None, c, params) for c in explainer.plan_chunks(len(texts), params)]

@@ -14,7 +14,16 @@ def pieces(text, spans):
 def test_clauses_split_at_chinese_and_ascii_punctuation():
     text = "房间很干净，服务一般。价格：偏贵！还会来吗？会;下次见,再见.谢谢、好的"
     assert pieces(text, clause_spans(text)) == [
-        "房间很干净，", "服务一般。", "价格：", "偏贵！", "还会来吗？", "会;", "下次见,", "再见.", "谢谢、", "好的",
+        "房间很干净，",
+        "服务一般。",
+        "价格：",
+        "偏贵！",
+        "还会来吗？",
+        "会;",
+        "下次见,",
+        "再见.",
+        "谢谢、",
+        "好的",
     ]
 
 

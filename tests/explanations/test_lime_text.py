@@ -11,7 +11,10 @@ TEXTS = ["这家酒店的服务很好，但是房间太差了！", "我不喜欢
 def explain(predictor, texts, **params):
     explainer = get_explainer("lime")
     params = explainer.validate_params(params)
-    parts = [explainer.run_chunk(predictor, texts, None, chunk, params) for chunk in explainer.plan_chunks(len(texts), params)]
+    parts = [
+        explainer.run_chunk(predictor, texts, None, chunk, params)
+        for chunk in explainer.plan_chunks(len(texts), params)
+    ]
     results = explainer.combine(predictor, texts, None, parts, params)
     return results, explainer.fidelity(predictor, texts, None, results, params)
 
@@ -31,7 +34,7 @@ def test_word_features_are_jieba_words_with_spans():
     tokens = [t["text"] for t in results["texts"][0]["tokens"]]
     assert "酒店" in tokens and "服务" in tokens and "房间" in tokens
     for t in results["texts"][0]["tokens"]:
-        assert TEXTS[0][t["start"]:t["end"]] == t["text"]
+        assert TEXTS[0][t["start"] : t["end"]] == t["text"]
 
 
 def test_char_features_value_every_character():

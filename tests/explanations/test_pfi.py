@@ -9,10 +9,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from explanations.explainers import get_explainer
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 from registry.predictors import load_predictor
 
-FILLER = ["我们", "今天", "商品", "快递", "客服", "质量", "价格", "包装", "颜色", "尺寸", "朋友", "已经", "收到", "一个"]
+FILLER = [
+    "我们",
+    "今天",
+    "商品",
+    "快递",
+    "客服",
+    "质量",
+    "价格",
+    "包装",
+    "颜色",
+    "尺寸",
+    "朋友",
+    "已经",
+    "收到",
+    "一个",
+]
 
 
 def synthetic(n, seed):
@@ -31,7 +46,12 @@ def synthetic(n, seed):
 @pytest.fixture(scope="module")
 def refund_model(tmp_path_factory):
     texts, labels = synthetic(400, seed=1)
-    pipeline = Pipeline([("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(1, 2))), ("clf", LogisticRegression(C=10, max_iter=1000))])
+    pipeline = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(analyzer="char", ngram_range=(1, 2))),
+            ("clf", LogisticRegression(C=10, max_iter=1000)),
+        ]
+    )
     pipeline.fit(texts, labels)
     path = tmp_path_factory.mktemp("pfi") / "refund.skops"
     skops.io.dump(pipeline, path)
@@ -41,7 +61,10 @@ def refund_model(tmp_path_factory):
 def run(predictor, texts, labels, **params):
     explainer = get_explainer("pfi")
     params = explainer.validate_params(params)
-    parts = [explainer.run_chunk(predictor, texts, labels, chunk, params) for chunk in explainer.plan_chunks(len(texts), params)]
+    parts = [
+        explainer.run_chunk(predictor, texts, labels, chunk, params)
+        for chunk in explainer.plan_chunks(len(texts), params)
+    ]
     results = explainer.combine(predictor, texts, labels, parts, params)
     return results, explainer.fidelity(predictor, texts, labels, results, params)
 
@@ -87,7 +110,9 @@ def test_pfi_includes_the_shap_summary_when_a_shap_report_is_given(refund_model)
     texts, labels = synthetic(40, seed=5)
     shap = get_explainer("shap")
     shap_params = shap.validate_params({"max_evals": 100})
-    parts = [shap.run_chunk(refund_model, texts, labels, c, shap_params) for c in shap.plan_chunks(len(texts), shap_params)]
+    parts = [
+        shap.run_chunk(refund_model, texts, labels, c, shap_params) for c in shap.plan_chunks(len(texts), shap_params)
+    ]
     shap_results = shap.combine(refund_model, texts, labels, parts, shap_params)
     results, _ = run(refund_model, texts, labels, top_k=5, shap_results=shap_results)
     summary = results["shap_summary"]["refund"]

@@ -143,8 +143,13 @@ def test_comparison_highlights_tokens_the_new_version_leans_on(engineer, version
     new_version = ModelVersionFactory(model=version.model, labels=version.labels)
     make_report(version=version, requested_by=engineer)
     results = local_results(["好"])
-    results["global"] = {label: [{"token": "<快递>", "mean_abs": 0.9, "mean": 0.9, "count": 3},
-                                 {"token": "好", "mean_abs": 0.1, "mean": 0.1, "count": 2}] for label in version.labels}  # fmt: skip
+    results["global"] = {
+        label: [
+            {"token": "<快递>", "mean_abs": 0.9, "mean": 0.9, "count": 3},
+            {"token": "好", "mean_abs": 0.1, "mean": 0.1, "count": 2},
+        ]
+        for label in version.labels
+    }
     make_report(version=new_version, requested_by=engineer, results=results)
 
     page = browser(engineer).get(f"/models/{version.model.name}/explanations/compare/?a=1&b=2").content.decode()

@@ -5,7 +5,7 @@ import pytest
 
 from explanations import services
 from explanations.models import ExplanationChunk, ExplanationReport
-from governance.errors import InvalidInput, NotPermitted
+from glassbox.errors import InvalidInput, NotPermitted
 from governance.models import AuditEvent
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory
 from tests.explanations.reporting import stored_version
@@ -146,9 +146,14 @@ def test_a_version_whose_artifact_is_missing_gets_a_failed_report_with_the_reaso
     assert report.status == "failed" and report.finished_at is not None
     assert "missing from the artifact store" in report.error
     assert sent == []  # never stuck waiting for a worker
-    assert list(AuditEvent.objects.filter(object_type="explanations.explanationreport").order_by("id").values_list("action", flat=True)) == [
-        "explanation.request", "explanation.fail",
-    ]  # fmt: skip
+    assert list(
+        AuditEvent.objects.filter(object_type="explanations.explanationreport")
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == [
+        "explanation.request",
+        "explanation.fail",
+    ]
 
 
 def test_a_broken_artifact_fails_the_report_in_the_worker_with_the_reason(engineer, version):
@@ -178,6 +183,6 @@ def test_validating_a_request_imports_no_heavy_library():
         "heavy = sorted({'torch', 'shap', 'lime', 'transformers', 'sklearn'} & set(sys.modules));"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "governance.settings"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "glassbox.settings"}
     done = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

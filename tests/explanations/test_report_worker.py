@@ -80,8 +80,11 @@ def test_a_report_survives_its_worker_being_killed(worker_pool, demo_models):
 
     engineer = UserFactory(username="erin", role=roles.ENGINEER)
     version = uploaded_bert(uploader=engineer, demo_models=demo_models)
-    fast = {"GLASSBOX_EXPLANATION_HEARTBEAT_SECONDS": "1", "GLASSBOX_EXPLANATION_STALE_SECONDS": "6",
-            "GLASSBOX_REAPER_INTERVAL_SECONDS": "1"}  # fmt: skip
+    fast = {
+        "GLASSBOX_EXPLANATION_HEARTBEAT_SECONDS": "1",
+        "GLASSBOX_EXPLANATION_STALE_SECONDS": "6",
+        "GLASSBOX_REAPER_INTERVAL_SECONDS": "1",
+    }
     worker_pool.start("doomed", env=fast)
     texts = [text * 3 for text in TEXTS * 2]  # six longer texts: the first chunk takes a while
     response = api_client_for(engineer).post(
@@ -94,8 +97,10 @@ def test_a_report_survives_its_worker_being_killed(worker_pool, demo_models):
 
     running = wait_for(
         lambda: ExplanationChunk.objects.filter(report_id=report_id, status="running", progress__gt=0).first(),
-        timeout=120, interval=0.05, what=f"a running chunk\n{worker_pool.log('doomed')[-3000:]}",
-    )  # fmt: skip
+        timeout=120,
+        interval=0.05,
+        what=f"a running chunk\n{worker_pool.log('doomed')[-3000:]}",
+    )
     worker_pool.kill("doomed")  # SIGKILL to the whole process group: no goodbye, no ack
     killed_at = time.monotonic()
     assert ExplanationReport.objects.get(pk=report_id).status == "running"
@@ -125,16 +130,23 @@ def test_lime_and_pfi_reports_on_a_dataset_in_a_real_worker(worker_process, demo
     version = uploaded_bert(uploader=engineer, demo_models=demo_models)
     dataset = uploaded_dataset(
         uploader=engineer,
-        rows=[("质量很好，很喜欢", "positive"), ("太差了，退货", "negative"), ("物流很快，好评", "positive"),
-              ("坏了，失望", "negative")],
-    )  # fmt: skip
+        rows=[
+            ("质量很好，很喜欢", "positive"),
+            ("太差了，退货", "negative"),
+            ("物流很快，好评", "positive"),
+            ("坏了，失望", "negative"),
+        ],
+    )
     client = api_client_for(engineer)
     path = f"/api/v1/models/{version.model.name}/versions/{version.number}/explanations/"
     lime = client.post(
         path, {"method": "lime", "dataset": dataset.pk, "params": {"num_samples": 60}}, format="json"
     ).json()
-    pfi = client.post(path, {"method": "pfi", "dataset": dataset.pk, "params": {"top_k": 4, "repeats": 2, "fidelity_texts": 4}},
-                      format="json").json()  # fmt: skip
+    pfi = client.post(
+        path,
+        {"method": "pfi", "dataset": dataset.pk, "params": {"top_k": 4, "repeats": 2, "fidelity_texts": 4}},
+        format="json",
+    ).json()
 
     lime_state = wait_for(lambda: finished(lime["id"]), timeout=180, what=f"lime\n{worker_process()[-3000:]}")
     pfi_state = wait_for(lambda: finished(pfi["id"]), timeout=180, what=f"pfi\n{worker_process()[-3000:]}")

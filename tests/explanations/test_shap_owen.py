@@ -19,7 +19,10 @@ SHORT_TEXTS = ["不好，很好！", "服务很差。不喜欢", "很好,不差"
 def explain(predictor, texts, **params):
     explainer = get_explainer("shap")
     params = explainer.validate_params(params)
-    parts = [explainer.run_chunk(predictor, texts, None, chunk, params) for chunk in explainer.plan_chunks(len(texts), params)]
+    parts = [
+        explainer.run_chunk(predictor, texts, None, chunk, params)
+        for chunk in explainer.plan_chunks(len(texts), params)
+    ]
     return explainer.combine(predictor, texts, None, parts, params)
 
 
@@ -165,7 +168,9 @@ def quick_bert(demo_models, tmp_path_factory):
 
 
 def test_char_bert_gives_every_character_of_a_100_character_text_its_own_value(quick_bert):
-    text = ("这家酒店的位置很好，交通方便，服务态度也不错！但是房间有点小，隔音很差，晚上睡不好。早餐种类少，价格偏贵；总体来说还可以，下次可能还会再来住")[:100]
+    text = (
+        "这家酒店的位置很好，交通方便，服务态度也不错！但是房间有点小，隔音很差，晚上睡不好。早餐种类少，价格偏贵；总体来说还可以，下次可能还会再来住"
+    )[:100]
     text = text + "好" * (100 - len(text))
     results = explain(quick_bert, [text, "很好，不错。"], max_evals=500)
     entry, short = results["texts"]

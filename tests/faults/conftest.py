@@ -29,9 +29,12 @@ def pytest_terminal_summary(terminalreporter):
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "nodeid", "") == WORKER_KILL_TEST and report.when == "call":
-                summary.fault("SIGKILL a worker (process group) mid-report", injected=1,
-                              outcome=f"report {'succeeded' if outcome == 'passed' else 'FAILED'}",
-                              survived=outcome == "passed")  # fmt: skip
+                summary.fault(
+                    "SIGKILL a worker (process group) mid-report",
+                    injected=1,
+                    outcome=f"report {'succeeded' if outcome == 'passed' else 'FAILED'}",
+                    survived=outcome == "passed",
+                )
     lines = summary.lines()
     if lines:
         terminalreporter.write_sep("=", "faults injected and load held")
@@ -84,10 +87,25 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for_port(self.port, self.process, timeout=20)
 
     def stop(self, sig=signal.SIGKILL) -> None:
@@ -119,7 +137,7 @@ def _drop_broker_pools(app) -> None:
 def celery_broker(url: str):
     """Point this process's Celery app (where tasks are enqueued from
     on_commit) at another broker for a while, then back."""
-    from governance.celery import app
+    from glassbox.celery import app
 
     previous = (settings.CELERY_BROKER_URL, app.conf.broker_url)
     _drop_broker_pools(app)
@@ -151,16 +169,39 @@ class Gunicorn:
             **(env or {}),
         }
         self.command = [
-            sys.executable, "-m", "gunicorn", "governance.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers),
-            "-k", "gthread", "--threads", str(threads), "--keep-alive", "30", "--timeout", "120",
-            "--graceful-timeout", "60", "--log-level", "warning",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "glassbox.wsgi",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "-w",
+            str(workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(threads),
+            "--keep-alive",
+            "30",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "60",
+            "--log-level",
+            "warning",
+        ]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(self.command, cwd=settings.BASE_DIR, env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=settings.BASE_DIR,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for_port(self.port, self.process)
 
     def stop(self) -> None:

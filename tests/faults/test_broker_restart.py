@@ -53,8 +53,10 @@ def test_a_report_survives_a_redis_restart(worker_pool, private_redis, demo_mode
         report_id = response.json()["id"]
         running = wait_for(
             lambda: ExplanationChunk.objects.filter(report_id=report_id, status="running", progress__gt=0).first(),
-            timeout=120, interval=0.05, what=f"a running chunk\n{worker_pool.log('steady')[-3000:]}",
-        )  # fmt: skip
+            timeout=120,
+            interval=0.05,
+            what=f"a running chunk\n{worker_pool.log('steady')[-3000:]}",
+        )
         pending_at_kill = ExplanationChunk.objects.filter(report_id=report_id, status="pending").count()
 
         private_redis.stop(signal.SIGKILL)  # no shutdown, no save: the queue and the unacked messages vanish
@@ -63,8 +65,11 @@ def test_a_report_survives_a_redis_restart(worker_pool, private_redis, demo_mode
         assert ExplanationReport.objects.get(pk=report_id).status == "running"
         private_redis.start()
 
-        state = wait_for(lambda: finished(report_id, client), timeout=240,
-                         what=f"report {report_id}\n{worker_pool.log('steady')[-4000:]}")  # fmt: skip
+        state = wait_for(
+            lambda: finished(report_id, client),
+            timeout=240,
+            what=f"report {report_id}\n{worker_pool.log('steady')[-4000:]}",
+        )
         recovered_seconds = time.monotonic() - killed_at
 
     assert state["status"] == "succeeded", state["error"]

@@ -125,8 +125,9 @@ def warm_up(server, token: str, model_name: str, texts: list[str]) -> None:
     def send(n: int) -> None:
         client = server.connect()
         for text in texts[n * 3 : n * 3 + 3]:
-            status, _, body = client.request("POST", f"/api/v1/models/{model_name}/predict/", token=token,
-                                             body={"inputs": [text]})  # fmt: skip
+            status, _, body = client.request(
+                "POST", f"/api/v1/models/{model_name}/predict/", token=token, body={"inputs": [text]}
+            )
             assert status == 200, body
         client.close()
 
@@ -161,11 +162,16 @@ def test_dropped_database_connections_answer_503_and_lose_nothing(gunicorn_serve
 
     started = time.monotonic()
     killer = threading.Thread(target=drop_connections, args=(server, stop_drops, drops))
-    registrars = [threading.Thread(target=register_models,
-                                   args=(server, token, f"fault-drop-{t}", names[t], tally, stop_load, deadline))
-                  for t in range(REGISTER_THREADS)]  # fmt: skip
-    predictors = [threading.Thread(target=predict, args=(server, token, served_model.name, texts, tally, stop_load))
-                  for _ in range(PREDICT_THREADS)]  # fmt: skip
+    registrars = [
+        threading.Thread(
+            target=register_models, args=(server, token, f"fault-drop-{t}", names[t], tally, stop_load, deadline)
+        )
+        for t in range(REGISTER_THREADS)
+    ]
+    predictors = [
+        threading.Thread(target=predict, args=(server, token, served_model.name, texts, tally, stop_load))
+        for _ in range(PREDICT_THREADS)
+    ]
     for thread in [killer, *registrars, *predictors]:
         thread.start()
     time.sleep(DROP_SECONDS)
@@ -179,8 +185,10 @@ def test_dropped_database_connections_answer_503_and_lose_nothing(gunicorn_serve
 
     # Recovered: the next requests are served without a single 503.
     client = server.connect()
-    after = [client.request("POST", f"/api/v1/models/{served_model.name}/predict/", token=token,
-                            body={"inputs": [text]}) for text in texts[:20]]  # fmt: skip
+    after = [
+        client.request("POST", f"/api/v1/models/{served_model.name}/predict/", token=token, body={"inputs": [text]})
+        for text in texts[:20]
+    ]
     status, _, body = client.request(
         "POST", "/api/v1/models/", token=token, body={"name": "fault-drop-after", "risk_tier": "low"}
     )
@@ -198,8 +206,9 @@ def test_dropped_database_connections_answer_503_and_lose_nothing(gunicorn_serve
     # No lost and no duplicated rows; one audit event per model; the chain intact.
     created = Counter(RegisteredModel.objects.filter(name__in=all_names).values_list("name", flat=True))
     assert set(created) == set(all_names) and set(created.values()) == {1}
-    events = Counter(AuditEvent.objects.filter(action="model.create", model_name__in=all_names)
-                     .values_list("model_name", flat=True))  # fmt: skip
+    events = Counter(
+        AuditEvent.objects.filter(action="model.create", model_name__in=all_names).values_list("model_name", flat=True)
+    )
     assert set(events) == set(all_names) and set(events.values()) == {1}, events
     checked, broken = verify_chain()
     assert broken is None, broken

@@ -40,8 +40,9 @@ def test_sixty_seconds_at_a_fixed_rate_with_a_canary_running(gunicorn_server, wo
     client = server.connect()
 
     def warm(key: str) -> str:
-        status, _, body = client.request("POST", f"/api/v1/models/{served_model.name}/predict/", token=token,
-                                         body={"inputs": [texts[0]], "key": key})  # fmt: skip
+        status, _, body = client.request(
+            "POST", f"/api/v1/models/{served_model.name}/predict/", token=token, body={"inputs": [texts[0]], "key": key}
+        )
         assert status == 200, body
         return json.loads(body)["predictions"][0]["route"]
 
@@ -51,11 +52,16 @@ def test_sixty_seconds_at_a_fixed_rate_with_a_canary_running(gunicorn_server, wo
     # The rollout starts just before the load, so that its first analysis
     # (after 10 s; an interval with no candidate traffic would pause it) sees traffic.
     rollout = rollout_services.rollout_start(
-        actor=engineer, model=served_model, candidate=v2, analysis_interval_seconds=10,
-        steps=[{"weight": 50, "shadow": False, "bake_seconds": 3600},
-               {"weight": 100, "shadow": False, "bake_seconds": 3600}],
+        actor=engineer,
+        model=served_model,
+        candidate=v2,
+        analysis_interval_seconds=10,
+        steps=[
+            {"weight": 50, "shadow": False, "bake_seconds": 3600},
+            {"weight": 100, "shadow": False, "bake_seconds": 3600},
+        ],
         thresholds={"max_latency_p95_ratio": 50.0, "max_label_divergence": 0.5, "failure_limit": 100},
-    )  # fmt: skip
+    )
     assert rollout.status == Rollout.Status.PROGRESSING
     deadline = time.monotonic() + 30
     while warm(f"warm-{warm_rows}") != "candidate" and time.monotonic() < deadline:  # gunicorn sees the rollout
@@ -76,9 +82,12 @@ def test_sixty_seconds_at_a_fixed_rate_with_a_canary_running(gunicorn_server, wo
                 time.sleep(delay)
             sent = time.monotonic()
             try:
-                status, _, body = connection.request("POST", f"/api/v1/models/{served_model.name}/predict/",
-                                                     token=token, body={"inputs": [texts[slot % len(texts)]],
-                                                                        "key": f"user-{slot}"})  # fmt: skip
+                status, _, body = connection.request(
+                    "POST",
+                    f"/api/v1/models/{served_model.name}/predict/",
+                    token=token,
+                    body={"inputs": [texts[slot % len(texts)]], "key": f"user-{slot}"},
+                )
             except OSError as exc:
                 status, body = type(exc).__name__, b""
             elapsed = time.monotonic() - sent
@@ -107,8 +116,17 @@ def test_sixty_seconds_at_a_fixed_rate_with_a_canary_running(gunicorn_server, wo
         f"routes {dict(routes)}; mean {statistics.mean(latencies):.1f} ms; {runs.count()} analysis runs "
         f"{dict(Counter(runs.values_list('verdict', flat=True)))}; rollout {rollout.status}"
     )
-    summary.load(f"{RATE}/s for {SECONDS} s, 50 % canary", requests=total, ok=statuses[200],
-                 errors=total - statuses[200], logged=logged, rate=achieved, p50_ms=p50, p99_ms=p99, note=note)  # fmt: skip
+    summary.load(
+        f"{RATE}/s for {SECONDS} s, 50 % canary",
+        requests=total,
+        ok=statuses[200],
+        errors=total - statuses[200],
+        logged=logged,
+        rate=achieved,
+        p50_ms=p50,
+        p99_ms=p99,
+        note=note,
+    )
 
     assert statuses == {200: total}, failures
     assert logged == total

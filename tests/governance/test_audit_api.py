@@ -84,16 +84,22 @@ def test_links_keep_the_filters_and_the_page_size(api, manager, trail):
         ("outcome=denied", lambda e: e.outcome == "denied"),
         ("from=2026-03-02", lambda e: e.created_at >= datetime(2026, 3, 2, tzinfo=UTC)),
         ("to=2026-03-01", lambda e: e.created_at < datetime(2026, 3, 2, tzinfo=UTC)),
-        ("from=2026-03-02T05:00:00&to=2026-03-02T07:00:00",
-         lambda e: datetime(2026, 3, 2, 5, tzinfo=UTC) <= e.created_at <= datetime(2026, 3, 2, 7, tzinfo=UTC)),
-        ("from=2026-03-02T06:00:00%2B01:00&to=2026-03-02",
-         lambda e: datetime(2026, 3, 2, 5, tzinfo=UTC) <= e.created_at < datetime(2026, 3, 3, tzinfo=UTC)),
-        ("actor=eli&action=model.create&outcome=denied",
-         lambda e: (e.actor_username, e.action, e.outcome) == ("eli", "model.create", "denied")),
+        (
+            "from=2026-03-02T05:00:00&to=2026-03-02T07:00:00",
+            lambda e: datetime(2026, 3, 2, 5, tzinfo=UTC) <= e.created_at <= datetime(2026, 3, 2, 7, tzinfo=UTC),
+        ),
+        (
+            "from=2026-03-02T06:00:00%2B01:00&to=2026-03-02",
+            lambda e: datetime(2026, 3, 2, 5, tzinfo=UTC) <= e.created_at < datetime(2026, 3, 3, tzinfo=UTC),
+        ),
+        (
+            "actor=eli&action=model.create&outcome=denied",
+            lambda e: (e.actor_username, e.action, e.outcome) == ("eli", "model.create", "denied"),
+        ),
         ("from=2030-01-01", lambda e: False),
         ("actor=nobody", lambda e: False),
     ],
-)  # fmt: skip
+)
 def test_filters(api, manager, trail, query, expected):
     pages = walk(api(manager), f"{URL}?{query}&limit=10", "next")
     assert [event_id for page in pages for event_id in page] == [e.id for e in reversed(trail) if expected(e)]

@@ -56,11 +56,22 @@ def reference_hash(fields: dict, prev_hash: str) -> str:
 )
 def test_fast_canonical_form_is_json_dumps_byte_for_byte(text, actor_id, version, changes, moment):
     fields = {
-        "created_at": moment, "actor_id": actor_id, "actor_username": text, "action": text, "outcome": "ok",
-        "object_type": text, "object_id": text, "object_label": text, "model_name": text,
-        "version_number": version, "changes": _json_roundtrip(changes), "detail": {}, "request_id": text,
-        "ip": text, "user_agent": text,
-    }  # fmt: skip
+        "created_at": moment,
+        "actor_id": actor_id,
+        "actor_username": text,
+        "action": text,
+        "outcome": "ok",
+        "object_type": text,
+        "object_id": text,
+        "object_label": text,
+        "model_name": text,
+        "version_number": version,
+        "changes": _json_roundtrip(changes),
+        "detail": {},
+        "request_id": text,
+        "ip": text,
+        "user_agent": text,
+    }
     assert compute_event_hash(fields, GENESIS_HASH) == reference_hash(fields, GENESIS_HASH)
 
 
@@ -74,20 +85,38 @@ def test_whatever_an_event_holds_the_stored_chain_verifies(detail, label):
 
 
 def test_values_postgres_would_change_are_stored_as_they_come_back(engineer):
-    odd = {"big": 1e16, "tiny": 1e-7, "negative_zero": -0.0, "nan": float("nan"), "inf": float("-inf"),
-           "nul": "a\x00b", "when": datetime(2026, 1, 1, tzinfo=UTC), "tuple": (1, 2)}  # fmt: skip
+    odd = {
+        "big": 1e16,
+        "tiny": 1e-7,
+        "negative_zero": -0.0,
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "nul": "a\x00b",
+        "when": datetime(2026, 1, 1, tzinfo=UTC),
+        "tuple": (1, 2),
+    }
     event = record_event(actor=engineer, action="test.odd", object_label="nul\x00here", detail=odd)
     event.refresh_from_db()
 
-    assert event.detail == {"big": 10**16, "tiny": 1e-7, "negative_zero": 0.0, "nan": "NaN", "inf": "-Infinity",
-                            "nul": "a\ufffdb", "when": "2026-01-01 00:00:00+00:00", "tuple": [1, 2]}  # fmt: skip
+    assert event.detail == {
+        "big": 10**16,
+        "tiny": 1e-7,
+        "negative_zero": 0.0,
+        "nan": "NaN",
+        "inf": "-Infinity",
+        "nul": "a\ufffdb",
+        "when": "2026-01-01 00:00:00+00:00",
+        "tuple": [1, 2],
+    }
     assert event.object_label == "nul\ufffdhere"
     assert verify_chain() == (1, None)
 
 
 def test_events_link_from_genesis_and_carry_who_where_when(client, engineer):
     client.force_login(engineer)  # records auth.login with the request's context
-    client.post("/api/v1/models/", {"name": "linked", "risk_tier": "low"}, HTTP_USER_AGENT="curl/8", REMOTE_ADDR="10.1.2.3")
+    client.post(
+        "/api/v1/models/", {"name": "linked", "risk_tier": "low"}, HTTP_USER_AGENT="curl/8", REMOTE_ADDR="10.1.2.3"
+    )
 
     events = list(AuditEvent.objects.order_by("id"))
     assert events[0].prev_hash == GENESIS_HASH

@@ -52,7 +52,9 @@ def _sample_kwargs(pattern) -> dict:
     return {key: "zz0" for key in pattern.regex.groupindex}  # re_path()
 
 
-def all_routes(resolver: URLResolver | None = None, prefix: str = "", namespace: str = "", kwargs=None) -> Iterator[Route]:
+def all_routes(
+    resolver: URLResolver | None = None, prefix: str = "", namespace: str = "", kwargs=None
+) -> Iterator[Route]:
     resolver = resolver or get_resolver()
     for entry in resolver.url_patterns:
         here = {**(kwargs or {}), **_sample_kwargs(entry.pattern)}
@@ -76,7 +78,9 @@ def write_methods(route: Route) -> set[str]:
     rolled-back transaction, with sample arguments that name nothing)."""
     view_class = getattr(route.callback, "view_class", None)
     if view_class is not None:
-        return {m for m in WRITE_METHODS if m.lower() in view_class.http_method_names and hasattr(view_class, m.lower())}
+        return {
+            m for m in WRITE_METHODS if m.lower() in view_class.http_method_names and hasattr(view_class, m.lower())
+        }
     accepted = set()
     for method in WRITE_METHODS:
         request = RequestFactory().generic(method, "/" + re.sub(r"[<>^$()?:|]", "", route.route))
@@ -128,7 +132,9 @@ class World:
         model = RegisteredModelFactory(created_by=self.engineer)
         with open(demo["sklearn_skops"], "rb") as artifact:
             response = self.api_for(self.engineer).post(
-                f"/api/v1/models/{model.name}/versions/", {"artifact": artifact, "flavor": "sklearn"}, format="multipart"
+                f"/api/v1/models/{model.name}/versions/",
+                {"artifact": artifact, "flavor": "sklearn"},
+                format="multipart",
             )
         assert response.status_code == 201, response.content
         return model.versions.get()
@@ -151,10 +157,16 @@ def _version_path(version, suffix: str = "") -> str:
 def _user_change_form(user: User, **changes) -> dict:
     joined = user.date_joined
     form = {
-        "username": user.username, "first_name": "", "last_name": "", "email": user.email, "is_active": "on",
-        "date_joined_0": joined.strftime("%Y-%m-%d"), "date_joined_1": joined.strftime("%H:%M:%S"),
-        "last_login_0": "", "last_login_1": "",
-    }  # fmt: skip
+        "username": user.username,
+        "first_name": "",
+        "last_name": "",
+        "email": user.email,
+        "is_active": "on",
+        "date_joined_0": joined.strftime("%Y-%m-%d"),
+        "date_joined_1": joined.strftime("%H:%M:%S"),
+        "last_login_0": "",
+        "last_login_1": "",
+    }
     form.update(changes)
     return form
 
@@ -234,7 +246,9 @@ def submit_page(w):
 
 def decide_api(w):
     path = "/api/v1/" + _version_path(w.version(submitted=True), "decisions/")
-    return w.api_for(w.reviewer).post(path, {"decision": "approve", "comment": "card and metrics checked"}, format="json")
+    return w.api_for(w.reviewer).post(
+        path, {"decision": "approve", "comment": "card and metrics checked"}, format="json"
+    )
 
 
 def decide_page(w):
@@ -306,7 +320,9 @@ def rollout_gate_api(gate: str):
         rollout = _rollout_in_progress(w)
         if gate == "resume":
             rollout_services.rollout_pause(actor=w.engineer, rollout=rollout)
-        return w.api_for(w.engineer).post(f"/api/v1/rollouts/{rollout.pk}/{gate}/", {"reason": "checked"}, format="json")
+        return w.api_for(w.engineer).post(
+            f"/api/v1/rollouts/{rollout.pk}/{gate}/", {"reason": "checked"}, format="json"
+        )
 
     return exercise
 
@@ -319,8 +335,15 @@ def feedback_api(w):
     from rollouts.models import PredictionLog
 
     version = w.version()
-    logged = PredictionLog.objects.create(model=version.model, version=version, route="stable", label="positive",
-                                          confidence=0.9, latency_ms=1.0, created_at=timezone.now())  # fmt: skip
+    logged = PredictionLog.objects.create(
+        model=version.model,
+        version=version,
+        route="stable",
+        label="positive",
+        confidence=0.9,
+        latency_ms=1.0,
+        created_at=timezone.now(),
+    )
     items = [{"prediction_id": str(logged.prediction_id), "label": "negative"}]
     return w.api_for(w.engineer).post(f"/api/v1/models/{version.model.name}/feedback/", {"items": items}, format="json")
 
@@ -398,31 +421,65 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
         Write("*", admin_post(lambda w: "/admin/auth/group/add/", lambda w: {"name": "auditors"}), "admin.add"),
     ],
     "admin/auth/group/<path:object_id>/change/": [
-        Write("*", admin_post(lambda w: f"/admin/auth/group/{_group(w)}/change/", lambda w: {"name": "renamed"}), "admin.change"),
+        Write(
+            "*",
+            admin_post(lambda w: f"/admin/auth/group/{_group(w)}/change/", lambda w: {"name": "renamed"}),
+            "admin.change",
+        ),
     ],
     "admin/auth/group/<path:object_id>/delete/": [
-        Write("*", admin_post(lambda w: f"/admin/auth/group/{_group(w)}/delete/", lambda w: {"post": "yes"}), "admin.delete"),
+        Write(
+            "*",
+            admin_post(lambda w: f"/admin/auth/group/{_group(w)}/delete/", lambda w: {"post": "yes"}),
+            "admin.delete",
+        ),
     ],
     "admin/auth/user/add/": [
         Write("*", admin_post(lambda w: "/admin/auth/user/add/", lambda w: NEW_USER_FORM), "admin.add"),
     ],
     "admin/auth/user/<path:object_id>/change/": [
-        Write("*", admin_post(lambda w: f"/admin/auth/user/{w.engineer.pk}/change/", _promote_to_manager), "admin.change"),
+        Write(
+            "*", admin_post(lambda w: f"/admin/auth/user/{w.engineer.pk}/change/", _promote_to_manager), "admin.change"
+        ),
     ],
     "admin/auth/user/<id>/password/": [
-        Write("*", admin_post(lambda w: f"/admin/auth/user/{w.engineer.pk}/password/", lambda w: SET_PASSWORD_FORM), "admin.change"),
+        Write(
+            "*",
+            admin_post(lambda w: f"/admin/auth/user/{w.engineer.pk}/password/", lambda w: SET_PASSWORD_FORM),
+            "admin.change",
+        ),
     ],
     "admin/auth/user/<path:object_id>/delete/": [
-        Write("*", admin_post(lambda w: f"/admin/auth/user/{UserFactory(username='leaver').pk}/delete/", lambda w: {"post": "yes"}), "admin.delete"),
+        Write(
+            "*",
+            admin_post(
+                lambda w: f"/admin/auth/user/{UserFactory(username='leaver').pk}/delete/", lambda w: {"post": "yes"}
+            ),
+            "admin.delete",
+        ),
     ],
     "admin/authtoken/tokenproxy/add/": [
-        Write("*", admin_post(lambda w: "/admin/authtoken/tokenproxy/add/", lambda w: {"user": w.reviewer.pk}), "admin.add"),
+        Write(
+            "*",
+            admin_post(lambda w: "/admin/authtoken/tokenproxy/add/", lambda w: {"user": w.reviewer.pk}),
+            "admin.add",
+        ),
     ],
     "admin/authtoken/tokenproxy/<path:object_id>/change/": [
-        Write("*", admin_post(lambda w: f"/admin/authtoken/tokenproxy/{_token_owner(w)}/change/", lambda w: {"user": w.reviewer.pk}), "admin.change"),
+        Write(
+            "*",
+            admin_post(
+                lambda w: f"/admin/authtoken/tokenproxy/{_token_owner(w)}/change/", lambda w: {"user": w.reviewer.pk}
+            ),
+            "admin.change",
+        ),
     ],
     "admin/authtoken/tokenproxy/<path:object_id>/delete/": [
-        Write("*", admin_post(lambda w: f"/admin/authtoken/tokenproxy/{_token_owner(w)}/delete/", lambda w: {"post": "yes"}), "admin.delete"),
+        Write(
+            "*",
+            admin_post(lambda w: f"/admin/authtoken/tokenproxy/{_token_owner(w)}/delete/", lambda w: {"post": "yes"}),
+            "admin.delete",
+        ),
     ],
     "admin/": [Exempt("*", f"admin index {READS}")],
     "admin/^(?P<app_label>auth|authtoken)/$": [Exempt("*", f"admin app index {READS}")],
@@ -437,7 +494,7 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "admin/auth/group/<path:object_id>/": [Exempt("*", REDIRECTS)],
     "admin/auth/user/<path:object_id>/": [Exempt("*", REDIRECTS)],
     "admin/authtoken/tokenproxy/<path:object_id>/": [Exempt("*", REDIRECTS)],
-}  # fmt: skip
+}
 
 
 def _covers(entries: list[Write | Exempt], method: str) -> bool:
@@ -468,7 +525,17 @@ def test_every_write_route_is_in_the_table(db):
 def test_read_only_pages_refuse_writes(db):
     # The ones that are not in the table because they answer 405.
     read_only = {r.route for r in all_routes() if not write_methods(r)}
-    pages = ("", "models/", "models/<str:name>/", "datasets/", "audit/", "audit/export.csv", "healthz")
+    pages = (
+        "",
+        "models/",
+        "models/<str:name>/",
+        "datasets/",
+        "audit/",
+        "audit/export.csv",
+        "livez",
+        "readyz",
+        "healthz",
+    )
     for route in (*pages, "api/v1/audit/events/"):
         assert route in read_only, route
 

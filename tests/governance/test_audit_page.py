@@ -33,7 +33,7 @@ def trail():
         30,
         created_at=lambda i: datetime(2026, 5, 1, tzinfo=UTC) + timedelta(hours=i),
         actor_username=lambda i: "erin" if i % 2 else "eli",
-        object_label=lambda i: "=HYPERLINK(\"http://evil\")" if i == 3 else f"label {i}",
+        object_label=lambda i: '=HYPERLINK("http://evil")' if i == 3 else f"label {i}",
     )
 
 
@@ -46,7 +46,7 @@ def test_manager_sees_the_newest_events_and_the_filter_form(manager, trail):
     assert events[0].action == "auth.login" and events[0].actor_username == "max"  # this very login
     assert [e.id for e in events[1:]] == [e.id for e in reversed(trail)][:9]
     assert "Older ›" in page and "‹ Newer" not in page
-    assert '<code>{&quot;after&quot;:{&quot;sha256&quot;:' in page  # JSON as hashed, not a Python repr
+    assert "<code>{&quot;after&quot;:{&quot;sha256&quot;:" in page  # JSON as hashed, not a Python repr
 
 
 def test_older_and_newer_links_page_through(manager, trail):
@@ -54,7 +54,9 @@ def test_older_and_newer_links_page_through(manager, trail):
     first = client.get("/audit/?actor=erin&limit=10")
     assert [e.actor_username for e in first.context["events"]] == ["erin"] * 10
     second = client.get(f"/audit/?{first.context['older_query']}")
-    assert [e.id for e in second.context["events"]] == [e.id for e in reversed(trail) if e.actor_username == "erin"][10:15]
+    assert [e.id for e in second.context["events"]] == [e.id for e in reversed(trail) if e.actor_username == "erin"][
+        10:15
+    ]
     back = client.get(f"/audit/?{second.context['newer_query']}&limit=10")
     assert [e.id for e in back.context["events"]] == [e.id for e in first.context["events"]]
     assert "actor=erin" in second.context["newer_query"] and second.context["older_query"] is None
@@ -106,7 +108,7 @@ def test_csv_export_streams_the_filtered_trail_oldest_first(manager, trail):
     assert [int(r["id"]) for r in rows] == [e.id for e in trail if e.actor_username == "erin"]
     assert list(rows[0]) == list(audit_selectors.EVENT_FIELDS)
     forged = next(r for r in rows if r["id"] == str(trail[3].id))
-    assert forged["object_label"] == "'=HYPERLINK(\"http://evil\")"  # not a formula in a spreadsheet
+    assert forged["object_label"] == '\'=HYPERLINK("http://evil")'  # not a formula in a spreadsheet
     assert json.loads(rows[0]["changes"]) == trail[1].changes
 
 

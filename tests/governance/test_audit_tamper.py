@@ -15,8 +15,23 @@ from tests.governance.auditing import CHECKPOINT_KEY, append_events, raw, trigge
 
 pytestmark = pytest.mark.django_db
 
-HASHED = ("created_at", "actor_id", "actor_username", "action", "outcome", "object_type", "object_id",
-          "object_label", "model_name", "version_number", "changes", "detail", "request_id", "ip", "user_agent")  # fmt: skip
+HASHED = (
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "action",
+    "outcome",
+    "object_type",
+    "object_id",
+    "object_label",
+    "model_name",
+    "version_number",
+    "changes",
+    "detail",
+    "request_id",
+    "ip",
+    "user_agent",
+)
 
 
 @pytest.fixture
@@ -67,7 +82,10 @@ def test_modified_row_is_found_at_that_exact_event():
 def test_modified_json_field_is_found():
     events = append_events(5)
     with triggers_disabled():
-        raw("UPDATE governance_auditevent SET changes = %s WHERE id = %s", ['{"after": {"status": "approved"}}', events[2].id])
+        raw(
+            "UPDATE governance_auditevent SET changes = %s WHERE id = %s",
+            ['{"after": {"status": "approved"}}', events[2].id],
+        )
     assert f"at event #{events[2].id}: content does not match" in verify_fails()
 
 

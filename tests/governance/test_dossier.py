@@ -87,9 +87,14 @@ def test_managers_dossier_includes_the_versions_audit_trail(engineer, reviewer, 
     page = logged_in(manager).get(dossier_url(version)).content.decode()
 
     assert [(e["action"], e["outcome"]) for e in data["audit_events"]] == [
-        ("version.submit", "ok"), ("review.open", "ok"), ("review.approve", "ok"), ("review.approve", "ok"),
-        ("review.close", "ok"), ("version.approve", "ok"), ("review.approve", "denied"),
-    ]  # fmt: skip
+        ("version.submit", "ok"),
+        ("review.open", "ok"),
+        ("review.approve", "ok"),
+        ("review.approve", "ok"),
+        ("review.close", "ok"),
+        ("version.approve", "ok"),
+        ("review.approve", "denied"),
+    ]
     assert all(len(e["hash"]) == 64 for e in data["audit_events"])
     assert "Audit trail of this version" in page and "version.approve" in page
 

@@ -31,10 +31,40 @@ def test_openapi_schema_lists_the_stable_paths(client, db):
         import yaml
 
         paths = yaml.safe_load(response.content)["paths"]
-    for path in ["/api/v1/models/", "/api/v1/models/{name}/", "/api/v1/models/{name}/versions/",
-                 "/api/v1/models/{name}/versions/{number}/", "/api/v1/datasets/", "/api/v1/auth/token/"]:  # fmt: skip
+    for path in [
+        "/api/v1/models/",
+        "/api/v1/models/{name}/",
+        "/api/v1/models/{name}/versions/",
+        "/api/v1/models/{name}/versions/{number}/",
+        "/api/v1/datasets/",
+        "/api/v1/auth/token/",
+    ]:
         assert path in paths
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_livez_answers_without_touching_dependencies(client, settings):
+    # A dead broker (and no database access: no django_db mark) does not make
+    # the process look dead, only unready.
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_checks_database_and_broker(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_reports_a_dead_broker(client, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["broker"].startswith("error")
 
 
 @pytest.mark.django_db

@@ -191,8 +191,11 @@ def test_review_page_of_a_version_never_submitted(engineer, reviewer):
 @pytest.mark.parametrize("path", ["/reviews/", "REVIEW", "DOSSIER", "DOSSIER_JSON", "/dashboard/"])
 def test_outsider_gets_403_on_every_review_page(engineer, outsider, path):
     version = submitted_version(uploader=engineer)
-    path = {"REVIEW": page_url(version, "review/"), "DOSSIER": page_url(version, "dossier/"),
-            "DOSSIER_JSON": page_url(version, "dossier.json")}.get(path, path)  # fmt: skip
+    path = {
+        "REVIEW": page_url(version, "review/"),
+        "DOSSIER": page_url(version, "dossier/"),
+        "DOSSIER_JSON": page_url(version, "dossier.json"),
+    }.get(path, path)
 
     assert logged_in(outsider).get(path).status_code == 403
 

@@ -3,8 +3,8 @@
 import pytest
 from django.db import IntegrityError, transaction
 
+from glassbox.errors import Conflict
 from governance import roles, services
-from governance.errors import Conflict
 from governance.models import AuditEvent, ReviewRequest
 from registry.models import ModelVersion
 from tests.governance.reviewing import actions, decide, new_version, submitted_version, version_path

@@ -20,9 +20,11 @@ def _fresh_counters():
 
 def token_call(client: Client, username: str, password: str, ip: str = "10.1.1.1"):
     return client.post(
-        "/api/v1/auth/token/", {"username": username, "password": password},
-        content_type="application/json", REMOTE_ADDR=ip,
-    )  # fmt: skip
+        "/api/v1/auth/token/",
+        {"username": username, "password": password},
+        content_type="application/json",
+        REMOTE_ADDR=ip,
+    )
 
 
 @override_settings(GLASSBOX_SIGNIN_MAX_FAILURES=3)

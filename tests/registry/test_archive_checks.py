@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 from registry.archives import ArchiveLimits, check_member_name, extract_archive, inspect_archive
 
 LIMITS = ArchiveLimits(max_members=50, max_uncompressed_bytes=50 * 1024 * 1024, max_compression_ratio=100)
@@ -48,9 +48,20 @@ def write_tar(path, entries, mode="w:gz"):
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil.txt", "a/../../evil.txt", "/etc/passwd", "C:/windows/evil.dll", "..\\evil.txt", "a\\b.txt",
-     "%2e%2e/evil.txt", "a/%2e%2e%2fevil", "bad\x00name", "line\nbreak", ""],
-)  # fmt: skip
+    [
+        "../evil.txt",
+        "a/../../evil.txt",
+        "/etc/passwd",
+        "C:/windows/evil.dll",
+        "..\\evil.txt",
+        "a\\b.txt",
+        "%2e%2e/evil.txt",
+        "a/%2e%2e%2fevil",
+        "bad\x00name",
+        "line\nbreak",
+        "",
+    ],
+)
 def test_unsafe_member_names_are_refused(name):
     with pytest.raises(InvalidInput):
         check_member_name(name)
@@ -84,7 +95,7 @@ def test_zip_symlink_member_is_refused(tmp_path):
     path = tmp_path / "link.zip"
     with zipfile.ZipFile(path, "w") as archive:
         info = zipfile.ZipInfo("model.safetensors")
-        info.external_attr = (0o120777 << 16)  # S_IFLNK
+        info.external_attr = 0o120777 << 16  # S_IFLNK
         archive.writestr(info, "/etc/passwd")
     with pytest.raises(InvalidInput, match="link"):
         inspect_archive(path, LIMITS)

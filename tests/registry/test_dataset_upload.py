@@ -32,8 +32,10 @@ def test_csv_dataset_upload(api, engineer, reviewer, demo_models):
 
 @pytest.mark.django_db
 def test_jsonl_dataset_upload(api, engineer):
-    lines = [json.dumps({"text": "物流很快，包装完好", "label": "positive"}, ensure_ascii=False),
-             json.dumps({"text": "客服态度恶劣", "label": "negative"}, ensure_ascii=False)]  # fmt: skip
+    lines = [
+        json.dumps({"text": "物流很快，包装完好", "label": "positive"}, ensure_ascii=False),
+        json.dumps({"text": "客服态度恶劣", "label": "negative"}, ensure_ascii=False),
+    ]
     response = post_dataset(api(engineer), "\n".join(lines).encode(), "eval.jsonl")
     assert response.status_code == 201, response.json()
     assert response.json()["row_count"] == 2
@@ -43,8 +45,8 @@ def test_jsonl_dataset_upload(api, engineer):
 BAD_DATASETS = {
     "no label column": ("a.csv", "text,target\n好,positive\n".encode()),
     "no text column": ("a.csv", "content,label\n好,positive\n".encode()),
-    "undecodable bytes": ("a.csv", "text,label\n".encode() + "好".encode("gbk") + b",positive\n"),
-    "empty text": ("a.csv", "text,label\n ,positive\n".encode()),
+    "undecodable bytes": ("a.csv", b"text,label\n" + "好".encode("gbk") + b",positive\n"),
+    "empty text": ("a.csv", b"text,label\n ,positive\n"),
     "empty file": ("a.csv", b""),
     "jsonl not objects": ("a.jsonl", b'["text", "label"]\n'),
     "jsonl bad json": ("a.jsonl", b'{"text": "x", "label": \n'),

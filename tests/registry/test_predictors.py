@@ -74,7 +74,11 @@ def _run_load_check(path: Path, flavor: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     completed = subprocess.run(
         [sys.executable, "-m", "registry.load_check", str(path), flavor],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()
@@ -220,8 +224,16 @@ def test_get_predictor_does_not_cache_failures(bert_dir, tmp_path):
 
 
 def test_load_check_reports_good_and_broken_models(bert_dir, skops_file, tmp_path):
-    assert _run_load_check(bert_dir, "transformers") == {"ok": True, "labels": ["negative", "positive"], "max_length": 128}
-    assert _run_load_check(skops_file, "sklearn") == {"ok": True, "labels": ["negative", "positive"], "max_length": None}
+    assert _run_load_check(bert_dir, "transformers") == {
+        "ok": True,
+        "labels": ["negative", "positive"],
+        "max_length": 128,
+    }
+    assert _run_load_check(skops_file, "sklearn") == {
+        "ok": True,
+        "labels": ["negative", "positive"],
+        "max_length": None,
+    }
 
     broken = shutil.copytree(bert_dir, tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"not safetensors at all")

@@ -17,8 +17,14 @@ def logged_in(user, *, enforce_csrf=False) -> Client:
 def uploaded_version(api, engineer, sentiment_model, demo_models):
     from tests.registry.test_version_upload import upload
 
-    response = upload(api(engineer), "zh-sentiment", demo_models["sklearn_skops"].read_bytes(), "m.skops", "sklearn",
-                      description="<script>alert(1)</script>基线")  # fmt: skip
+    response = upload(
+        api(engineer),
+        "zh-sentiment",
+        demo_models["sklearn_skops"].read_bytes(),
+        "m.skops",
+        "sklearn",
+        description="<script>alert(1)</script>基线",
+    )
     assert response.status_code == 201
     return ModelVersion.objects.get()
 
@@ -94,7 +100,9 @@ def test_dataset_pages(api, engineer, reviewer, demo_models):
 
     handle = io.BytesIO(demo_models["holdout_csv"].read_bytes())
     handle.name = "holdout.csv"
-    dataset_id = api(engineer).post("/api/v1/datasets/", {"file": handle, "name": "holdout"}, format="multipart").json()["id"]
+    dataset_id = (
+        api(engineer).post("/api/v1/datasets/", {"file": handle, "name": "holdout"}, format="multipart").json()["id"]
+    )
     client = logged_in(reviewer)
     assert "holdout" in client.get("/datasets/").content.decode()
     page = client.get(f"/datasets/{dataset_id}/").content.decode()

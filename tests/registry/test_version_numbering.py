@@ -35,8 +35,9 @@ def test_twenty_concurrent_uploads_get_versions_1_to_20(committed_db, demo_model
             handle = io.BytesIO(data)
             handle.name = "m.skops"
             barrier.wait()
-            response = client.post("/api/v1/models/busy-model/versions/", {"artifact": handle, "flavor": "sklearn"},
-                                   format="multipart")  # fmt: skip
+            response = client.post(
+                "/api/v1/models/busy-model/versions/", {"artifact": handle, "flavor": "sklearn"}, format="multipart"
+            )
             statuses.append(response.status_code)
         finally:
             connection.close()

@@ -32,9 +32,15 @@ def _named(data: bytes, filename: str):
 @pytest.mark.django_db
 def test_transformers_upload_ends_in_a_predictor_that_classifies_chinese(api, engineer, sentiment_model, demo_models):
     response = upload(
-        api(engineer), "zh-sentiment", demo_models["bert_zip"].read_bytes(), "bert.zip", "transformers",
-        metrics=json.dumps({"accuracy": 0.81}), intended_use="评论情感分类", limitations="only reviews",
-    )  # fmt: skip
+        api(engineer),
+        "zh-sentiment",
+        demo_models["bert_zip"].read_bytes(),
+        "bert.zip",
+        "transformers",
+        metrics=json.dumps({"accuracy": 0.81}),
+        intended_use="评论情感分类",
+        limitations="only reviews",
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["version"] == 1 and body["status"] == "registered"
@@ -193,8 +199,14 @@ def test_upload_to_unknown_model_is_404(api, engineer, demo_models):
 
 @pytest.mark.django_db
 def test_version_detail_shows_card_digest_and_uploader(api, engineer, reviewer, sentiment_model, demo_models):
-    upload(api(engineer), "zh-sentiment", demo_models["sklearn_skops"].read_bytes(), "m.skops", "sklearn",
-           description="基线模型")  # fmt: skip
+    upload(
+        api(engineer),
+        "zh-sentiment",
+        demo_models["sklearn_skops"].read_bytes(),
+        "m.skops",
+        "sklearn",
+        description="基线模型",
+    )
     body = api(reviewer).get("/api/v1/models/zh-sentiment/versions/1/").json()
     assert body["created_by"] == "erin" and body["card"]["description"] == "基线模型"
     import hashlib
@@ -217,8 +229,9 @@ def test_a_passed_load_check_is_remembered_by_digest_and_a_failed_one_is_not(api
     for name in ("memo-a", "memo-b"):  # the second upload of the same bytes skips the child process
         handle = io.BytesIO(skops_bytes)
         handle.name = "model.skops"
-        response = api(engineer).post(f"/api/v1/models/{name}/versions/", {"artifact": handle, "flavor": "sklearn"},
-                                      format="multipart")  # fmt: skip
+        response = api(engineer).post(
+            f"/api/v1/models/{name}/versions/", {"artifact": handle, "flavor": "sklearn"}, format="multipart"
+        )
         assert response.status_code == 201, response.json()
         assert response.json()["labels"] == ["negative", "positive"]
     assert artifacts._passed_load_checks[(digest, "sklearn")] == (["negative", "positive"], None)
@@ -226,7 +239,8 @@ def test_a_passed_load_check_is_remembered_by_digest_and_a_failed_one_is_not(api
     broken = make_zip({"config.json": b'{"id2label": {"0": "a"}}', "model.safetensors": b"not tensors"})
     handle = io.BytesIO(broken)
     handle.name = "broken.zip"
-    response = api(engineer).post("/api/v1/models/memo-a/versions/", {"artifact": handle, "flavor": "transformers"},
-                                  format="multipart")  # fmt: skip
+    response = api(engineer).post(
+        "/api/v1/models/memo-a/versions/", {"artifact": handle, "flavor": "transformers"}, format="multipart"
+    )
     assert response.status_code == 400
     assert (hashlib.sha256(broken).hexdigest(), "transformers") not in artifacts._passed_load_checks

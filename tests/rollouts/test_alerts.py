@@ -95,8 +95,11 @@ def test_live_accuracy_from_feedback_raises_an_alert(watched_model, engineer, se
     answers = send_traffic(watched_model, chinese_reviews(40), actor=engineer)
     flipped = {"positive": "negative", "negative": "positive"}
     # Every labelled answer turns out wrong.
-    feedback_record(actor=engineer, model=watched_model,
-                    items=[{"prediction_id": a["prediction_id"], "label": flipped[a["label"]]} for a in answers[:25]])  # fmt: skip
+    feedback_record(
+        actor=engineer,
+        model=watched_model,
+        items=[{"prediction_id": a["prediction_id"], "label": flipped[a["label"]]} for a in answers[:25]],
+    )
 
     raised = monitoring.monitor_check(now=timezone.now() + timedelta(seconds=1))
 
@@ -111,8 +114,9 @@ def _finished_ticks(log: str) -> int:
 
 
 @pytest.mark.worker
-def test_beat_task_raises_alerts_in_a_real_worker(committed_db, served_model, engineer, demo_models, settings,
-                                                  worker_process):  # fmt: skip
+def test_beat_task_raises_alerts_in_a_real_worker(
+    committed_db, served_model, engineer, demo_models, settings, worker_process
+):
     from rollouts import prediction_log, routing, services
 
     assert settings.CELERY_BEAT_SCHEDULE["rollouts-check-monitors"]["task"] == check_monitors.name
@@ -128,8 +132,11 @@ def test_beat_task_raises_alerts_in_a_real_worker(committed_db, served_model, en
 
         check_monitors.delay()
 
-        alert = wait_for(lambda: Alert.objects.filter(version=version, metric="character_js_distance").first(),
-                         timeout=60, what="the drift alert")  # fmt: skip
+        alert = wait_for(
+            lambda: Alert.objects.filter(version=version, metric="character_js_distance").first(),
+            timeout=60,
+            what="the drift alert",
+        )
         assert AuditEvent.objects.filter(action="monitor.alert_raised", object_id=str(alert.pk), actor_id=None).exists()
         # A re-delivered tick changes nothing: still one open alert per metric.
         check_monitors.delay()

@@ -45,7 +45,9 @@ def test_sampling_distance_shrinks_as_samples_grow(reviews):
 def test_in_domain_traffic_stays_under_the_threshold_and_other_domains_cross_it(reviews):
     reference = profile_texts(reviews[:200])
     in_domain = measure_drift(reference, reviews[1000:1200])
-    english = measure_drift(reference, [f"The delivery number {n} arrived late and the box was damaged." for n in range(200)])
+    english = measure_drift(
+        reference, [f"The delivery number {n} arrived late and the box was damaged." for n in range(200)]
+    )
     kana = measure_drift(reference, ["とても良い商品でした、また買いたいです。"] * 200)
 
     # The raw distance of in-domain samples is far from 0 (a long-tailed

@@ -14,8 +14,9 @@ from tests.rollouts.rollout_helpers import deploy
 @pytest.fixture
 def answers(served_model, engineer, serving_env):
     deploy(served_model, served_model.versions.get(number=1), actor=engineer)
-    response = api_client_for(engineer).post("/api/v1/models/zh-serving/predict/",
-                                             {"inputs": ["质量很好，非常满意", "太差了，再也不买了"]}, format="json")  # fmt: skip
+    response = api_client_for(engineer).post(
+        "/api/v1/models/zh-serving/predict/", {"inputs": ["质量很好，非常满意", "太差了，再也不买了"]}, format="json"
+    )
     assert response.status_code == 200
     # Deliberately not flushed: feedback right after a prediction must find it.
     return response.json()["predictions"]
@@ -26,8 +27,13 @@ def feedback(user, items, model_name="zh-serving"):
 
 
 def test_feedback_is_stored_with_correctness_and_audited(answers, engineer2):
-    items = [{"prediction_id": answers[0]["prediction_id"], "label": answers[0]["label"]},
-             {"prediction_id": answers[1]["prediction_id"], "label": "positive" if answers[1]["label"] == "negative" else "negative"}]  # fmt: skip
+    items = [
+        {"prediction_id": answers[0]["prediction_id"], "label": answers[0]["label"]},
+        {
+            "prediction_id": answers[1]["prediction_id"],
+            "label": "positive" if answers[1]["label"] == "negative" else "negative",
+        },
+    ]
     response = feedback(engineer2, items)
 
     assert response.status_code == 201, response.json()
@@ -50,7 +56,10 @@ def test_a_second_feedback_on_a_prediction_is_409(answers, engineer):
 
 def test_unknown_prediction_is_404_and_nothing_is_stored(answers, engineer):
     unknown = str(uuid.uuid4())
-    items = [{"prediction_id": answers[0]["prediction_id"], "label": "positive"}, {"prediction_id": unknown, "label": "negative"}]
+    items = [
+        {"prediction_id": answers[0]["prediction_id"], "label": "positive"},
+        {"prediction_id": unknown, "label": "negative"},
+    ]
     response = feedback(engineer, items)
     assert response.status_code == 404 and f"unknown prediction {unknown}" in response.json()["detail"]
     assert not Feedback.objects.exists()
@@ -58,8 +67,10 @@ def test_unknown_prediction_is_404_and_nothing_is_stored(answers, engineer):
 
 
 def test_a_label_the_version_does_not_have_is_400_and_nothing_is_stored(answers, engineer):
-    items = [{"prediction_id": answers[0]["prediction_id"], "label": "positive"},
-             {"prediction_id": answers[1]["prediction_id"], "label": "neutral"}]  # fmt: skip
+    items = [
+        {"prediction_id": answers[0]["prediction_id"], "label": "positive"},
+        {"prediction_id": answers[1]["prediction_id"], "label": "neutral"},
+    ]
     response = feedback(engineer, items)
     assert response.status_code == 400 and "'neutral' is not one of" in response.json()["detail"]
     assert not Feedback.objects.exists()
@@ -74,7 +85,10 @@ def test_a_prediction_of_another_model_is_unknown_here(answers, engineer):
 
 
 def test_unknown_model_is_404(answers, engineer):
-    assert feedback(engineer, [{"prediction_id": answers[0]["prediction_id"], "label": "positive"}], "nope").status_code == 404
+    assert (
+        feedback(engineer, [{"prediction_id": answers[0]["prediction_id"], "label": "positive"}], "nope").status_code
+        == 404
+    )
 
 
 @pytest.mark.parametrize(

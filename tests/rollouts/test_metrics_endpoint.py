@@ -52,7 +52,9 @@ def traffic(served_model, engineer, serving_env):
     deploy(served_model, served_model.versions.get(number=1), actor=engineer)
     api = api_client_for(engineer)
     for n in range(6):
-        api.post("/api/v1/models/zh-serving/predict/", {"inputs": ["质量很好", "太差了"], "key": f"u{n}"}, format="json")
+        api.post(
+            "/api/v1/models/zh-serving/predict/", {"inputs": ["质量很好", "太差了"], "key": f"u{n}"}, format="json"
+        )
     api.post("/api/v1/models/zh-serving/predict/", {"inputs": ["好"]}, format="json", HTTP_X_GLASSBOX_VERSION="2")
     assert flush_prediction_logs()
     return served_model
@@ -67,7 +69,7 @@ def test_counters_and_histograms_parse_and_match_the_traffic(traffic, manager):
     assert kinds["glassbox_prediction_latency_seconds"] == "histogram"
 
     def value(name, **labels):
-        found = [v for n, l, v in samples if n == name and all(l.get(k) == str(x) for k, x in labels.items())]
+        found = [v for n, lbl, v in samples if n == name and all(lbl.get(k) == str(x) for k, x in labels.items())]
         assert len(found) == 1, (name, labels, found)
         return found[0]
 
@@ -75,8 +77,11 @@ def test_counters_and_histograms_parse_and_match_the_traffic(traffic, manager):
     assert value("glassbox_predictions_total", model="zh-serving", version=2, route="pinned") == 1
     assert value("glassbox_prediction_errors_total", model="zh-serving", version=1, route="stable") == 0
     series = {"model": "zh-serving", "version": 1, "route": "stable"}
-    buckets = [(float(l["le"]), v) for n, l, v in samples
-               if n == "glassbox_prediction_latency_seconds_bucket" and l["version"] == "1"]  # fmt: skip
+    buckets = [
+        (float(lbl["le"]), v)
+        for n, lbl, v in samples
+        if n == "glassbox_prediction_latency_seconds_bucket" and lbl["version"] == "1"
+    ]
     assert [le for le, _ in buckets] == sorted(le for le, _ in buckets) and buckets[-1][0] == float("inf")
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
     assert buckets[-1][1] == value("glassbox_prediction_latency_seconds_count", **series) == 12
@@ -86,11 +91,26 @@ def test_counters_and_histograms_parse_and_match_the_traffic(traffic, manager):
 def test_rollout_and_alert_gauges(traffic, engineer):
     _, v2 = traffic.versions.order_by("number")
     rollout = start_canary(traffic, v2, actor=engineer, weight=25)
-    Alert.objects.create(model=traffic, version=v2, metric="error_rate", value=0.2, threshold=0.05,
-                         message="error rate 20% over 5%", raised_at=timezone.now())  # fmt: skip
+    Alert.objects.create(
+        model=traffic,
+        version=v2,
+        metric="error_rate",
+        value=0.2,
+        threshold=0.05,
+        message="error rate 20% over 5%",
+        raised_at=timezone.now(),
+    )
     _, samples = parse(metrics(engineer).content.decode())
-    assert ("glassbox_rollout_candidate_weight", {"model": "zh-serving", "rollout": str(rollout.pk), "candidate": "2"}, 25.0) in samples
-    assert ("glassbox_rollout_status", {"model": "zh-serving", "rollout": str(rollout.pk), "status": "progressing"}, 1.0) in samples
+    assert (
+        "glassbox_rollout_candidate_weight",
+        {"model": "zh-serving", "rollout": str(rollout.pk), "candidate": "2"},
+        25.0,
+    ) in samples
+    assert (
+        "glassbox_rollout_status",
+        {"model": "zh-serving", "rollout": str(rollout.pk), "status": "progressing"},
+        1.0,
+    ) in samples
     assert ("glassbox_alerts_open", {"model": "zh-serving", "version": "2", "metric": "error_rate"}, 1.0) in samples
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from governance.errors import InvalidInput
+from glassbox.errors import InvalidInput
 from rollouts import monitoring
 from rollouts.models import Feedback, PredictionLog
 from rollouts.serving import feedback_record
@@ -18,9 +18,18 @@ T0 = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _log(version, *, at, latency, label="positive", confidence=0.9, error="", text="好"):
-    return PredictionLog(model=version.model, version=version, route="stable", input_text=text, input_length=len(text),
-                         label="" if error else label, confidence=None if error else confidence, latency_ms=latency,
-                         error=error, created_at=at)  # fmt: skip
+    return PredictionLog(
+        model=version.model,
+        version=version,
+        route="stable",
+        input_text=text,
+        input_length=len(text),
+        label="" if error else label,
+        confidence=None if error else confidence,
+        latency_ms=latency,
+        error=error,
+        created_at=at,
+    )
 
 
 @pytest.fixture

@@ -29,11 +29,22 @@ def hostile_labels(engineer):
     model = RegisteredModelFactory(name="hostile", created_by=engineer, description=SCRIPT_LABEL)
     version = ModelVersionFactory(model=model, labels=[SCRIPT_LABEL, "fine"])
     now = timezone.now()
-    PredictionLog.objects.bulk_create([
-        PredictionLog(model=model, version=version, route="stable", label=label, confidence=0.8, latency_ms=5.0,
-                      input_text="好", input_length=1, created_at=now - timedelta(minutes=minutes))
-        for minutes, label in ((1, SCRIPT_LABEL), (2, SCRIPT_LABEL), (3, "fine"))
-    ])  # fmt: skip
+    PredictionLog.objects.bulk_create(
+        [
+            PredictionLog(
+                model=model,
+                version=version,
+                route="stable",
+                label=label,
+                confidence=0.8,
+                latency_ms=5.0,
+                input_text="好",
+                input_length=1,
+                created_at=now - timedelta(minutes=minutes),
+            )
+            for minutes, label in ((1, SCRIPT_LABEL), (2, SCRIPT_LABEL), (3, "fine"))
+        ]
+    )
     return model
 
 

@@ -137,8 +137,9 @@ def test_a_failing_candidate_is_logged_as_errors_and_the_stable_answers(deployed
     """A candidate that was loaded, then could no longer answer (its artifact
     gone from the store after it left the predictor cache)."""
     broken = ModelVersionFactory(model=deployed, created_by=engineer, status=ModelVersion.Status.APPROVED)
-    services.rollout_start(actor=engineer, model=deployed, candidate=broken,
-                         steps=[{"weight": 100, "shadow": False, "bake_seconds": 60}])  # fmt: skip
+    services.rollout_start(
+        actor=engineer, model=deployed, candidate=broken, steps=[{"weight": 100, "shadow": False, "bake_seconds": 60}]
+    )
     routing._warmed.add(broken.artifact_sha256)  # it had been loaded and warmed
     routing.invalidate_routing(deployed.pk)
 
@@ -197,7 +198,9 @@ def test_roles_without_serving_permission_are_refused(deployed, persona, request
     user = request.getfixturevalue(persona)
     response = predict(user)
     assert response.status_code == 403 and response.json()["detail"]
-    assert AuditEvent.objects.filter(action="prediction.request", outcome="denied", actor_username=user.username).exists()
+    assert AuditEvent.objects.filter(
+        action="prediction.request", outcome="denied", actor_username=user.username
+    ).exists()
     assert flush_prediction_logs() and not PredictionLog.objects.exists()
 
 
@@ -210,8 +213,13 @@ def test_openapi_schema_renders_with_the_serving_endpoints(engineer):
     response = api_client_for(engineer).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     text = response.content.decode()
-    for fragment in ("/api/v1/models/{name}/predict/", "/api/v1/models/{name}/feedback/", "PredictInput",
-                     "FeedbackInput", "X-Glassbox-Version"):  # fmt: skip
+    for fragment in (
+        "/api/v1/models/{name}/predict/",
+        "/api/v1/models/{name}/feedback/",
+        "PredictInput",
+        "FeedbackInput",
+        "X-Glassbox-Version",
+    ):
         assert fragment in text, fragment
 
 

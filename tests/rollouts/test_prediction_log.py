@@ -23,9 +23,16 @@ from tests.conftest import ModelVersionFactory, wait_for
 def entries(version, count: int, *, start: int = 0, route: str = "stable", error_every: int = 0) -> list[dict]:
     return [
         new_entry(
-            model_id=version.model_id, version_id=version.pk, rollout_id=None, route=route, text=f"文本 {start + n}",
-            key_digest=prediction_log.key_hash(f"k{n}"), label="positive", confidence=0.9,
-            latency_ms=float((start + n) % 40) * 3.7 + 0.4, created_at=timezone.now(),
+            model_id=version.model_id,
+            version_id=version.pk,
+            rollout_id=None,
+            route=route,
+            text=f"文本 {start + n}",
+            key_digest=prediction_log.key_hash(f"k{n}"),
+            label="positive",
+            confidence=0.9,
+            latency_ms=float((start + n) % 40) * 3.7 + 0.4,
+            created_at=timezone.now(),
             error="boom" if error_every and n % error_every == 0 else "",
         )
         for n in range(count)
@@ -130,8 +137,12 @@ def test_the_buffer_is_bounded_and_drops_the_oldest_with_a_count(version, caplog
 
 def test_writes_from_many_threads_all_arrive(version):
     writer = PredictionLogWriter(flush_seconds=0.05, batch_size=50, max_buffer=100000)
-    threads = [threading.Thread(target=lambda i=i: [writer.enqueue(entries(version, 10, start=i * 1000 + j * 10))
-                                                   for j in range(20)]) for i in range(4)]  # fmt: skip
+    threads = [
+        threading.Thread(
+            target=lambda i=i: [writer.enqueue(entries(version, 10, start=i * 1000 + j * 10)) for j in range(20)]
+        )
+        for i in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -143,9 +154,18 @@ def test_writes_from_many_threads_all_arrive(version):
 
 
 def test_only_a_short_hash_of_the_key_and_a_bounded_text_are_stored(version):
-    entry = new_entry(model_id=version.model_id, version_id=version.pk, rollout_id=None, route="stable",
-                      text="长" * 3000, key_digest=prediction_log.key_hash("alice@example.test"), label="positive",
-                      confidence=0.5, latency_ms=1.0, created_at=timezone.now())  # fmt: skip
+    entry = new_entry(
+        model_id=version.model_id,
+        version_id=version.pk,
+        rollout_id=None,
+        route="stable",
+        text="长" * 3000,
+        key_digest=prediction_log.key_hash("alice@example.test"),
+        label="positive",
+        confidence=0.5,
+        latency_ms=1.0,
+        created_at=timezone.now(),
+    )
     writer = PredictionLogWriter(flush_seconds=0, batch_size=10, max_buffer=100)
     writer.enqueue([entry])
     assert writer.flush()
@@ -172,14 +192,21 @@ def test_buffered_rows_are_written_when_the_process_exits(version):
     """)
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "governance.settings",
+        "DJANGO_SETTINGS_MODULE": "glassbox.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "GLASSBOX_DATA_DIR": str(settings.DATA_DIR),
         "GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS": "3600",
         "GLASSBOX_PREDICTION_LOG_BATCH": "100000",
     }
-    result = subprocess.run([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True,
-                            text=True, timeout=120, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert PredictionLog.objects.filter(input_text__startswith="exit ").count() == 137
     assert_counters_match_rows(version)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from governance.errors import Conflict, NotPermitted
+from glassbox.errors import Conflict, NotPermitted
 from governance.models import AuditEvent
 from registry.models import ModelVersion
 from rollouts import routing, services
@@ -87,8 +87,11 @@ def test_pause_holds_the_step_and_resume_restarts_its_bake_clock(rolling, engine
     resumed = services.rollout_resume(actor=engineer, rollout=paused)
     assert resumed.status == Rollout.Status.PROGRESSING and resumed.status_reason == ""
     assert resumed.step_started_at > started and resumed.current_step == 0
-    assert list(AuditEvent.objects.filter(action__in=["rollout.pause", "rollout.resume"]).order_by("id")
-                .values_list("action", "actor_username")) == [("rollout.pause", "erin"), ("rollout.resume", "erin")]  # fmt: skip
+    assert list(
+        AuditEvent.objects.filter(action__in=["rollout.pause", "rollout.resume"])
+        .order_by("id")
+        .values_list("action", "actor_username")
+    ) == [("rollout.pause", "erin"), ("rollout.resume", "erin")]
 
 
 def test_only_a_paused_rollout_resumes(rolling, engineer):
@@ -142,8 +145,9 @@ def test_abort_returns_routing_to_stable_at_once(served_model, engineer, django_
     deploy_first(served_model, actor=engineer)
     steps = [{"weight": 50, "bake_seconds": 60}, {"weight": 100, "bake_seconds": 60}]
     with django_capture_on_commit_callbacks(execute=True):
-        rollout = services.rollout_start(actor=engineer, model=served_model,
-                                         candidate=served_model.versions.get(number=2), steps=steps)  # fmt: skip
+        rollout = services.rollout_start(
+            actor=engineer, model=served_model, candidate=served_model.versions.get(number=2), steps=steps
+        )
     routing.warm_versions(served_model)
     table = routing.routing_table(served_model)
     assert (table.candidate.number, table.candidate_weight) == (2, 50)

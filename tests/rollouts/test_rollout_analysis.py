@@ -54,8 +54,14 @@ def _traffic(model, texts, actor, **options):
 
 
 def _start(model, actor, *, steps, dataset=None, thresholds=TEST_THRESHOLDS) -> Rollout:
-    rollout = services.rollout_start(actor=actor, model=model, candidate=model.versions.get(number=2), steps=steps,
-                                     thresholds=thresholds, reference_dataset=dataset)  # fmt: skip
+    rollout = services.rollout_start(
+        actor=actor,
+        model=model,
+        candidate=model.versions.get(number=2),
+        steps=steps,
+        thresholds=thresholds,
+        reference_dataset=dataset,
+    )
     routing.warm_versions(model)  # loaded before it takes traffic, as a serving process does
     return rollout
 
@@ -69,8 +75,12 @@ def test_a_healthy_candidate_walks_every_step_and_is_promoted(
 ):
     deploy_first(served_model, actor=engineer)
     dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
-    steps = [{"weight": 0, "shadow": True, "bake_seconds": 0}, {"weight": 25, "bake_seconds": 0},
-             {"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}]  # fmt: skip
+    steps = [
+        {"weight": 0, "shadow": True, "bake_seconds": 0},
+        {"weight": 25, "bake_seconds": 0},
+        {"weight": 50, "bake_seconds": 0},
+        {"weight": 100, "bake_seconds": 0},
+    ]
     rollout = _start(served_model, engineer, steps=steps, dataset=dataset)
 
     runs = []
@@ -112,16 +122,21 @@ def broken_candidate_model(engineer, engineer2, reviewer, demo_models, tmp_path,
     model = RegisteredModelFactory(name="zh-broken", created_by=engineer)
     known = ["测试", "很好", "预热", *holdout_texts[:10]]
     labels = ["negative", "positive"] * (len(known) // 2) + ["positive"] * (len(known) % 2)
-    lookup = Pipeline([
-        ("column", FunctionTransformer(numpy.vstack)),
-        ("lookup", OneHotEncoder(handle_unknown="error")),
-        ("classifier", LogisticRegression()),
-    ]).fit(known, labels)  # fmt: skip
+    lookup = Pipeline(
+        [
+            ("column", FunctionTransformer(numpy.vstack)),
+            ("lookup", OneHotEncoder(handle_unknown="error")),
+            ("classifier", LogisticRegression()),
+        ]
+    ).fit(known, labels)
     broken = tmp_path / "lookup.skops"
     skops.io.dump(lookup, broken)
     for path in (demo_models["sklearn_skops"], broken):
-        approve(upload_skops(uploader=engineer, model_name=model.name, skops_path=path),
-                submitter=engineer2, reviewer=reviewer)  # fmt: skip
+        approve(
+            upload_skops(uploader=engineer, model_name=model.name, skops_path=path),
+            submitter=engineer2,
+            reviewer=reviewer,
+        )
     return model
 
 
@@ -166,9 +181,13 @@ def test_no_traffic_is_inconclusive_and_pauses(engineer, inline_logs):
 
     assert run.verdict == "inconclusive" and run.action == "paused"
     verdicts = {m["name"]: m["verdict"] for m in run.measurements}
-    assert verdicts == {"error_rate": "inconclusive", "latency_p95_ratio": "inconclusive",
-                        "label_divergence": "inconclusive", "shadow_agreement": "inconclusive",
-                        "input_drift": "not_measured"}  # fmt: skip
+    assert verdicts == {
+        "error_rate": "inconclusive",
+        "latency_p95_ratio": "inconclusive",
+        "label_divergence": "inconclusive",
+        "shadow_agreement": "inconclusive",
+        "input_drift": "not_measured",
+    }
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.PAUSED and rollout.current_step == 0
     assert "0 candidate requests < min_requests 20" in rollout.status_reason
@@ -183,15 +202,22 @@ def test_a_window_is_analysed_once(engineer, inline_logs):
     for _ in range(2):
         ModelVersionFactory(model=model, status=ModelVersion.Status.APPROVED)
     deploy_first(model, actor=engineer)
-    rollout = services.rollout_start(actor=engineer, model=model, candidate=model.versions.get(number=2),
-                                     thresholds={"failure_limit": 5})  # fmt: skip
+    rollout = services.rollout_start(
+        actor=engineer, model=model, candidate=model.versions.get(number=2), thresholds={"failure_limit": 5}
+    )
     end = rollout.step_started_at + timedelta(seconds=60)
 
     # A tick that measured before another one acted finds the rollout moved on.
     stale = services.rollout_record_analysis(
-        rollout=rollout, expected_last_analysis_at=timezone.now(), expected_step=0, window_start=rollout.step_started_at,
-        window_end=end, measurements=[], verdict="successful", now=end,
-    )  # fmt: skip
+        rollout=rollout,
+        expected_last_analysis_at=timezone.now(),
+        expected_step=0,
+        window_start=rollout.step_started_at,
+        window_end=end,
+        measurements=[],
+        verdict="successful",
+        now=end,
+    )
     first = rollout_analyse(rollout=rollout, now=end)
     again = rollout_analyse(rollout=rollout, now=end)
 
@@ -202,8 +228,12 @@ def test_a_window_is_analysed_once(engineer, inline_logs):
 def test_drift_shows_when_traffic_from_another_domain_arrives(served_model, engineer, inline_logs, demo_models):
     deploy_first(served_model, actor=engineer)
     dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
-    rollout = _start(served_model, engineer, dataset=dataset,
-                     steps=[{"weight": 0, "shadow": True, "bake_seconds": 300}, {"weight": 100, "bake_seconds": 300}])  # fmt: skip
+    rollout = _start(
+        served_model,
+        engineer,
+        dataset=dataset,
+        steps=[{"weight": 0, "shadow": True, "bake_seconds": 300}, {"weight": 100, "bake_seconds": 300}],
+    )
     kana = [f"この商品はとても良かったです。また買いたいと思います。{i}番目のレビュー" for i in range(60)]
     english = [f"Review number {i}: the hotel was clean and the staff were friendly." for i in range(60)]
 
@@ -223,8 +253,12 @@ def test_drift_shows_when_traffic_from_another_domain_arrives(served_model, engi
 def test_failures_up_to_the_limit_are_tolerated(broken_candidate_model, engineer, inline_logs, holdout_texts):
     model = broken_candidate_model
     deploy_first(model, actor=engineer)
-    rollout = _start(model, engineer, steps=[{"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
-                     thresholds={**TEST_THRESHOLDS, "failure_limit": 1})  # fmt: skip
+    rollout = _start(
+        model,
+        engineer,
+        steps=[{"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
+        thresholds={**TEST_THRESHOLDS, "failure_limit": 1},
+    )
 
     _traffic(model, holdout_texts[10:], engineer, batch=4)
     first = rollout_analyse(rollout=rollout, now=timezone.now())

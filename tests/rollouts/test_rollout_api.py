@@ -42,14 +42,20 @@ def test_start_answers_201_with_the_rollout(model, engineer):
 
 
 def test_start_takes_steps_thresholds_and_interval(model, engineer):
-    body = {"candidate": 2, "steps": [{"weight": 10, "bake_seconds": 60}, {"weight": 100, "bake_seconds": 60}],
-            "thresholds": {"max_error_rate": 0.02}, "analysis_interval_seconds": 30}  # fmt: skip
+    body = {
+        "candidate": 2,
+        "steps": [{"weight": 10, "bake_seconds": 60}, {"weight": 100, "bake_seconds": 60}],
+        "thresholds": {"max_error_rate": 0.02},
+        "analysis_interval_seconds": 30,
+    }
     response = _post(engineer, "/api/v1/models/zh-api/rollouts/", body)
 
     assert response.status_code == 201, response.json()
     data = response.json()
-    assert data["steps"] == [{"weight": 10, "shadow": False, "bake_seconds": 60},
-                             {"weight": 100, "shadow": False, "bake_seconds": 60}]  # fmt: skip
+    assert data["steps"] == [
+        {"weight": 10, "shadow": False, "bake_seconds": 60},
+        {"weight": 100, "shadow": False, "bake_seconds": 60},
+    ]
     assert data["candidate_weight"] == 10 and data["shadow"] is False
     assert data["thresholds"]["max_error_rate"] == 0.02 and data["interval"] == 30
 
@@ -104,8 +110,11 @@ def test_readers_may_read_but_not_start(model, persona, request):
 def test_outsiders_and_anonymous_read_nothing(model, outsider):
     rollout = Rollout.objects.get(model=model)
     for client in (api_client_for(outsider), api_client_for(None)):
-        for path in ("/api/v1/models/zh-api/rollouts/", f"/api/v1/rollouts/{rollout.pk}/",
-                     f"/api/v1/rollouts/{rollout.pk}/analysis/"):  # fmt: skip
+        for path in (
+            "/api/v1/models/zh-api/rollouts/",
+            f"/api/v1/rollouts/{rollout.pk}/",
+            f"/api/v1/rollouts/{rollout.pk}/analysis/",
+        ):
             response = client.get(path)
             assert response.status_code in (401, 403), path
             assert "detail" in response.json()

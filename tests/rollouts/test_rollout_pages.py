@@ -32,8 +32,9 @@ def client_for(user, **kwargs) -> Client:
 def rollout(served_model, engineer) -> Rollout:
     """v1 serving, v2 rolling out (shadow step first)."""
     deploy_first(served_model, actor=engineer)
-    return services.rollout_start(actor=engineer, model=served_model, candidate=served_model.versions.get(number=2),
-                                  steps=STEPS)  # fmt: skip
+    return services.rollout_start(
+        actor=engineer, model=served_model, candidate=served_model.versions.get(number=2), steps=STEPS
+    )
 
 
 def _gate_forms(html: str) -> set[str]:
@@ -182,10 +183,15 @@ def test_engineer_starts_a_rollout_from_the_list_page(served_model, engineer):
     assert 'id="start-rollout"' in page and ">v2</option>" in page and ">v1</option>" not in page
 
     candidate = served_model.versions.get(number=2)
-    response = client.post("/models/zh-serving/rollouts/", {
-        "candidate": candidate.pk, "steps_preset": "quick", "threshold_max_error_rate": "0.02",
-        "analysis_interval_seconds": "30",
-    })  # fmt: skip
+    response = client.post(
+        "/models/zh-serving/rollouts/",
+        {
+            "candidate": candidate.pk,
+            "steps_preset": "quick",
+            "threshold_max_error_rate": "0.02",
+            "analysis_interval_seconds": "30",
+        },
+    )
 
     started = Rollout.objects.get(candidate=candidate)
     assert response.status_code == 302 and response["Location"] == f"/rollouts/{started.pk}/"
@@ -198,9 +204,14 @@ def test_start_form_shows_service_refusals_and_changes_nothing(served_model, eng
     deploy_first(served_model, actor=engineer)
     candidate = served_model.versions.get(number=2)
 
-    response = client_for(engineer).post("/models/zh-serving/rollouts/", {
-        "candidate": candidate.pk, "steps_preset": "default", "threshold_max_error_rate": "5",
-    })  # fmt: skip
+    response = client_for(engineer).post(
+        "/models/zh-serving/rollouts/",
+        {
+            "candidate": candidate.pk,
+            "steps_preset": "default",
+            "threshold_max_error_rate": "5",
+        },
+    )
 
     assert response.status_code == 400
     assert "threshold max_error_rate must be a number from 0.0 to 1.0" in response.content.decode()

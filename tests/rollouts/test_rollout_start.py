@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.db import DatabaseError, connection
 
-from governance.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.models import AuditEvent
 from registry.models import ModelVersion
 from rollouts import services
@@ -78,8 +78,15 @@ def test_reference_dataset_is_profiled_with_the_candidates_characters(served_mod
     assert AuditEvent.objects.filter(action="version.reference_set", version_number=2).exists()
 
 
-@pytest.mark.parametrize("status", [ModelVersion.Status.REGISTERED, ModelVersion.Status.IN_REVIEW,
-                                    ModelVersion.Status.REJECTED, ModelVersion.Status.RETIRED])  # fmt: skip
+@pytest.mark.parametrize(
+    "status",
+    [
+        ModelVersion.Status.REGISTERED,
+        ModelVersion.Status.IN_REVIEW,
+        ModelVersion.Status.REJECTED,
+        ModelVersion.Status.RETIRED,
+    ],
+)
 def test_only_an_approved_version_can_roll_out(deployed, engineer, status):
     version = ModelVersionFactory(model=deployed, status=status)
 
@@ -114,14 +121,26 @@ def test_only_engineers_start_rollouts(deployed, persona, request):
 
 
 BAD_STEPS = [
-    ([{"weight": 50, "bake_seconds": 0}, {"weight": 25, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
-     "step 2: weight 25 must be above the previous step's 50"),
-    ([{"weight": 50, "bake_seconds": 0}, {"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
-     "step 2: weight 50 must be above"),
-    ([{"weight": 10, "bake_seconds": 0}, {"weight": 120, "bake_seconds": 0}], "step 2: weight must be a whole percentage"),
-    ([{"weight": -5, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}], "step 1: weight must be a whole percentage"),
-    ([{"weight": 10, "bake_seconds": 0}, {"weight": 0, "shadow": True, "bake_seconds": 0}, {"weight": 100}],
-     "step 2: a shadow step may only come first"),
+    (
+        [{"weight": 50, "bake_seconds": 0}, {"weight": 25, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
+        "step 2: weight 25 must be above the previous step's 50",
+    ),
+    (
+        [{"weight": 50, "bake_seconds": 0}, {"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
+        "step 2: weight 50 must be above",
+    ),
+    (
+        [{"weight": 10, "bake_seconds": 0}, {"weight": 120, "bake_seconds": 0}],
+        "step 2: weight must be a whole percentage",
+    ),
+    (
+        [{"weight": -5, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
+        "step 1: weight must be a whole percentage",
+    ),
+    (
+        [{"weight": 10, "bake_seconds": 0}, {"weight": 0, "shadow": True, "bake_seconds": 0}, {"weight": 100}],
+        "step 2: a shadow step may only come first",
+    ),
     ([{"weight": 5, "shadow": True}, {"weight": 100}], "step 1: a shadow step has weight 0"),
     ([{"weight": 5}, {"weight": 50}], "step 2: the last step must send 100%"),
     ([{"weight": 0, "shadow": True}], "step 1: the last step must send 100%"),
@@ -130,7 +149,7 @@ BAD_STEPS = [
     ([{"weight": 10, "pause": True}, {"weight": 100}], "step 1: unknown field pause"),
     ([], "steps must be a non-empty list"),
     ("fast", "steps must be a non-empty list"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("steps, message", BAD_STEPS)

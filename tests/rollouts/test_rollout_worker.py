@@ -18,21 +18,29 @@ pytestmark = pytest.mark.worker
 
 
 @pytest.mark.usefixtures("committed_db")
-def test_worker_with_beat_walks_a_healthy_rollout_to_promotion(served_model, engineer, worker_pool, settings,  # noqa: F811
-                                                               demo_models):  # fmt: skip
+def test_worker_with_beat_walks_a_healthy_rollout_to_promotion(
+    served_model,
+    engineer,
+    worker_pool,  # noqa: F811  (the imported fixture)
+    settings,
+    demo_models,
+):
     # Short intervals for the test: analysis every 2 s, beat ticking every second.
     settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = 1
-    worker_pool.start("analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1",
-                                                 "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"})  # fmt: skip
+    worker_pool.start(
+        "analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1", "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"}
+    )
     with open(demo_models["holdout_csv"], encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)]
     deploy_first(served_model, actor=engineer)
     rollout = services.rollout_start(
-        actor=engineer, model=served_model, candidate=served_model.versions.get(number=2),
+        actor=engineer,
+        model=served_model,
+        candidate=served_model.versions.get(number=2),
         steps=[{"weight": 50, "bake_seconds": 0}, {"weight": 100, "bake_seconds": 0}],
         thresholds={"min_requests": 5, "max_latency_p95_ratio": 5.0, "max_label_divergence": 0.3},
         analysis_interval_seconds=2,
-    )  # fmt: skip
+    )
     routing.warm_versions(served_model)
 
     served_by = set()

@@ -24,8 +24,14 @@ def table(weight: int, rollout_id: int = 7) -> RoutingTable:
     model = RegisteredModel(pk=1, name="m")
     stable = ModelVersion(pk=1, model=model, number=1)
     candidate = ModelVersion(pk=2, model=model, number=2)
-    return RoutingTable(model=model, stable=stable, rollout_id=rollout_id, candidate=candidate,
-                        candidate_weight=weight, candidate_ready=True)  # fmt: skip
+    return RoutingTable(
+        model=model,
+        stable=stable,
+        rollout_id=rollout_id,
+        candidate=candidate,
+        candidate_weight=weight,
+        candidate_ready=True,
+    )
 
 
 def candidate_keys(weight: int, rollout_id: int = 7) -> set[str]:
@@ -83,10 +89,13 @@ def test_without_a_key_inputs_are_random_by_weight():
 
 def test_the_bucket_of_a_key_is_the_same_in_another_process():
     # Every gunicorn worker must route a key the same way (no per-process hash seed).
-    code = "import django; django.setup(); from rollouts.routing import route_key; print(repr(route_key(11, 'user-42')))"
-    env = {**os.environ, "PYTHONHASHSEED": "123", "DJANGO_SETTINGS_MODULE": "governance.settings"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=settings.BASE_DIR, capture_output=True, text=True,
-                         check=True, env=env)  # fmt: skip
+    code = (
+        "import django; django.setup(); from rollouts.routing import route_key; print(repr(route_key(11, 'user-42')))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "123", "DJANGO_SETTINGS_MODULE": "glassbox.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=settings.BASE_DIR, capture_output=True, text=True, check=True, env=env
+    )
     assert float(out.stdout.strip()) == route_key(11, "user-42")
 
 
@@ -137,8 +146,9 @@ def test_an_unloaded_candidate_is_warmed_in_the_background_then_routed(served_mo
     deploy(served_model, v1, actor=engineer)
     from rollouts import services
 
-    services.rollout_start(actor=engineer, model=served_model, candidate=v2,
-                           steps=[{"weight": 100, "shadow": False, "bake_seconds": 60}])  # fmt: skip
+    services.rollout_start(
+        actor=engineer, model=served_model, candidate=v2, steps=[{"weight": 100, "shadow": False, "bake_seconds": 60}]
+    )
     routing.clear_routing_cache()
     routing._warmed.clear()
     clear_predictor_cache()
@@ -148,4 +158,7 @@ def test_an_unloaded_candidate_is_warmed_in_the_background_then_routed(served_mo
     deadline = time.monotonic() + 30
     while not routing.routing_table(served_model).candidate_ready and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert routing.routing_table(served_model).choose("anyone") == (routing.routing_table(served_model).candidate, "candidate")
+    assert routing.routing_table(served_model).choose("anyone") == (
+        routing.routing_table(served_model).candidate,
+        "candidate",
+    )

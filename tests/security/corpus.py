@@ -97,8 +97,13 @@ def zip_with_symlink(target: str) -> bytes:
 
 def tar_of(entries: list[tuple[str, str, object]], *, mode: str = "w:gz") -> bytes:
     """entries: (name, kind, payload); kind is file, symlink, hardlink, chardev, blockdev or fifo."""
-    types = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "chardev": tarfile.CHRTYPE,
-             "blockdev": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}  # fmt: skip
+    types = {
+        "symlink": tarfile.SYMTYPE,
+        "hardlink": tarfile.LNKTYPE,
+        "chardev": tarfile.CHRTYPE,
+        "blockdev": tarfile.BLKTYPE,
+        "fifo": tarfile.FIFOTYPE,
+    }
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode=mode) as archive:
         for name, kind, payload in entries:

@@ -4,7 +4,7 @@ every operation, as an engineer with a token, against the real PostgreSQL.
 
 Each operation is one test: bounded, derandomized examples (the same cases on
 every run), no shrinking. Every answer must be a documented status with a body
-that matches the schema (4xx: the JSON `detail` of governance.api_schema), no
+that matches the schema (4xx: the JSON `detail` of glassbox.api_schema), no
 answer may be a 5xx, and input that breaks the schema must be refused with a
 4xx. Path parameters mostly point at real objects (a deployed model with a
 rollout, a dataset, a finished report) so the fuzzing reaches past the 404.
@@ -30,7 +30,7 @@ from schemathesis import checks
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
-from governance.wsgi import application
+from glassbox.wsgi import application
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory
 from tests.explanations.reporting import make_report
 from tests.rollouts.conftest import resaved_demo_skops, served_model, serving_env  # noqa: F401 (fixtures)
@@ -187,8 +187,9 @@ def test_fuzzing_summary_no_operation_answered_5xx(capsys):
     # Kept beside the other security figures, for the report in the README.
     summary_path = Path(django_settings.DATA_DIR) / "api-fuzzing-summary.json"
     summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps({name: dict(_per_operation.get(name, {})) for name in sorted(operations)},
-                                       default=str, indent=1))  # fmt: skip
+    summary_path.write_text(
+        json.dumps({name: dict(_per_operation.get(name, {})) for name in sorted(operations)}, default=str, indent=1)
+    )
     lines.append(f"(kept in {summary_path})")
     with capsys.disabled():
         print("\n" + "\n".join(lines))

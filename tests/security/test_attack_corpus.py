@@ -118,19 +118,29 @@ def test_archive_member_outside_the_archive_is_refused(engineer, sentiment_model
 
 
 LINKS_AND_SPECIAL_FILES = {
-    "tar symlink to /etc/passwd": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "symlink", "/etc/passwd")]),
-    "tar symlink out by ../": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "symlink", "../../../../etc/passwd")]),
+    "tar symlink to /etc/passwd": lambda: tar_of(
+        [("config.json", "file", b"{}"), ("model.safetensors", "symlink", "/etc/passwd")]
+    ),
+    "tar symlink out by ../": lambda: tar_of(
+        [("config.json", "file", b"{}"), ("model.safetensors", "symlink", "../../../../etc/passwd")]
+    ),
     "tar symlink to a dir then a file through it": lambda: tar_of(
         [("config.json", "file", b"{}"), ("up", "symlink", "/tmp"), ("up/evil.py", "file", b"x")]
     ),
-    "tar hard link to /etc/passwd": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "hardlink", "/etc/passwd")]),
-    "tar hard link out by ../": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "hardlink", "../outside")]),
+    "tar hard link to /etc/passwd": lambda: tar_of(
+        [("config.json", "file", b"{}"), ("model.safetensors", "hardlink", "/etc/passwd")]
+    ),
+    "tar hard link out by ../": lambda: tar_of(
+        [("config.json", "file", b"{}"), ("model.safetensors", "hardlink", "../outside")]
+    ),
     "tar character device": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "chardev", None)]),
     "tar block device": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "blockdev", None)]),
     "tar fifo": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "fifo", None)]),
-    "uncompressed tar symlink": lambda: tar_of([("config.json", "file", b"{}"), ("model.safetensors", "symlink", "/etc/passwd")], mode="w"),
+    "uncompressed tar symlink": lambda: tar_of(
+        [("config.json", "file", b"{}"), ("model.safetensors", "symlink", "/etc/passwd")], mode="w"
+    ),
     "zip symlink to /etc/passwd": lambda: corpus.zip_with_symlink("/etc/passwd"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(LINKS_AND_SPECIAL_FILES))
@@ -155,11 +165,17 @@ BOMBS = {
     # Millions of tiny members: the zip64 end record says 2,000,000, refused before the directory is read.
     "zip of 2,000,000 members": (lambda: corpus.zip_claiming_members(2_000_000), "model.zip", "more than 1000 members"),
     "zip of 1001 members": (lambda: corpus.zip_of_many_members(1001), "model.zip", "more than 1000 members"),
-    "zip of 1500 members claiming 3": (lambda: corpus.zip_of_many_members(1500, claim=3), "model.zip", "more than 1000 members"),
-    "tar of 1001 members": (
-        lambda: tar_of([(f"f{i}", "file", b"") for i in range(1001)]), "model.tar.gz", "more than 1000 members"
+    "zip of 1500 members claiming 3": (
+        lambda: corpus.zip_of_many_members(1500, claim=3),
+        "model.zip",
+        "more than 1000 members",
     ),
-}  # fmt: skip
+    "tar of 1001 members": (
+        lambda: tar_of([(f"f{i}", "file", b"") for i in range(1001)]),
+        "model.tar.gz",
+        "more than 1000 members",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
@@ -355,27 +371,44 @@ def hostile_world(engineer, engineer2, reviewer, reviewer2, manager, demo_models
     version labels (labels come from the uploaded model), explanation
     texts, rollout reasons, prediction logs."""
     api = api_client_for(engineer)
-    assert api.post("/api/v1/models/", {"name": "xss", "risk_tier": "low", "description": _payloads("model-description")},
-                    format="json").status_code == 201  # fmt: skip
-    card = {field: _payloads(f"card-{field}") for field in ("description", "intended_use", "limitations",
-                                                           "training_data", "evaluation_data")}  # fmt: skip
+    assert (
+        api.post(
+            "/api/v1/models/",
+            {"name": "xss", "risk_tier": "low", "description": _payloads("model-description")},
+            format="json",
+        ).status_code
+        == 201
+    )
+    card = {
+        field: _payloads(f"card-{field}")
+        for field in ("description", "intended_use", "limitations", "training_data", "evaluation_data")
+    }
     response = upload_version(
         engineer, "xss", demo_models["sklearn_skops"].read_bytes(), "model.skops", "sklearn", **card
     )
     assert response.status_code == 201, response.content
     v1 = ModelVersion.objects.get(model__name="xss", number=1)
     assert api.post("/api/v1/models/xss/versions/1/submit/").status_code in (200, 201)
-    decided = api_client_for(reviewer).post("/api/v1/models/xss/versions/1/decisions/",
-                                            {"decision": "approve", "comment": _payloads("review-comment")}, format="json")  # fmt: skip
+    decided = api_client_for(reviewer).post(
+        "/api/v1/models/xss/versions/1/decisions/",
+        {"decision": "approve", "comment": _payloads("review-comment")},
+        format="json",
+    )
     assert decided.status_code in (200, 201), decided.content
 
-    v2 = ModelVersionFactory(model=v1.model, labels=[_payloads("label"), "fine"], created_by=engineer,
-                             description=_payloads("v2-description"))  # fmt: skip
+    v2 = ModelVersionFactory(
+        model=v1.model,
+        labels=[_payloads("label"), "fine"],
+        created_by=engineer,
+        description=_payloads("v2-description"),
+    )
     review_services.review_submit(actor=engineer, version=v2)
     review_services.decision_record(actor=reviewer2, version=v2, decision="approve", comment=_payloads("comment-2"))
 
-    rows = "".join(f'"{_payloads("dataset-text").replace(chr(34), chr(34) * 2)}",{label}\n'
-                   for label in ("positive", "negative", PAYLOADS["script"].format("dataset-label")))  # fmt: skip
+    rows = "".join(
+        f'"{_payloads("dataset-text").replace(chr(34), chr(34) * 2)}",{label}\n'
+        for label in ("positive", "negative", PAYLOADS["script"].format("dataset-label"))
+    )
     dataset = upload_dataset(
         engineer, "xss-holdout", f"text,label\n{rows}".encode(), description=_payloads("dataset-description")
     )
@@ -396,10 +429,19 @@ def hostile_world(engineer, engineer2, reviewer, reviewer2, manager, demo_models
 
     now = timezone.now()
     PredictionLog.objects.bulk_create(
-        PredictionLog(model=v1.model, version=v2, route="candidate", label=v2.labels[0], confidence=0.7, latency_ms=3.0,
-                      input_text=_payloads("predicted-text"), input_length=40, created_at=now)
+        PredictionLog(
+            model=v1.model,
+            version=v2,
+            route="candidate",
+            label=v2.labels[0],
+            confidence=0.7,
+            latency_ms=3.0,
+            input_text=_payloads("predicted-text"),
+            input_length=40,
+            created_at=now,
+        )
         for _ in range(3)
-    )  # fmt: skip
+    )
     return {"v1": v1, "v2": v2, "report": report, "rollout": rollout, "dataset_id": dataset.json()["id"]}
 
 
@@ -451,9 +493,21 @@ def test_script_payloads_render_inert_on_every_page(hostile_world, engineer, rev
             # The heat map shows the explained text one token (character) at a time.
             assert re.search(r">\s*&lt;\s*<", html), "the heat map does not show the text's '<' token"
     # Every field that carries the payloads was rendered (escaped) on some page.
-    expected = {"model-description", "card-description", "card-intended_use", "card-limitations",
-                "card-training_data", "card-evaluation_data", "review-comment", "comment-2", "label",
-                "dataset-text", "dataset-label", "dataset-description", "rollout-reason"}  # fmt: skip
+    expected = {
+        "model-description",
+        "card-description",
+        "card-intended_use",
+        "card-limitations",
+        "card-training_data",
+        "card-evaluation_data",
+        "review-comment",
+        "comment-2",
+        "label",
+        "dataset-text",
+        "dataset-label",
+        "dataset-description",
+        "rollout-reason",
+    }
     assert expected <= shown_somewhere, sorted(expected - shown_somewhere)
 
 
@@ -481,9 +535,13 @@ class CountingJsonStream(io.RawIOBase):
 
 @pytest.mark.parametrize(
     "path, role",
-    [("/api/v1/models/", "engineer"), ("/api/v1/models/zh-sentiment/predict/", "engineer"),
-     ("/api/v1/models/zh-sentiment/versions/1/decisions/", "reviewer"), ("/api/v1/auth/token/", None)],
-)  # fmt: skip
+    [
+        ("/api/v1/models/", "engineer"),
+        ("/api/v1/models/zh-sentiment/predict/", "engineer"),
+        ("/api/v1/models/zh-sentiment/versions/1/decisions/", "reviewer"),
+        ("/api/v1/auth/token/", None),
+    ],
+)
 def test_a_100_mib_json_body_is_refused_unread(engineer, reviewer, sentiment_model, settings, path, role):
     version = ModelVersionFactory(model=sentiment_model)
     review_services.review_submit(actor=engineer, version=version)
@@ -492,8 +550,9 @@ def test_a_100_mib_json_body_is_refused_unread(engineer, reviewer, sentiment_mod
     client = api_client_for({"engineer": engineer, "reviewer": reviewer, None: None}[role])
     before = Unchanged()
 
-    response = client.generic("POST", path, b"{}", content_type="application/json",
-                              CONTENT_LENGTH=str(size), **{"wsgi.input": stream})  # fmt: skip
+    response = client.generic(
+        "POST", path, b"{}", content_type="application/json", CONTENT_LENGTH=str(size), **{"wsgi.input": stream}
+    )
 
     before.refused(response, "100 MiB JSON body", statuses=(413,))
     assert "limit" in response.json()["detail"]
@@ -514,8 +573,10 @@ def fresh_signin_counters():
 
 def test_guessing_passwords_on_the_token_endpoint_is_rate_limited(engineer, settings, fresh_signin_counters):
     client = Client(REMOTE_ADDR="203.0.113.9")
-    answers = [client.post("/api/v1/auth/token/", {"username": "erin", "password": f"guess-{i}"}).status_code
-               for i in range(settings.GLASSBOX_SIGNIN_MAX_FAILURES + 3)]  # fmt: skip
+    answers = [
+        client.post("/api/v1/auth/token/", {"username": "erin", "password": f"guess-{i}"}).status_code
+        for i in range(settings.GLASSBOX_SIGNIN_MAX_FAILURES + 3)
+    ]
     # Even the right password is refused while the window lasts.
     right = client.post("/api/v1/auth/token/", {"username": "erin", "password": "correct horse battery staple"})
     for status in answers[settings.GLASSBOX_SIGNIN_MAX_FAILURES :]:
@@ -536,9 +597,13 @@ def test_an_upload_by_someone_who_may_not_upload_is_refused_unread(reviewer, sen
     before = Unchanged()
 
     response = api_client_for(reviewer).generic(
-        "POST", path, b"", content_type="multipart/form-data; boundary=corpus", CONTENT_LENGTH=str(size),
+        "POST",
+        path,
+        b"",
+        content_type="multipart/form-data; boundary=corpus",
+        CONTENT_LENGTH=str(size),
         **{"wsgi.input": stream},
-    )  # fmt: skip
+    )
 
     before.refused(response, "upload by a role that may not upload", statuses=(403,))
     assert stream.sent == 0

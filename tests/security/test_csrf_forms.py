@@ -34,8 +34,15 @@ FORM_ROUTES = sorted(route for route, methods in EXPECTED.items() if not route.s
 
 def test_the_table_lists_every_form_the_walk_finds(db):
     assert [route.route for route in _form_routes()] == FORM_ROUTES
-    assert {"login/", "logout/", "models/<str:name>/upload/", "models/<str:name>/versions/<int:number>/review/",
-            "models/<str:name>/rollouts/", "rollouts/<int:pk>/<str:action>/", "admin/auth/user/add/"} <= set(FORM_ROUTES)  # fmt: skip
+    assert {
+        "login/",
+        "logout/",
+        "models/<str:name>/upload/",
+        "models/<str:name>/versions/<int:number>/review/",
+        "models/<str:name>/rollouts/",
+        "rollouts/<int:pk>/<str:action>/",
+        "admin/auth/user/add/",
+    } <= set(FORM_ROUTES)
 
 
 @pytest.mark.parametrize("route_key", FORM_ROUTES)

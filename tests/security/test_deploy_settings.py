@@ -19,9 +19,13 @@ PRODUCTION_ENV = {
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=settings.BASE_DIR, env={**os.environ, **PRODUCTION_ENV},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, *args],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, **PRODUCTION_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_with_production_settings():
@@ -41,7 +45,7 @@ def test_production_responses_carry_the_security_headers():
         "                  'status': secure.status_code, 'headers': dict(secure.headers),\n"
         "                  'cookies': {k: dict(v) for k, v in secure.cookies.items()}}))\n"
     )
-    result = _run(["-c", f"import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'governance.settings')\n{script}"])
+    result = _run(["-c", f"import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'glassbox.settings')\n{script}"])
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -49,12 +49,18 @@ def staff_only(*methods: str) -> dict[str, tuple[int, ...]]:
 # An allowed caller's 400/409 is its input or the object's state; refusals are 401/403.
 EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "": {"GET": (302, 302, 302, 302, 302)},
+    "livez": {"GET": (200, 200, 200, 200, 200)},
+    "readyz": {"GET": (200, 200, 200, 200, 200)},
     "healthz": {"GET": (200, 200, 200, 200, 200)},
     "metrics": {"GET": (401, 403, 200, 200, 200)},
     "login/": {"GET": (200, 200, 200, 200, 200), "POST": (200, 200, 200, 200, 200), "PUT": (200, 200, 200, 200, 200)},
     "logout/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
     "admin/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
-    "admin/login/": {"GET": (200, 200, 200, 200, 200), "POST": (200, 200, 200, 200, 200), "PUT": (200, 200, 200, 200, 200)},
+    "admin/login/": {
+        "GET": (200, 200, 200, 200, 200),
+        "POST": (200, 200, 200, 200, 200),
+        "PUT": (200, 200, 200, 200, 200),
+    },
     "admin/logout/": staff_only("GET", "POST"),
     "admin/password_change/": staff_only("GET", "POST", "PUT"),
     "admin/password_change/done/": staff_only("GET"),
@@ -83,15 +89,24 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "admin/^(?P<app_label>auth|authtoken)/$": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "admin/(?P<url>.*)$": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "api/v1/auth/token/": {"GET": (405, 405, 405, 405, 405), "POST": (400, 400, 400, 400, 400)},
-    "api/v1/models/<str:name>/versions/<int:number>/submit/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
-    "api/v1/models/<str:name>/versions/<int:number>/decisions/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 403, 201, 403)},
+    "api/v1/models/<str:name>/versions/<int:number>/submit/": {
+        "GET": (401, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 403, 403),
+    },
+    "api/v1/models/<str:name>/versions/<int:number>/decisions/": {
+        "GET": (401, 403, 200, 200, 200),
+        "POST": (401, 403, 403, 201, 403),
+    },
     "api/v1/audit/events/": {"GET": (401, 403, 403, 403, 200)},
     "api/v1/models/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 201, 403, 403)},
     "api/v1/models/<str:name>/": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/models/<str:name>/versions/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 400, 403, 403)},
     "api/v1/models/<str:name>/versions/<int:number>/": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/datasets/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 400, 403, 403)},
-    "api/v1/models/<str:name>/versions/<int:number>/explanations/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 202, 202, 403)},
+    "api/v1/models/<str:name>/versions/<int:number>/explanations/": {
+        "GET": (401, 403, 200, 200, 200),
+        "POST": (401, 403, 202, 202, 403),
+    },
     "api/v1/explanations/<int:pk>/": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/explanations/<int:pk>/cancel/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
     "api/v1/explanations/<int:pk>/export.json": {"GET": (401, 403, 200, 200, 200)},
@@ -109,8 +124,14 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "api/docs/": {"GET": (200, 200, 200, 200, 200)},
     "reviews/": {"GET": (302, 403, 200, 200, 200)},
     "dashboard/": {"GET": (302, 403, 403, 403, 200)},
-    "models/<str:name>/versions/<int:number>/submit/": {"GET": (302, 405, 405, 405, 405), "POST": (302, 403, 302, 403, 403)},
-    "models/<str:name>/versions/<int:number>/review/": {"GET": (302, 403, 200, 200, 200), "POST": (302, 403, 403, 302, 403)},
+    "models/<str:name>/versions/<int:number>/submit/": {
+        "GET": (302, 405, 405, 405, 405),
+        "POST": (302, 403, 302, 403, 403),
+    },
+    "models/<str:name>/versions/<int:number>/review/": {
+        "GET": (302, 403, 200, 200, 200),
+        "POST": (302, 403, 403, 302, 403),
+    },
     "models/<str:name>/versions/<int:number>/dossier/": {"GET": (302, 403, 200, 200, 200)},
     "models/<str:name>/versions/<int:number>/dossier.json": {"GET": (302, 403, 200, 200, 200)},
     "audit/": {"GET": (302, 403, 403, 403, 200)},
@@ -118,11 +139,20 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "audit/export.json": {"GET": (302, 403, 403, 403, 200)},
     "models/": {"GET": (302, 403, 200, 200, 200)},
     "models/<str:name>/": {"GET": (302, 403, 200, 200, 200)},
-    "models/<str:name>/upload/": {"GET": (302, 403, 200, 403, 403), "DELETE": (302, 403, 200, 403, 403), "PATCH": (302, 403, 200, 403, 403), "POST": (302, 403, 400, 403, 403), "PUT": (302, 403, 200, 403, 403)},
+    "models/<str:name>/upload/": {
+        "GET": (302, 403, 200, 403, 403),
+        "DELETE": (302, 403, 200, 403, 403),
+        "PATCH": (302, 403, 200, 403, 403),
+        "POST": (302, 403, 400, 403, 403),
+        "PUT": (302, 403, 200, 403, 403),
+    },
     "models/<str:name>/versions/<int:number>/": {"GET": (302, 403, 200, 200, 200)},
     "datasets/": {"GET": (302, 403, 200, 200, 200)},
     "datasets/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
-    "models/<str:name>/versions/<int:number>/explanations/new/": {"GET": (302, 403, 200, 200, 403), "POST": (302, 403, 302, 302, 403)},
+    "models/<str:name>/versions/<int:number>/explanations/new/": {
+        "GET": (302, 403, 200, 200, 403),
+        "POST": (302, 403, 302, 302, 403),
+    },
     "explanations/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
     "explanations/<int:pk>/cancel/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 302, 403, 403)},
     "models/<str:name>/explanations/compare/": {"GET": (302, 403, 200, 200, 200)},
@@ -130,7 +160,7 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "models/<str:name>/monitoring/": {"GET": (302, 403, 200, 200, 200)},
     "rollouts/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
     "rollouts/<int:pk>/<str:action>/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 400, 403, 403)},
-}  # fmt: skip
+}
 
 
 class World:
@@ -162,8 +192,14 @@ class World:
         Token.objects.get_or_create(user=engineer)
 
     def path_of(self, route) -> str:
-        values = {"name": "zh-sentiment", "number": self.in_review.number, "action": "pause", "app_label": "auth",
-                  "url": "nothing-here/", "id": self.users["engineer"].pk}  # fmt: skip
+        values = {
+            "name": "zh-sentiment",
+            "number": self.in_review.number,
+            "action": "pause",
+            "app_label": "auth",
+            "url": "nothing-here/",
+            "id": self.users["engineer"].pk,
+        }
         if route.route.startswith(("api/v1/explanations/", "explanations/")):
             values["pk"] = self.report.pk
         elif route.route.startswith(("api/v1/rollouts/", "rollouts/")):
@@ -212,8 +248,9 @@ class World:
             if method == "GET":
                 status = client.get(path).status_code
             else:
-                status = client.generic(method, path, urlencode(body, doseq=True),
-                                        content_type="application/x-www-form-urlencoded").status_code  # fmt: skip
+                status = client.generic(
+                    method, path, urlencode(body, doseq=True), content_type="application/x-www-form-urlencoded"
+                ).status_code
             transaction.set_rollback(True)
         return status
 
@@ -256,7 +293,7 @@ def test_route_answers_each_persona_as_expected(db, route_key):
 
 
 # Open to anyone: signing in, liveness, and the API's own description.
-PUBLIC = {"healthz", "login/", "admin/login/", "api/v1/auth/token/", "api/schema/", "api/docs/"}
+PUBLIC = {"livez", "readyz", "healthz", "login/", "admin/login/", "api/v1/auth/token/", "api/schema/", "api/docs/"}
 
 
 def test_no_role_means_no_way_in():
@@ -264,9 +301,10 @@ def test_no_role_means_no_way_in():
     user without a role gets anything but a refusal or a redirect to sign in."""
     leaks = [
         f"{method} {route}: {who} gets {answers[index]}"
-        for route, methods in EXPECTED.items() if route not in PUBLIC
+        for route, methods in EXPECTED.items()
+        if route not in PUBLIC
         for method, answers in methods.items()
         for index, who in enumerate(PERSONAS[:2])
         if answers[index] not in (302, 401, 403, 405)
-    ]  # fmt: skip
+    ]
     assert not leaks, leaks

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from glassbox.errors import GlassboxError
 from governance.audit import checkpoint_create
-from governance.errors import GlassboxError
 
 
 class Command(BaseCommand):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from glassbox.errors import GlassboxError
 from governance.audit import ChainBreak, checkpoint_key, verify_chain, verify_checkpoint
-from governance.errors import GlassboxError
 
 
 class Command(BaseCommand):

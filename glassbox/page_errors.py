@@ -1,4 +1,4 @@
-"""The pages' side of governance/errors.py (api_errors.py is the API's):
+"""The pages' side of glassbox/errors.py (api_errors.py is the API's):
 selectors and services raise API-style errors, and a page turns a refusal
 to read into a 403 page and a missing object into a 404 page."""
 
@@ -7,7 +7,7 @@ import functools
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from governance.errors import NotFound, NotPermitted
+from glassbox.errors import NotFound, NotPermitted
 
 
 def page_errors(view):

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from explanations import urls as explanation_urls
+from glassbox import views as platform_views
 from governance import apis as governance_apis
 from governance import audit_urls, signin
 from governance import views as governance_views
@@ -36,11 +37,14 @@ api_v1 = [
 ]
 
 # An unmatched path under /api/ answers JSON, like every API error.
-handler404 = "governance.api_errors.not_found"
+handler404 = "glassbox.api_errors.not_found"
 
 urlpatterns = [
-    path("", governance_views.home, name="home"),
-    path("healthz", governance_views.healthz, name="healthz"),
+    path("", platform_views.home, name="home"),
+    path("livez", platform_views.livez, name="livez"),
+    path("readyz", platform_views.readyz, name="readyz"),
+    # The older name of the readiness probe, kept for existing load balancers.
+    path("healthz", platform_views.readyz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("login/", signin.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,5 +1,5 @@
 """The OpenAPI schema's error answers. Every API error is JSON with a
-`detail` string (governance.api_errors), whichever view or layer raised it,
+`detail` string (glassbox.api_errors), whichever view or layer raised it,
 so every operation documents those bodies once, here, rather than each view
 listing the same seven codes by hand."""
 

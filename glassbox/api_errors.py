@@ -9,7 +9,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from governance.errors import GlassboxError
+from glassbox.errors import GlassboxError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def not_found(request, exception):
 class ServiceUnavailableMiddleware:
     """When the database is gone (restarted, connections dropped, failed
     over) a request cannot be served: answer 503 with Retry-After instead of
-    a 500, as JSON under /api/ (and for /healthz, /metrics), so clients back
+    a 500, as JSON under /api/ (and for the health probes and /metrics), so clients back
     off and retry. Django opens a fresh connection for the next request, so
     service resumes by itself once the database is back. Any other unhandled
     error under /api/ still answers JSON: `detail` and the request id to quote."""
@@ -90,9 +90,9 @@ class ServiceUnavailableMiddleware:
         from django.db.utils import InterfaceError, OperationalError
         from django.http import HttpResponse, JsonResponse
 
-        from governance.middleware import current_request_context
+        from glassbox.middleware import current_request_context
 
-        is_api = request.path.startswith(("/api/", "/healthz", "/metrics"))
+        is_api = request.path.startswith(("/api/", "/livez", "/readyz", "/healthz", "/metrics"))
         context = current_request_context()
         request_id = context.request_id if context else ""
         if isinstance(exception, (OperationalError, InterfaceError)):

@@ -33,7 +33,9 @@ class Command(BaseCommand):
     help = "Create demo users, train (or reuse) the demo models, register them and upload the held-out set."
 
     def add_arguments(self, parser):
-        parser.add_argument("--quick", action="store_true", help="train on a few hundred rows (seconds, lower accuracy)")
+        parser.add_argument(
+            "--quick", action="store_true", help="train on a few hundred rows (seconds, lower accuracy)"
+        )
         parser.add_argument("--cache-dir", default=str(Path(settings.DATA_DIR) / "demo-models"))
 
     def handle(self, *args, quick: bool, cache_dir: str, **options):
@@ -45,13 +47,23 @@ class Command(BaseCommand):
         cache = Path(cache_dir)
         engineer = users["erin"]
         self._ensure_version(
-            engineer, BERT_MODEL, "high", "transformers", cache / manifest["bert"]["artifact"], manifest["bert"],
+            engineer,
+            BERT_MODEL,
+            "high",
+            "transformers",
+            cache / manifest["bert"]["artifact"],
+            manifest["bert"],
             "Character-level BERT (2 layers, hidden 128) for the sentiment of Chinese product and book reviews.",
-        )  # fmt: skip
+        )
         self._ensure_version(
-            engineer, SKLEARN_MODEL, "medium", "sklearn", cache / manifest["sklearn"]["artifact"], manifest["sklearn"],
+            engineer,
+            SKLEARN_MODEL,
+            "medium",
+            "sklearn",
+            cache / manifest["sklearn"]["artifact"],
+            manifest["sklearn"],
             "TF-IDF over character 1-2 grams with logistic regression; the baseline for the BERT model.",
-        )  # fmt: skip
+        )
         holdout = Dataset.objects.filter(name="zh-reviews-holdout").first()
         if holdout is None:
             holdout = services.dataset_create(
@@ -86,9 +98,11 @@ class Command(BaseCommand):
             version.refresh_from_db()
             if version.status == version.Status.IN_REVIEW:
                 review_services.decision_record(
-                    actor=users[reviewer], version=version, decision="approve",
+                    actor=users[reviewer],
+                    version=version,
+                    decision="approve",
                     comment="Demo approval: held-out accuracy and model card checked.",
-                )  # fmt: skip
+                )
         version.refresh_from_db()
         rollout_services.rollout_start(
             actor=users["erin"], model=version.model, candidate=version, reference_dataset=reference
@@ -99,7 +113,9 @@ class Command(BaseCommand):
         users = {}
         with transaction.atomic():
             for username, role in DEMO_USERS:
-                user, created = User.objects.get_or_create(username=username, defaults={"email": f"{username}@demo.local"})
+                user, created = User.objects.get_or_create(
+                    username=username, defaults={"email": f"{username}@demo.local"}
+                )
                 if created:
                     user.set_password(f"{username}{DEMO_PASSWORD_SUFFIX}")
                     user.is_staff = role == roles.ADMIN

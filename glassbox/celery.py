@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "glassbox.settings")
 
 app = Celery("glassbox")
 app.config_from_object("django.conf:settings", namespace="CELERY")

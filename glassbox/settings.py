@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI's files served by us: the API docs work with no internet.
     "drf_spectacular_sidecar",
+    # The project package: the demo seeding command and shared plumbing, no models.
+    "glassbox",
     "governance",
     "registry",
     "explanations",
@@ -74,8 +76,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "governance.middleware.RequestContextMiddleware",
-    "governance.api_errors.ServiceUnavailableMiddleware",
+    "glassbox.middleware.RequestContextMiddleware",
+    "glassbox.api_errors.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -84,8 +86,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "governance.urls"
-WSGI_APPLICATION = "governance.wsgi.application"
+ROOT_URLCONF = "glassbox.urls"
+WSGI_APPLICATION = "glassbox.wsgi.application"
 
 TEMPLATES = [
     {
@@ -97,7 +99,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "governance.context_processors.roles",
+                "glassbox.context_processors.roles",
             ],
         },
     },
@@ -198,7 +200,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "governance.api_errors.json_exception_handler",
+    "EXCEPTION_HANDLER": "glassbox.api_errors.json_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -221,7 +223,7 @@ SPECTACULAR_SETTINGS = {
     # Every operation documents the JSON `detail` bodies of its 4xx and 503 answers.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "governance.api_schema.add_error_responses",
+        "glassbox.api_schema.add_error_responses",
     ],
 }
 
@@ -330,7 +332,9 @@ GLASSBOX_MONITOR_THRESHOLDS = {
     # when set.
     "max_accuracy_drop": float(os.environ.get("GLASSBOX_MONITOR_MAX_ACCURACY_DROP", "0.1")),
     "min_live_accuracy": (
-        float(os.environ["GLASSBOX_MONITOR_MIN_LIVE_ACCURACY"]) if os.environ.get("GLASSBOX_MONITOR_MIN_LIVE_ACCURACY") else None
+        float(os.environ["GLASSBOX_MONITOR_MIN_LIVE_ACCURACY"])
+        if os.environ.get("GLASSBOX_MONITOR_MIN_LIVE_ACCURACY")
+        else None
     ),
     # Below these counts a value is not judged: the rollout analysis' default
     # minimum of 20 requests; drift on fewer than 200 texts is mostly sampling noise.
@@ -369,7 +373,9 @@ GLASSBOX_SIGNIN_WINDOW_SECONDS = _env_int("GLASSBOX_SIGNIN_WINDOW_SECONDS", 900)
 # The cache holds those counters: set CACHE_URL (redis://...) when several
 # server processes must share them; the default is per process.
 if os.environ.get("CACHE_URL"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "glassbox"}}
 SESSION_COOKIE_HTTPONLY = True
