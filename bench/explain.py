@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from explanations.explainers import get_explainer  # noqa: E402
-from explanations.explainers.base import prepare_text  # noqa: E402
 from explanations.fidelity import FidelityCase, eraser  # noqa: E402
+from explanations.masking import prepare_text  # noqa: E402
 from registry.predictors import load_predictor  # noqa: E402
 
 DEMO_DIR = ROOT / "var" / "demo-models"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from explanations.explainers.base import PreparedText
+from explanations.masking import PreparedText
 
 BINS = (1, 5, 10, 20, 50)
 

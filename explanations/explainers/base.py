@@ -1,4 +1,6 @@
-"""The Explainer base class, parameter checking and the text masking every method shares.
+"""The Explainer base class, parameter checking and the global summary every method shares.
+
+The text masking the methods share lives in explanations/masking.py.
 
 Imported by the web process (validate_params runs there): numpy, torch,
 shap and lime are only imported inside the methods that compute.
@@ -7,13 +9,11 @@ shap and lime are only imported inside the methods that compute.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from explanations.masking import Progress, prepare_text, tokens_covered
 from glassbox.errors import InvalidInput
-
-Progress = Callable[[float], None] | None
 
 
 @dataclass(frozen=True)
@@ -50,102 +50,6 @@ class Param:
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise InvalidInput(f"parameter {name!r} must be between {self.low:g} and {self.high:g}, not {value!r}")
         return value
-
-
-@dataclass
-class PreparedText:
-    """A text cut to what the model reads, with its tokens' spans, able to
-    render itself with any set of tokens hidden."""
-
-    text: str
-    truncated: bool
-    spans: list[tuple[int, int]]
-    mask_text: str
-    _gaps: list[str] = field(default_factory=list, repr=False)
-    _pieces: list[str] = field(default_factory=list, repr=False)
-
-    def __post_init__(self) -> None:
-        # The text between tokens (spaces, characters the tokenizer drops) is
-        # always kept, so a rendering differs from the text only at hidden tokens.
-        previous = 0
-        for start, end in self.spans:
-            self._gaps.append(self.text[previous:start])
-            self._pieces.append(self.text[start:end])
-            previous = end
-        self._tail = self.text[previous:]
-
-    @property
-    def n(self) -> int:
-        return len(self.spans)
-
-    def render(self, hidden) -> str:
-        """The text with the tokens whose indices are in ``hidden`` replaced by the mask."""
-        mask = self.mask_text
-        parts = []
-        for i, (gap, piece) in enumerate(zip(self._gaps, self._pieces)):
-            parts.append(gap)
-            parts.append(mask if i in hidden else piece)
-        parts.append(self._tail)
-        return "".join(parts)
-
-    def render_present(self, present: int) -> str:
-        """The text keeping only the tokens whose bits are set in ``present``."""
-        mask = self.mask_text
-        parts = []
-        for i, (gap, piece) in enumerate(zip(self._gaps, self._pieces)):
-            parts.append(gap)
-            parts.append(piece if (present >> i) & 1 else mask)
-        parts.append(self._tail)
-        return "".join(parts)
-
-
-def prepare_text(predictor, text: str) -> PreparedText:
-    """Cut ``text`` after the last token the model reads and say whether anything was cut."""
-    text = str(text)
-    tokens = [(start, end) for _, start, end in predictor.tokenize_with_offsets(text) if end > start]
-    limit = getattr(predictor, "max_tokens", None)
-    truncated = limit is not None and len(tokens) > limit
-    if truncated:
-        tokens = tokens[:limit]
-        text = text[: tokens[-1][1]] if tokens else ""
-    return PreparedText(text=text, truncated=truncated, spans=tokens, mask_text=predictor.mask_text)
-
-
-def tokens_covered(prepared: PreparedText, units: list[tuple[int, int]]) -> list[list[int]]:
-    """For each unit span (a word, say), the model tokens starting inside it."""
-    groups: list[list[int]] = [[] for _ in units]
-    j = 0
-    for i, (start, _) in enumerate(prepared.spans):
-        while j + 1 < len(units) and units[j + 1][0] <= start:
-            j += 1
-        if units and units[j][0] <= start < units[j][1]:
-            groups[j].append(i)
-    return groups
-
-
-def predict_rows(
-    predictor, strings: list[str], token_counts: list[int], batch_size: int, progress: Progress, span=(0.05, 0.95)
-):
-    """predict_proba over many masked texts, in batches of rows with the same token count.
-
-    predict_proba groups rows by character length, but a "[MASK]" is six
-    characters for one token: grouping by token count here keeps padding
-    (wasted forward work) near zero. Progress moves across ``span``.
-    """
-    import numpy as np
-
-    order = sorted(range(len(strings)), key=lambda i: (token_counts[i], len(strings[i])))
-    out = np.zeros((len(strings), len(predictor.labels)))
-    step = max(1, batch_size)
-    next_report = 0.0
-    for start in range(0, len(order), step):
-        idx = order[start : start + step]
-        out[idx] = predictor.predict_proba([strings[i] for i in idx], batch_size=step)
-        done = min(1.0, (start + step) / max(1, len(order)))
-        if progress and done >= next_report:
-            progress(span[0] + (span[1] - span[0]) * done)
-            next_report = done + 0.05
-    return out
 
 
 def chunk_seed(seed: int, index: int) -> list[int]:

@@ -14,16 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from explanations.explainers.base import (
-    LocalExplainer,
-    Param,
-    Progress,
-    chunk_seed,
-    predict_rows,
-    prepare_text,
-    tokens_covered,
-)
+from explanations.explainers.base import LocalExplainer, Param, chunk_seed
 from explanations.hierarchy import word_spans
+from explanations.masking import Progress, predict_rows, prepare_text, tokens_covered
 
 
 def unit_spans(prepared, unit: str) -> list[tuple[int, int]]:

@@ -15,8 +15,9 @@ from collections import Counter
 
 import numpy as np
 
-from explanations.explainers.base import Explainer, Param, Progress, prepare_text, tokens_covered
+from explanations.explainers.base import Explainer, Param
 from explanations.hierarchy import word_spans
+from explanations.masking import Progress, prepare_text, tokens_covered
 from glassbox.errors import InvalidInput
 
 

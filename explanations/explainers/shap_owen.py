@@ -22,16 +22,9 @@ from itertools import combinations
 
 import numpy as np
 
-from explanations.explainers.base import (
-    LocalExplainer,
-    Param,
-    PreparedText,
-    Progress,
-    chunk_seed,
-    predict_rows,
-    prepare_text,
-)
+from explanations.explainers.base import LocalExplainer, Param, chunk_seed
 from explanations.hierarchy import Node, build_tree, leaves
+from explanations.masking import PreparedText, Progress, predict_rows, prepare_text
 
 # Beyond this many Owen terms the exact enumeration is not even attempted:
 # the terms are Python tuples, and a few hundred thousand is seconds of work.

@@ -3,8 +3,8 @@
 import pytest
 
 from explanations.explainers import get_explainer
-from explanations.explainers.base import prepare_text
 from explanations.fidelity import BINS, FidelityCase, eraser, top_count
+from explanations.masking import prepare_text
 from tests.explanations.keyword_model import KeywordModel
 
 

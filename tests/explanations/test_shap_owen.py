@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from explanations.explainers import get_explainer
-from explanations.explainers.base import prepare_text
 from explanations.hierarchy import build_tree
+from explanations.masking import prepare_text
 from registry.predictors import load_predictor
 from tests.explanations.keyword_model import KeywordModel
 
