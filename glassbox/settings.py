@@ -290,6 +290,8 @@ GLASSBOX_PREDICTION_LOG_BATCH = _env_int("GLASSBOX_PREDICTION_LOG_BATCH", 500)
 # While the database is unreachable a process keeps at most this many rows to
 # retry; past it the oldest are dropped (counted on /metrics, and logged).
 GLASSBOX_PREDICTION_LOG_MAX_BUFFER = _env_int("GLASSBOX_PREDICTION_LOG_MAX_BUFFER", 200_000)
+# How long a process that exits waits for its last rows to be written.
+GLASSBOX_PREDICTION_LOG_EXIT_TIMEOUT = _env_int("GLASSBOX_PREDICTION_LOG_EXIT_TIMEOUT", 10)
 # Shadow traffic: background threads per process calling the candidate, and
 # how far they may fall behind (inputs) before mirrors are skipped.
 GLASSBOX_SHADOW_WORKERS = _env_int("GLASSBOX_SHADOW_WORKERS", 1)
@@ -317,7 +319,7 @@ GLASSBOX_DRIFT_THRESHOLDS = {
     "length_psi": float(os.environ.get("GLASSBOX_DRIFT_LENGTH_PSI", "0.2")),
     "unknown_rate_increase": float(os.environ.get("GLASSBOX_DRIFT_UNKNOWN_RATE", "0.05")),
 }
-# Bounds of the live monitor (rollouts/monitoring.py): a deployed version's
+# Bounds of the live monitor (rollouts.services.monitor_check): a deployed version's
 # last GLASSBOX_MONITOR_INTERVAL_SECONDS of traffic outside them raises an
 # alert, back inside clears it. Drift uses GLASSBOX_DRIFT_THRESHOLDS above.
 GLASSBOX_MONITOR_THRESHOLDS = {

@@ -30,15 +30,16 @@ from django.db import connection
 from django.db.models import Aggregate, Avg, Count, F, FloatField, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from rollouts.aggregation import percentile
 from rollouts.drift import js_distance, measure_drift
 from rollouts.models import DEFAULT_THRESHOLDS, AnalysisRun, Feedback, PredictionLog, Rollout, VersionReference
 from rollouts.prediction_log import flush_prediction_logs
+from rollouts.selectors import version_known_characters
 
 logger = logging.getLogger(__name__)
 
 # Newest input texts a window keeps for drift: bounded work per analysis.
 SAMPLE_TEXTS = 2000
-# Multinomial draws that estimate the drift a sample shows by chance alone.
 
 
 class _Percentile(Aggregate):
@@ -58,12 +59,8 @@ def _percentiles(rows, fractions=(0.5, 0.95, 0.99)) -> dict[str, float | None]:
         values = rows.aggregate(**{name: _Percentile("latency_ms", f) for name, f in zip(names, fractions)})
         return {name: values[name] for name in names}
     # The embedded demo (SQLite) has no percentile_cont.
-    import numpy as np
-
-    latencies = list(rows.values_list("latency_ms", flat=True))
-    if not latencies:
-        return dict.fromkeys(names)
-    return {name: float(np.percentile(latencies, f * 100)) for name, f in zip(names, fractions)}
+    latencies = sorted(rows.values_list("latency_ms", flat=True))
+    return {name: percentile(latencies, f) for name, f in zip(names, fractions)}
 
 
 def window_stats(
@@ -124,16 +121,6 @@ def _measurement(name, value, threshold, comparison, verdict, detail="", **extra
 def _judge(name, value, threshold, comparison, **extra) -> dict:
     passed = value <= threshold if comparison == "<=" else value >= threshold
     return _measurement(name, value, threshold, comparison, "successful" if passed else "failed", **extra)
-
-
-def _known_characters(version) -> frozenset[str] | None:
-    try:
-        from registry.selectors import version_predictor
-
-        return version_predictor(version).known_characters()
-    except Exception:  # drift's unknown-character signal is a detail; the distance needs no model
-        logger.warning("could not load %s for its known characters", version, exc_info=True)
-        return None
 
 
 def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]:
@@ -243,7 +230,7 @@ def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: i
             "inconclusive",
             f"{len(texts)} candidate inputs < min_requests {min_requests}",
         )
-    drift = measure_drift(reference.profile, texts, _known_characters(rollout.candidate))
+    drift = measure_drift(reference.profile, texts, version_known_characters(rollout.candidate))
     observed = drift["character_js_distance"]
     if observed is None:
         return _measurement("input_drift", None, limit, "<=", "inconclusive", "no characters to compare")

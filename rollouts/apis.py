@@ -1,6 +1,7 @@
 """REST API of rollouts: start and list a model's rollouts, read one and its
-analysis runs, and the manual gates. One view per operation, nested
-serializers, no rules here (services and selectors hold them)."""
+analysis runs, and the manual gates. One view per operation with its input
+and output serializers, no rules and no queries here (services and
+selectors hold them)."""
 
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -9,7 +10,6 @@ from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput, NotFound
 from registry import selectors as registry_selectors
-from registry.models import Dataset
 from rollouts import selectors, services
 from rollouts.models import AnalysisRun, Rollout
 
@@ -72,8 +72,8 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(AnalysisRunOutputSerializer(many=True))
     def get_analysis(self, rollout: Rollout) -> list[dict]:
-        runs = AnalysisRun.objects.filter(rollout=rollout).order_by("-window_end", "-id")[:LATEST_RUNS]
-        return AnalysisRunOutputSerializer(runs, many=True).data
+        # Fetched with the rollouts (selectors, latest_runs=LATEST_RUNS): no query per row.
+        return AnalysisRunOutputSerializer(rollout.latest_runs, many=True).data
 
 
 class RolloutStartInputSerializer(serializers.Serializer):
@@ -105,7 +105,7 @@ class RolloutListCreateApi(APIView):
     @extend_schema(responses=RolloutOutputSerializer(many=True), operation_id="rollouts_list")
     def get(self, request, name: str):
         model = registry_selectors.model_get(user=request.user, name=name)
-        rollouts = selectors.rollout_list(user=request.user, model=model)
+        rollouts = selectors.rollout_list(user=request.user, model=model, latest_runs=LATEST_RUNS)
         return Response(RolloutOutputSerializer(rollouts, many=True).data)
 
     @extend_schema(request=InputSerializer, responses={201: RolloutOutputSerializer}, operation_id="rollouts_create")
@@ -114,14 +114,14 @@ class RolloutListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        candidate = model.versions.select_related("model").filter(number=values["candidate"]).first()
-        if candidate is None:
-            raise NotFound(f"{name} has no version {values['candidate']}.")
+        candidate = registry_selectors.version_get(user=request.user, name=name, number=values["candidate"])
         dataset = None
         if values.get("reference_dataset") is not None:
-            dataset = Dataset.objects.filter(pk=values["reference_dataset"]).first()
-            if dataset is None:
-                raise InvalidInput(f"No dataset {values['reference_dataset']}.")
+            try:
+                dataset = registry_selectors.dataset_get(user=request.user, pk=values["reference_dataset"])
+            except NotFound:
+                # A bad field of the request, not a missing resource.
+                raise InvalidInput(f"No dataset {values['reference_dataset']}.") from None
         rollout = services.rollout_start(
             actor=request.user,
             model=model,
@@ -131,14 +131,14 @@ class RolloutListCreateApi(APIView):
             analysis_interval_seconds=values.get("analysis_interval_seconds"),
             reference_dataset=dataset,
         )
-        rollout = selectors.rollout_get(user=request.user, pk=rollout.pk)
+        rollout = selectors.rollout_get(user=request.user, pk=rollout.pk, latest_runs=LATEST_RUNS)
         return Response(RolloutOutputSerializer(rollout).data, status=status.HTTP_201_CREATED)
 
 
 class RolloutDetailApi(APIView):
     @extend_schema(responses=RolloutOutputSerializer, operation_id="rollouts_retrieve")
     def get(self, request, pk: int):
-        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        rollout = selectors.rollout_get(user=request.user, pk=pk, latest_runs=LATEST_RUNS)
         return Response(RolloutOutputSerializer(rollout).data)
 
 
@@ -152,7 +152,6 @@ class RolloutAnalysisListApi(APIView):
 
 class _RolloutActionApi(APIView):
     InputSerializer = RolloutActionInputSerializer
-    takes_reason = True
 
     def act(self, request, rollout: Rollout, reason: str) -> Rollout:
         raise NotImplementedError
@@ -162,7 +161,7 @@ class _RolloutActionApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         self.act(request, rollout, data.validated_data.get("reason", ""))
-        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        rollout = selectors.rollout_get(user=request.user, pk=pk, latest_runs=LATEST_RUNS)
         return Response(RolloutOutputSerializer(rollout).data)
 
 

@@ -1,5 +1,5 @@
 """Geometry of the monitoring charts, drawn as inline SVG by the templates
-(rollouts/_line_chart.html, rollouts/_stacked_bars.html): no JavaScript.
+(rollouts/_chart.html): no JavaScript.
 Numbers and coordinates only; every text (labels come from uploaded models)
 goes through the templates' autoescaping."""
 
@@ -19,7 +19,6 @@ PLOT_WIDTH = WIDTH - LEFT - RIGHT
 PLOT_HEIGHT = HEIGHT - TOP - BOTTOM
 # Distinguishable on white and for the common colour-vision deficiencies (Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
-THRESHOLD_COLOUR = "#b42318"
 
 
 def _nice_ceiling(value: float) -> float:

@@ -17,6 +17,7 @@ Three signals, each cheap enough to compute on every analysis interval:
   Glassbox choice - a char-level model that stops recognising one character
   in twenty is reading a different domain.
 
+The thresholds themselves are settings (GLASSBOX_DRIFT_THRESHOLDS).
 Pure functions: callers pass texts and the known-character set
 (`Predictor.known_characters()`); nothing here touches the database.
 """
@@ -36,12 +37,6 @@ LENGTH_BINS = (5, 10, 20, 40, 80, 160, 320, 640)
 PSI_EPSILON = 1e-4
 # Seeded draws averaged for the distance that sampling alone explains.
 SAMPLING_DRAWS = 20
-
-DEFAULT_DRIFT_THRESHOLDS = {
-    "character_js_distance": 0.1,  # judged on the excess over sampling noise
-    "length_psi": 0.2,
-    "unknown_rate_increase": 0.05,
-}
 
 
 def _length_bin(length: int) -> int:
@@ -187,12 +182,3 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
         "reference_mean_length": reference["mean_length"],
         "unknown_rate": live["unknown_rate"],
     }
-
-
-def drift_breaches(measured: dict, thresholds: dict[str, float]) -> list[tuple[str, float, float]]:
-    """(signal, value, threshold) for each signal over its threshold."""
-    return [
-        (name, measured[name], limit)
-        for name, limit in thresholds.items()
-        if measured.get(name) is not None and measured[name] > limit
-    ]

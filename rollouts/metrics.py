@@ -1,6 +1,6 @@
 """`GET /metrics`: serving counters, rollout and alert gauges in the
-Prometheus text exposition format (version 0.0.4), written by hand: the
-format is small and prometheus_client is not a dependency of Glassbox.
+Prometheus text exposition format (version 0.0.4), rendered by
+prometheus_client from a collector that reads the database on each scrape.
 
 Access: a signed-in user (session or `Authorization: Token ...`) who may
 read prediction logs (every Glassbox role), or a scraper presenting
@@ -14,111 +14,87 @@ totals; the prediction-log buffer figures are this process's own.
 from __future__ import annotations
 
 import hmac
-import math
+from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def escape_label_value(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _counter_families() -> Iterator[Metric]:
+    from rollouts.models import PredictionCounter
+    from rollouts.prediction_log import BUCKET_LABELS
 
-
-def _labels(**labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items()) + "}"
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        if math.isnan(value):
-            return "NaN"
-        return repr(value)
-    return str(value)
-
-
-class Exposition:
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-    def sample(self, name: str, value: float, **labels) -> None:
-        self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def render_metrics() -> str:
-    from explanations.models import ExplanationReport
-    from rollouts.models import Alert, PredictionCounter, Rollout
-    from rollouts.prediction_log import BUCKET_LABELS, writer_stats
-    from rollouts.serving import shadow_skipped
-
-    out = Exposition()
     counters = list(
         PredictionCounter.objects.select_related("version__model").order_by(
             "version__model__name", "version__number", "route"
         )
     )
+    labels = ["model", "version", "route"]
 
-    def series(counter):
-        return {"model": counter.version.model.name, "version": counter.version.number, "route": counter.route}
+    def series(counter) -> list[str]:
+        return [counter.version.model.name, str(counter.version.number), counter.route]
 
-    out.family(
-        "glassbox_predictions_total", "counter", "Predictions served (and shadow answers), by version and route."
+    predictions = CounterMetricFamily(
+        "glassbox_predictions_total", "Predictions served (and shadow answers), by version and route.", labels=labels
+    )
+    errors = CounterMetricFamily(
+        "glassbox_prediction_errors_total", "Predictions whose model call raised.", labels=labels
+    )
+    latency = HistogramMetricFamily(
+        "glassbox_prediction_latency_seconds", "Model call time per prediction (its batch).", labels=labels
     )
     for counter in counters:
-        out.sample("glassbox_predictions_total", counter.requests, **series(counter))
-    out.family("glassbox_prediction_errors_total", "counter", "Predictions whose model call raised.")
-    for counter in counters:
-        out.sample("glassbox_prediction_errors_total", counter.errors, **series(counter))
-    out.family("glassbox_prediction_latency_seconds", "histogram", "Model call time per prediction (its batch).")
-    for counter in counters:
+        predictions.add_metric(series(counter), counter.requests)
+        errors.add_metric(series(counter), counter.errors)
+        named = dict(zip(labels, series(counter)))
         buckets = counter.latency_buckets or {}
+        # Samples one by one (not add_metric): the stored totals are the
+        # truth, _count included, whatever the buckets hold.
         for label in BUCKET_LABELS:
-            le = label if label == "+Inf" else _number(float(label) / 1000.0)
-            out.sample("glassbox_prediction_latency_seconds_bucket", buckets.get(label, 0), **series(counter), le=le)
-        out.sample("glassbox_prediction_latency_seconds_sum", counter.latency_ms_sum / 1000.0, **series(counter))
-        out.sample("glassbox_prediction_latency_seconds_count", counter.requests, **series(counter))
+            le = label if label == "+Inf" else repr(float(label) / 1000.0)
+            latency.add_sample("glassbox_prediction_latency_seconds_bucket", {**named, "le": le}, buckets.get(label, 0))
+        latency.add_sample("glassbox_prediction_latency_seconds_sum", named, counter.latency_ms_sum / 1000.0)
+        latency.add_sample("glassbox_prediction_latency_seconds_count", named, counter.requests)
+    yield from (predictions, errors, latency)
+
+
+def _rollout_families() -> Iterator[Metric]:
+    from rollouts.models import Rollout
 
     active = list(Rollout.objects.select_related("model", "candidate").filter(status__in=Rollout.ACTIVE_STATUSES))
-    out.family(
-        "glassbox_rollout_candidate_weight", "gauge", "Percent of live traffic the active rollout's candidate answers."
+    weight = GaugeMetricFamily(
+        "glassbox_rollout_candidate_weight",
+        "Percent of live traffic the active rollout's candidate answers.",
+        labels=["model", "rollout", "candidate"],
+    )
+    status = GaugeMetricFamily(
+        "glassbox_rollout_status", "1 for the status an active rollout is in.", labels=["model", "rollout", "status"]
+    )
+    step = GaugeMetricFamily(
+        "glassbox_rollout_step", "Index of the active rollout's current step.", labels=["model", "rollout"]
     )
     for rollout in active:
-        out.sample(
-            "glassbox_rollout_candidate_weight",
-            rollout.candidate_weight,
-            model=rollout.model.name,
-            rollout=rollout.pk,
-            candidate=rollout.candidate.number,
-        )
-    out.family("glassbox_rollout_status", "gauge", "1 for the status an active rollout is in.")
-    for rollout in active:
-        for status in Rollout.ACTIVE_STATUSES:
-            out.sample(
-                "glassbox_rollout_status",
-                1 if rollout.status == status else 0,
-                model=rollout.model.name,
-                rollout=rollout.pk,
-                status=status,
-            )
-    out.family("glassbox_rollout_step", "gauge", "Index of the active rollout's current step.")
-    for rollout in active:
-        out.sample("glassbox_rollout_step", rollout.current_step, model=rollout.model.name, rollout=rollout.pk)
+        name, pk = rollout.model.name, str(rollout.pk)
+        weight.add_metric([name, pk, str(rollout.candidate.number)], rollout.candidate_weight)
+        for each in Rollout.ACTIVE_STATUSES:
+            status.add_metric([name, pk, each], 1 if rollout.status == each else 0)
+        step.add_metric([name, pk], rollout.current_step)
+    yield from (weight, status, step)
+
+
+def _alert_and_report_families() -> Iterator[Metric]:
+    from explanations.models import ExplanationReport
+    from rollouts.models import Alert
 
     open_alerts = (
         Alert.objects.filter(cleared_at__isnull=True)
@@ -126,38 +102,75 @@ def render_metrics() -> str:
         .annotate(n=Count("id"))
         .order_by("model__name", "version__number", "metric")
     )
-    out.family("glassbox_alerts_open", "gauge", "Monitoring alerts raised and not cleared.")
+    alerts = GaugeMetricFamily(
+        "glassbox_alerts_open", "Monitoring alerts raised and not cleared.", labels=["model", "version", "metric"]
+    )
     for row in open_alerts:
-        out.sample(
-            "glassbox_alerts_open",
-            row["n"],
-            model=row["model__name"],
-            version=row["version__number"],
-            metric=row["metric"],
-        )
+        alerts.add_metric([row["model__name"], str(row["version__number"]), row["metric"]], row["n"])
+    yield alerts
 
-    reports = dict(
+    waiting = dict(
         ExplanationReport.objects.filter(status__in=["queued", "running"])
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
-    out.family("glassbox_explanation_reports", "gauge", "Explanation reports waiting or running.")
+    reports = GaugeMetricFamily(
+        "glassbox_explanation_reports", "Explanation reports waiting or running.", labels=["status"]
+    )
     for status in ("queued", "running"):
-        out.sample("glassbox_explanation_reports", reports.get(status, 0), status=status)
+        reports.add_metric([status], waiting.get(status, 0))
+    yield reports
+
+
+def _process_families() -> Iterator[Metric]:
+    from rollouts import shadow
+    from rollouts.prediction_log import writer_stats
 
     stats = writer_stats()
-    out.family("glassbox_prediction_log_buffered", "gauge", "Prediction log rows this process holds unwritten.")
-    out.sample("glassbox_prediction_log_buffered", stats["buffered"])
-    out.family(
-        "glassbox_prediction_log_dropped_total",
-        "counter",
-        "Prediction log rows this process dropped (buffer bound reached during an outage).",
+    yield GaugeMetricFamily(
+        "glassbox_prediction_log_buffered", "Prediction log rows this process holds unwritten.", value=stats["buffered"]
     )
-    out.sample("glassbox_prediction_log_dropped_total", stats["dropped"])
-    out.family("glassbox_shadow_skipped_total", "counter", "Mirrored inputs this process skipped (shadow pool behind).")
-    out.sample("glassbox_shadow_skipped_total", shadow_skipped)
-    return out.text()
+    yield CounterMetricFamily(
+        "glassbox_prediction_log_dropped_total",
+        "Prediction log rows this process dropped (buffer bound reached during an outage).",
+        value=stats["dropped"],
+    )
+    yield CounterMetricFamily(
+        "glassbox_shadow_skipped_total",
+        "Mirrored inputs this process skipped (shadow pool behind).",
+        value=shadow.shadow_skipped,
+    )
+
+
+class GlassboxCollector(Collector):
+    """Every Glassbox metric, read from the database (and this process's
+    buffers) at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _counter_families()
+        yield from _rollout_families()
+        yield from _alert_and_report_families()
+        yield from _process_families()
+
+
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]):
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def render(families: Iterable[Metric]) -> str:
+    """Metric families in the text exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry).decode()
+
+
+def render_metrics() -> str:
+    return render(GlassboxCollector().collect())
 
 
 def _bearer_token_matches(request) -> bool:

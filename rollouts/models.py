@@ -76,6 +76,13 @@ class Rollout(models.Model):
         Status.PROMOTED: set(),
         Status.ABORTED: set(),
     }
+    # The manual gates: action -> the status it moves a rollout to.
+    ACTION_TARGETS: dict[str, str] = {
+        "promote": Status.PROMOTED,
+        "pause": Status.PAUSED,
+        "resume": Status.PROGRESSING,
+        "abort": Status.ABORTED,
+    }
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="rollouts")
     candidate = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rollouts_as_candidate")
@@ -124,6 +131,24 @@ class Rollout(models.Model):
 
     def can_move_to(self, status: str) -> bool:
         return status in self.ALLOWED_TRANSITIONS[self.status]
+
+    def action_refusal(self, user, action: str) -> str | None:
+        """Why `user` may not take the manual `action` (a key of
+        ACTION_TARGETS) on this rollout now, in words for its page; None:
+        they may. The services ask it again under their locks, with `user`
+        None (the platform, which needs no role)."""
+        if user is not None and not (
+            user.is_authenticated and user.has_perm("rollouts.change_rollout") and self.model.can_be_viewed_by(user)
+        ):
+            return "Only engineers may act on rollouts."
+        if action == "resume":
+            if self.status == self.Status.PAUSED:
+                return None
+            return f"Only a paused rollout can resume; this one is {self.status}."
+        target = self.ACTION_TARGETS[action]
+        if not self.can_move_to(target):
+            return f"The rollout is {self.status}; it cannot be {target} now."
+        return None
 
     @property
     def step(self) -> dict:

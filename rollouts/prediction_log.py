@@ -293,7 +293,7 @@ def writer() -> PredictionLogWriter:
             _writer = PredictionLogWriter(
                 flush_seconds=settings.GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS,
                 batch_size=settings.GLASSBOX_PREDICTION_LOG_BATCH,
-                max_buffer=getattr(settings, "GLASSBOX_PREDICTION_LOG_MAX_BUFFER", 200_000),
+                max_buffer=settings.GLASSBOX_PREDICTION_LOG_MAX_BUFFER,
             )
         return _writer
 
@@ -339,7 +339,7 @@ def _flush_at_exit() -> None:
     if current is None or current.pid != os.getpid():
         return
     try:
-        if not current.stop(timeout=float(getattr(settings, "GLASSBOX_PREDICTION_LOG_EXIT_TIMEOUT", 10))):
+        if not current.stop(timeout=float(settings.GLASSBOX_PREDICTION_LOG_EXIT_TIMEOUT)):
             logger.error("prediction log: %d rows could not be written before exit", current.buffered)
     except Exception:
         logger.exception("prediction log: flush at exit failed")

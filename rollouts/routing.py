@@ -44,10 +44,6 @@ class RoutingTable:
     candidate_ready: bool = False
     built_at: float = field(default_factory=time.monotonic)
 
-    @property
-    def has_rollout(self) -> bool:
-        return self.rollout_id is not None
-
     def choose(self, key: str | None) -> tuple[ModelVersion, str]:
         """The version for one input and why ("stable" or "candidate")."""
         if self.candidate is None or not self.candidate_ready or self.candidate_weight <= 0:
@@ -195,7 +191,3 @@ def warm_versions(model: RegisteredModel) -> list[ModelVersion]:
         _warm(version)
     invalidate_routing(model.pk)
     return versions
-
-
-def is_warm(version: ModelVersion) -> bool:
-    return version.artifact_sha256 in _warmed

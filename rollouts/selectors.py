@@ -1,12 +1,45 @@
-"""Reads of rollouts and serving state, for the API, the pages and the workers."""
+"""Reads of rollouts, serving state and monitoring, for the API, the pages
+and the workers.
 
+Monitoring: `version_timeseries` and `version_window` sum a version's
+prediction logs (rollouts/aggregation.py) into what the monitoring page
+charts and what the monitor judges against GLASSBOX_MONITOR_THRESHOLDS and
+GLASSBOX_DRIFT_THRESHOLDS (`version_measurements`); the alerts it raises
+and clears are written by rollouts.services.monitor_check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.conf import settings
+from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 
-from glassbox.errors import NotFound, NotPermitted
+from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from registry.models import ModelVersion, RegisteredModel
-from rollouts.models import AnalysisRun, Rollout, ServingState
+from rollouts.aggregation import empty_bucket, raw_buckets
+from rollouts.drift import measure_drift
+from rollouts.models import Alert, AnalysisRun, PredictionLog, Rollout, ServingState, VersionReference
+
+logger = logging.getLogger(__name__)
+
+
+# Windows the monitoring page offers: name -> (seconds, bucket seconds).
+WINDOWS = {
+    "1h": (3600, 60),
+    "24h": (86400, 1800),
+    "7d": (7 * 86400, 3 * 3600),
+}
+DEFAULT_WINDOW = "24h"
+# Texts per bucket (and per whole window) that drift is measured on: enough
+# for a stable character distribution, bounded so a busy hour stays cheap.
+DRIFT_SAMPLE_PER_BUCKET = 200
+DRIFT_SAMPLE_PER_WINDOW = 2000
+# Drift signals a version is checked on (thresholds: GLASSBOX_DRIFT_THRESHOLDS).
+DRIFT_SIGNALS = ("character_js_distance", "length_psi", "unknown_rate_increase")
 
 _RELATED = ("model", "candidate", "stable", "created_by")
 
@@ -18,14 +51,24 @@ def _require_read(user, model: RegisteredModel | None = None) -> None:
         raise NotPermitted("You may not read this model's rollouts.")
 
 
-def rollout_list(*, user, model: RegisteredModel) -> QuerySet[Rollout]:
+def _rollouts(latest_runs: int) -> QuerySet[Rollout]:
+    """Rollouts with their related rows; with `latest_runs`, each also
+    carries its newest analysis runs as `.latest_runs` (one query for all)."""
+    rollouts = Rollout.objects.select_related(*_RELATED)
+    if latest_runs:
+        runs = AnalysisRun.objects.order_by("-window_end", "-id")[:latest_runs]
+        rollouts = rollouts.prefetch_related(Prefetch("analysis_runs", queryset=runs, to_attr="latest_runs"))
+    return rollouts
+
+
+def rollout_list(*, user, model: RegisteredModel, latest_runs: int = 0) -> QuerySet[Rollout]:
     _require_read(user, model)
-    return Rollout.objects.filter(model=model).select_related(*_RELATED).order_by("-created_at", "-id")
+    return _rollouts(latest_runs).filter(model=model).order_by("-created_at", "-id")
 
 
-def rollout_get(*, user, pk: int) -> Rollout:
+def rollout_get(*, user, pk: int, latest_runs: int = 0) -> Rollout:
     _require_read(user)
-    rollout = Rollout.objects.select_related(*_RELATED).filter(pk=pk).first()
+    rollout = _rollouts(latest_runs).filter(pk=pk).first()
     if rollout is None:
         raise NotFound(f"No rollout {pk}.")
     if not rollout.model.can_be_viewed_by(user):
@@ -75,3 +118,219 @@ def rollouts_due_for_analysis(*, now: datetime) -> list[int]:
     fields = ("pk", "status", "last_analysis_at", "step_started_at", "created_at", "analysis_interval_seconds")
     progressing = Rollout.objects.filter(status=Rollout.Status.PROGRESSING).only(*fields)
     return [rollout.pk for rollout in progressing if rollout_is_due(rollout, now=now)]
+
+
+# --- monitoring ------------------------------------------------------------------------
+
+
+class DriftReference:
+    """A version's reference profile and the characters its model knows,
+    looked up once per monitoring pass."""
+
+    def __init__(self, version: ModelVersion):
+        reference = VersionReference.objects.filter(version=version).select_related("dataset").first()
+        self.profile = reference.profile if reference is not None else None
+        self.dataset = reference.dataset if reference is not None else None
+        self.known_characters = None
+        if self.profile is not None and self.profile.get("unknown_rate") is not None:
+            self.known_characters = version_known_characters(version)
+
+    def measure(self, texts: list[str]) -> dict | None:
+        """The drift signals of `texts`, with the character distance that
+        sampling alone explains and the excess over it (what alerts judge;
+        see rollouts.drift.measure_drift)."""
+        if self.profile is None or not texts:
+            return None
+        return measure_drift(self.profile, texts, self.known_characters)
+
+
+def _known_characters(version: ModelVersion) -> frozenset[str] | None:
+    from registry.selectors import version_predictor
+
+    try:
+        return version_predictor(version).known_characters()
+    except Exception:  # an artifact that cannot load here: the unknown-rate signal is left out, not the page
+        logger.warning("drift: could not load %s for its known characters", version, exc_info=True)
+        return None
+
+
+def version_known_characters(version: ModelVersion) -> frozenset[str] | None:
+    """The characters a version's model has features for (the unknown-rate
+    drift signal); None when its artifact cannot be loaded here: that signal
+    is then left out, not the page or the analysis."""
+    from registry.selectors import version_predictor
+
+    try:
+        return version_predictor(version).known_characters()
+    except Exception:
+        logger.warning("drift: could not load %s for its known characters", version, exc_info=True)
+        return None
+
+
+def _finish(raw: dict, drift: dict | None) -> dict:
+    requests, errors = raw["requests"], raw["errors"]
+    p50, p95, p99 = raw["latency"]
+    return {
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests if requests else None,
+        "latency_p50": p50,
+        "latency_p95": p95,
+        "latency_p99": p99,
+        "labels": dict(sorted(raw["labels"].items())),
+        "mean_confidence": raw["confidence_sum"] / raw["confidence_n"] if raw["confidence_n"] else None,
+        "feedback": raw["feedback"],
+        "correct": raw["correct"],
+        "live_accuracy": raw["correct"] / raw["feedback"] if raw["feedback"] else None,
+        "drift": drift,
+    }
+
+
+def version_timeseries(
+    *,
+    version: ModelVersion,
+    since: datetime,
+    until: datetime,
+    bucket_seconds: int,
+    reference: DriftReference | None = None,
+) -> list[dict]:
+    """One entry per bucket [start, end) from `since` to `until`, empty
+    buckets included (a chart needs its gaps)."""
+    if bucket_seconds <= 0 or until <= since:
+        raise InvalidInput("A time series needs a positive bucket size and until after since.")
+    stride = timedelta(seconds=bucket_seconds)
+    count = math.ceil((until - since) / stride)
+    reference = reference or DriftReference(version)
+    sample = DRIFT_SAMPLE_PER_BUCKET if reference.profile is not None else 0
+    raw = raw_buckets(version.pk, since, until, stride, sample)
+    series = []
+    for index in range(count):
+        start = since + index * stride
+        entry = raw.get(index) or empty_bucket()
+        series.append(
+            {"start": start, "end": min(start + stride, until), **_finish(entry, reference.measure(entry["texts"]))}
+        )
+    return series
+
+
+def version_window(
+    *, version: ModelVersion, since: datetime, until: datetime, reference: DriftReference | None = None
+) -> dict:
+    """The whole window as one bucket (drift on up to DRIFT_SAMPLE_PER_WINDOW texts)."""
+    reference = reference or DriftReference(version)
+    stride = until - since
+    sample = DRIFT_SAMPLE_PER_WINDOW if reference.profile is not None else 0
+    raw = raw_buckets(version.pk, since, until, stride, sample).get(0) or empty_bucket()
+    return {"start": since, "end": until, **_finish(raw, reference.measure(raw["texts"]))}
+
+
+def monitoring_thresholds() -> dict:
+    return {**settings.GLASSBOX_MONITOR_THRESHOLDS}
+
+
+def version_measurements(version: ModelVersion, window: dict) -> list[dict]:
+    """Each monitored value of a window with its bound and whether it is
+    breached; `value` None means too little data to judge (no verdict)."""
+    limits = monitoring_thresholds()
+    enough = window["requests"] >= limits["min_requests"]
+    measurements = [
+        _measure("error_rate", window["error_rate"] if enough else None, limits["max_error_rate"], "max"),
+        _measure("latency_p95_ms", window["latency_p95"] if enough else None, limits["max_latency_p95_ms"], "max"),
+    ]
+    drift = window["drift"] or {}
+    drift_enough = (drift.get("texts") or 0) >= limits["min_drift_texts"]
+    for signal in DRIFT_SIGNALS:
+        limit = settings.GLASSBOX_DRIFT_THRESHOLDS.get(signal)
+        if limit is None:
+            continue
+        # The character distance is judged beyond what sampling explains (see DriftReference.measure).
+        value = drift.get("character_js_excess" if signal == "character_js_distance" else signal)
+        measurement = _measure(signal, value if drift_enough else None, limit, "max")
+        if signal == "character_js_distance" and drift_enough:
+            measurement.update(observed=drift.get(signal), sampling_distance=drift.get("sampling_distance"))
+        measurements.append(measurement)
+    floor = live_accuracy_floor(version, limits)
+    if floor is not None:
+        accuracy = window["live_accuracy"] if window["feedback"] >= limits["min_feedback"] else None
+        measurements.append(_measure("live_accuracy", accuracy, floor, "min"))
+    return measurements
+
+
+def live_accuracy_floor(version: ModelVersion, limits: dict) -> float | None:
+    """Live accuracy may sit at most `max_accuracy_drop` under the accuracy
+    the version was approved with; without a recorded accuracy, the absolute
+    `min_live_accuracy` applies (None: not checked)."""
+    recorded = (version.metrics or {}).get("accuracy")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and 0 <= recorded <= 1:
+        return round(max(0.0, recorded - limits["max_accuracy_drop"]), 6)
+    return limits.get("min_live_accuracy")
+
+
+def _measure(metric: str, value: float | None, threshold: float, comparison: str) -> dict:
+    if value is None:
+        breached = None
+    elif comparison == "max":
+        breached = value > threshold
+    else:
+        breached = value < threshold
+    return {"metric": metric, "value": value, "threshold": threshold, "comparison": comparison, "breached": breached}
+
+
+def window_bounds(window: str | None, *, now: datetime | None = None) -> tuple[str, datetime, datetime, int]:
+    """(window name, since, until, bucket seconds) for a page's window choice;
+    an unknown choice falls back to the default rather than failing the page."""
+    name = window if window in WINDOWS else DEFAULT_WINDOW
+    seconds, bucket = WINDOWS[name]
+    until = now or timezone.now()
+    # Align to the bucket so the same request a minute later shows the same buckets.
+    until = datetime.fromtimestamp(math.ceil(until.timestamp() / bucket) * bucket, tz=until.tzinfo)
+    return name, until - timedelta(seconds=seconds), until, bucket
+
+
+def model_monitoring(*, user, model: RegisteredModel, window: str | None = None, now: datetime | None = None) -> dict:
+    """The monitoring page of a model: per version that is deployed or had
+    traffic in the window, its window totals, measurements against the
+    alert bounds, time series and open alerts."""
+    if not (user.is_authenticated and user.has_perm("rollouts.view_predictionlog")):
+        raise NotPermitted("You have no role that may read a model's monitoring.")
+    name, since, until, bucket = window_bounds(window, now=now)
+    with_traffic = set(
+        PredictionLog.objects.filter(model=model, created_at__gte=since, created_at__lt=until)
+        .order_by()
+        .values_list("version_id", flat=True)
+        .distinct()
+    )
+    versions = model.versions.filter(Q(pk__in=with_traffic) | Q(status=ModelVersion.Status.DEPLOYED))
+    open_alerts = list(Alert.objects.filter(model=model, cleared_at__isnull=True).select_related("version"))
+    panels = []
+    for version in versions.select_related("model").order_by("-number"):
+        reference = DriftReference(version)
+        totals = version_window(version=version, since=since, until=until, reference=reference)
+        panels.append(
+            {
+                "version": version,
+                "totals": totals,
+                "measurements": version_measurements(version, totals),
+                "series": version_timeseries(
+                    version=version, since=since, until=until, bucket_seconds=bucket, reference=reference
+                ),
+                "reference": reference,
+                "alerts": [alert for alert in open_alerts if alert.version_id == version.pk],
+            }
+        )
+    return {
+        "window": name,
+        "windows": list(WINDOWS),
+        "since": since,
+        "until": until,
+        "bucket_seconds": bucket,
+        "panels": panels,
+        "open_alerts": open_alerts,
+    }
+
+
+def open_alerts(*, user):
+    """Alerts not cleared yet, newest first (the dashboard's marks)."""
+    if not (user.is_authenticated and user.has_perm("rollouts.view_alert")):
+        return Alert.objects.none()
+    return Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version")

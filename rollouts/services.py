@@ -23,6 +23,10 @@ Decisions worth knowing:
   (after a fix elsewhere, e.g. a quieter reference set or other thresholds).
 - `actor=None` means the platform itself (the analysis task).
 
+- Feedback (ground truth a person asserts about earlier predictions) and
+  monitoring alerts (raised and cleared by the platform, `monitor_check`)
+  are written here too, each with its audit event.
+
 Locks are always taken ServingState first, then Rollout (`_lock`).
 """
 
@@ -30,21 +34,26 @@ from __future__ import annotations
 
 import copy
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_event, record_refusal
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
+from rollouts import prediction_log, selectors
 from rollouts.models import (
     DEFAULT_BAKE_SECONDS,
     DEFAULT_STEPS,
     DEFAULT_THRESHOLDS,
+    Alert,
     AnalysisRun,
+    Feedback,
+    PredictionLog,
     Rollout,
     ServingState,
     VersionReference,
@@ -58,6 +67,7 @@ MAX_STEPS = 20
 MAX_BAKE_SECONDS = 7 * 24 * 3600
 MAX_INTERVAL_SECONDS = 24 * 3600
 FIRST_DEPLOYMENT_REASON = "first deployment: nothing to compare against"
+FEEDBACK_MAX_ITEMS = 1000
 
 # Allowed range of each threshold: (kind, lowest, highest), both inclusive.
 THRESHOLD_RANGES: dict[str, tuple[type, float, float]] = {
@@ -72,7 +82,7 @@ THRESHOLD_RANGES: dict[str, tuple[type, float, float]] = {
 
 
 def _min_interval() -> int:
-    return int(getattr(settings, "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS", 10))
+    return int(settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS)
 
 
 # --- validation --------------------------------------------------------------------------
@@ -308,14 +318,15 @@ def rollout_start(
     *,
     actor,
     model: RegisteredModel,
-    candidate: ModelVersion,
+    candidate: ModelVersion | None,
     steps: list[dict] | None = None,
     thresholds: dict | None = None,
     analysis_interval_seconds: int | None = None,
     reference_dataset: Dataset | None = None,
 ) -> Rollout:
     """Start moving `model`'s traffic to `candidate`. Refusals are 4xx errors,
-    recorded in the trail with their reason; nothing else changes."""
+    recorded in the trail with their reason; nothing else changes. (A page
+    with no start form passes candidate None: the refusal is still recorded.)"""
     try:
         return _rollout_start(
             actor=actor,
@@ -340,6 +351,8 @@ def rollout_start(
 def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, reference_dataset) -> Rollout:
     if not _may_change(actor, model, "rollouts.add_rollout"):
         raise NotPermitted("Only engineers may start rollouts.")
+    if candidate is None:
+        raise InvalidInput("Choose the version to roll out.")
     if candidate.model_id != model.pk:
         raise InvalidInput(f"{candidate} is not a version of {model.name}.")
     if candidate.status != ModelVersion.Status.APPROVED:
@@ -418,8 +431,17 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
 # --- manual gates ------------------------------------------------------------------------
 
 
-def _act(*, actor, rollout: Rollout, action: str, apply, reason: str = "") -> Rollout:
-    """Run one manual action under the locks; refusals are recorded."""
+def _refused_gate(rollout: Rollout, gate: str) -> Conflict:
+    if gate == "resume":
+        message = f"Rollout #{rollout.pk} is {rollout.status}; only a paused rollout can resume."
+    else:
+        message = f"Rollout #{rollout.pk} is {rollout.status}; it cannot move to {Rollout.ACTION_TARGETS[gate]}."
+    return Conflict(message, current_status=rollout.status)
+
+
+def _act(*, actor, rollout: Rollout, gate: str, action: str, apply, reason: str = "") -> Rollout:
+    """Run one manual gate (a key of Rollout.ACTION_TARGETS) under the
+    locks; refusals are recorded."""
     try:
         if actor is not None and not _may_change(actor, rollout.model, "rollouts.change_rollout"):
             raise NotPermitted("Only engineers may act on rollouts.")
@@ -427,6 +449,9 @@ def _act(*, actor, rollout: Rollout, action: str, apply, reason: str = "") -> Ro
             raise InvalidInput("reason must be text of at most 2000 characters.")
         with transaction.atomic():
             state, locked = _lock(rollout.model, rollout.pk)
+            # The same question the rollout page asks (the role was checked above).
+            if locked.action_refusal(None, gate) is not None:
+                raise _refused_gate(locked, gate)
             before = _snapshot(locked)
             detail = apply(state, locked) or {}
             locked.save()
@@ -448,10 +473,9 @@ def rollout_promote(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     """Skip the remaining steps: the candidate becomes stable now."""
 
     def apply(state, locked):
-        _require_move(locked, Status.PROMOTED)
         _promote(state, locked, actor=actor, reason=reason or "promoted by hand", now=timezone.now())
 
-    return _act(actor=actor, rollout=rollout, action="rollout.promote", apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, gate="promote", action="rollout.promote", apply=apply, reason=reason)
 
 
 def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -460,7 +484,7 @@ def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.PAUSED, reason=reason or "paused by hand")
 
-    return _act(actor=actor, rollout=rollout, action="rollout.pause", apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, gate="pause", action="rollout.pause", apply=apply, reason=reason)
 
 
 def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
@@ -468,18 +492,13 @@ def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
     does the analysis window (what happened while paused was judged by a person)."""
 
     def apply(state, locked):
-        if locked.status != Status.PAUSED:
-            raise Conflict(
-                f"Rollout #{locked.pk} is {locked.status}; only a paused rollout can resume.",
-                current_status=locked.status,
-            )
         _move(locked, Status.PROGRESSING)
         now = timezone.now()
         locked.step_started_at = now
         locked.last_analysis_at = now
         return {"step": locked.current_step}
 
-    return _act(actor=actor, rollout=rollout, action="rollout.resume", apply=apply)
+    return _act(actor=actor, rollout=rollout, gate="resume", action="rollout.resume", apply=apply)
 
 
 def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -489,7 +508,7 @@ def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.ABORTED, reason=reason or "aborted by hand")
 
-    return _act(actor=actor, rollout=rollout, action="rollout.abort", apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, gate="abort", action="rollout.abort", apply=apply, reason=reason)
 
 
 # --- what the analysis does (actor None: the platform) -----------------------------------
@@ -626,3 +645,199 @@ def serving_retire_previous(*, now: datetime | None = None) -> list[ModelVersion
             state.save(update_fields=["previous_version", "previous_retire_at", "updated_at"])
             _after_commit_invalidate(model_id)
     return retired
+
+
+# --- feedback on predictions ------------------------------------------------------------
+
+
+def _checked_feedback_items(items) -> list[tuple[uuid.UUID, str]]:
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("items must be a non-empty list of {prediction_id, label}.")
+    if len(items) > FEEDBACK_MAX_ITEMS:
+        raise TooLarge(f"At most {FEEDBACK_MAX_ITEMS} feedback items per call ({len(items)} sent).")
+    parsed: list[tuple[uuid.UUID, str]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"items[{index}] must be an object with prediction_id and label.")
+        try:
+            prediction_id = uuid.UUID(str(item.get("prediction_id")))
+        except ValueError:
+            raise InvalidInput(f"items[{index}].prediction_id is not a prediction id.") from None
+        label = item.get("label")
+        if not isinstance(label, str) or not label:
+            raise InvalidInput(f"items[{index}].label must be a non-empty text.")
+        parsed.append((prediction_id, label))
+    seen = set()
+    for prediction_id, _ in parsed:
+        if prediction_id in seen:
+            raise InvalidInput(f"prediction {prediction_id} appears twice in one call.")
+        seen.add(prediction_id)
+    return parsed
+
+
+def _logged_predictions(model: RegisteredModel, ids: list[uuid.UUID]) -> dict:
+    rows = PredictionLog.objects.select_related("version").filter(
+        model_id=model.pk, prediction_id__in=ids, shadow=False
+    )
+    return {row.prediction_id: row for row in rows}
+
+
+def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict:
+    """Store the true labels of earlier predictions, all or none."""
+    try:
+        if not (actor is not None and actor.is_authenticated and actor.has_perm("rollouts.add_feedback")):
+            raise NotPermitted("You have no role that may send feedback on predictions.")
+        parsed = _checked_feedback_items(items)
+        ids = [prediction_id for prediction_id, _ in parsed]
+        rows = _logged_predictions(model, ids)
+        if len(rows) < len(ids):
+            # A prediction made a moment ago may still be in this process's buffer.
+            prediction_log.flush_prediction_logs(timeout=5)
+            rows = _logged_predictions(model, ids)
+        for prediction_id, label in parsed:
+            row = rows.get(prediction_id)
+            if row is None:
+                raise NotFound(
+                    f"unknown prediction {prediction_id} for {model.name} (predictions are logged "
+                    "within about a second; retry if it was made just now)."
+                )
+            if row.error:
+                raise Conflict(
+                    f"prediction {prediction_id} failed; there is no answer to grade.", current_status="failed"
+                )
+            if label not in (row.version.labels or []):
+                raise InvalidInput(
+                    f"label {label!r} is not one of {row.version}'s labels ({', '.join(row.version.labels)})."
+                )
+        with transaction.atomic():
+            already = set(
+                Feedback.objects.filter(prediction__in=rows.values()).values_list(
+                    "prediction__prediction_id", flat=True
+                )
+            )
+            if already:
+                first = min(str(p) for p in already)
+                raise Conflict(f"prediction {first} already has feedback.", current_status="has_feedback")
+            feedback = [
+                Feedback(prediction=rows[pid], label=label, correct=label == rows[pid].label, created_by=actor)
+                for pid, label in parsed
+            ]
+            try:
+                with transaction.atomic():
+                    Feedback.objects.bulk_create(feedback)
+            except IntegrityError:
+                # Someone else's feedback on the same prediction won the race.
+                raise Conflict(
+                    "one of these predictions received feedback meanwhile.", current_status="has_feedback"
+                ) from None
+            correct = sum(1 for f in feedback if f.correct)
+            by_version: dict[str, int] = {}
+            for f in feedback:
+                by_version[str(f.prediction.version.number)] = by_version.get(str(f.prediction.version.number), 0) + 1
+            record_event(
+                actor=actor,
+                action="feedback.record",
+                obj=model,
+                detail={"items": len(feedback), "correct": correct, "by_version": by_version},
+            )
+        return {"recorded": len(feedback), "correct": correct, "incorrect": len(feedback) - correct}
+    except GlassboxError as exc:
+        record_refusal(actor=actor, action="feedback.record", reason=exc.message, obj=model)
+        raise
+
+
+# --- monitoring alerts (actor None: the platform) ---------------------------------------
+
+
+def _alert_message(measurement: dict, window: dict, window_seconds: int) -> str:
+    word = "above the maximum" if measurement["comparison"] == "max" else "below the minimum"
+    value = f"{measurement['value']:.4g}"
+    if measurement.get("observed") is not None:
+        value += f" (distance {measurement['observed']:.3g} minus {measurement['sampling_distance']:.3g} expected by sampling)"
+    return (
+        f"{measurement['metric']} {value} is {word} {measurement['threshold']:.4g} "
+        f"over the last {window_seconds} s ({window['requests']} requests)."
+    )[:500]
+
+
+def monitor_check(*, now: datetime | None = None) -> list[Alert]:
+    """One monitoring pass; returns the alerts it raised or cleared. Safe to
+    run twice at once: each version's alerts change under that version's row
+    lock, so a second pass sees the first one's alerts and does nothing."""
+    now = now or timezone.now()
+    window_seconds = settings.GLASSBOX_MONITOR_INTERVAL_SECONDS
+    since = now - timedelta(seconds=window_seconds)
+    changed: list[Alert] = []
+    deployed = ModelVersion.objects.filter(status=ModelVersion.Status.DEPLOYED).select_related("model").order_by("pk")
+    for version in deployed:
+        if not PredictionLog.objects.filter(version=version, created_at__gte=since, created_at__lt=now).exists():
+            continue  # nothing served: nothing to judge, alerts stay as they are
+        window = selectors.version_window(version=version, since=since, until=now)
+        measurements = selectors.version_measurements(version, window)
+        changed += _apply_measurements(version, window, measurements, now=now, window_seconds=window_seconds)
+    # A version that stopped serving (retired, rolled back) no longer has live values to alert on.
+    stale = Alert.objects.filter(cleared_at__isnull=True).exclude(version__status=ModelVersion.Status.DEPLOYED)
+    for version_id in sorted(set(stale.values_list("version_id", flat=True))):
+        changed += _clear_stale(version_id, now=now)
+    return changed
+
+
+@transaction.atomic
+def _apply_measurements(
+    version: ModelVersion, window: dict, measurements: list[dict], *, now: datetime, window_seconds: int
+) -> list[Alert]:
+    ModelVersion.objects.select_for_update().filter(pk=version.pk).first()
+    open_by_metric = {
+        alert.metric: alert
+        for alert in Alert.objects.select_for_update().filter(version=version, cleared_at__isnull=True)
+    }
+    changed = []
+    detail_window = {
+        "since": (now - timedelta(seconds=window_seconds)).isoformat(),
+        "until": now.isoformat(),
+        "requests": window["requests"],
+    }
+    for measurement in measurements:
+        metric, breached = measurement["metric"], measurement["breached"]
+        alert = open_by_metric.get(metric)
+        if breached and alert is None:
+            alert = Alert.objects.create(
+                model=version.model,
+                version=version,
+                metric=metric,
+                value=measurement["value"],
+                threshold=measurement["threshold"],
+                message=_alert_message(measurement, window, window_seconds),
+                raised_at=now,
+            )
+            record_event(
+                actor=None, action="monitor.alert_raised", obj=alert, detail={**measurement, "window": detail_window}
+            )
+            changed.append(alert)
+        elif breached is False and alert is not None:
+            alert.cleared_at = now
+            alert.save(update_fields=["cleared_at"])
+            record_event(
+                actor=None, action="monitor.alert_cleared", obj=alert, detail={**measurement, "window": detail_window}
+            )
+            changed.append(alert)
+    return changed
+
+
+@transaction.atomic
+def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
+    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    if version.status == ModelVersion.Status.DEPLOYED:
+        return []  # redeployed meanwhile: the next pass judges it
+    cleared = []
+    for alert in Alert.objects.select_for_update().filter(version_id=version_id, cleared_at__isnull=True):
+        alert.cleared_at = now
+        alert.save(update_fields=["cleared_at"])
+        record_event(
+            actor=None,
+            action="monitor.alert_cleared",
+            obj=alert,
+            detail={"reason": f"the version is {version.status}, no longer serving"},
+        )
+        cleared.append(alert)
+    return cleared

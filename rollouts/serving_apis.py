@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput, NotFound
-from rollouts import routing, serving
+from rollouts import routing, services, serving
 
 PIN_HEADER = "X-Glassbox-Version"
 
@@ -172,5 +172,5 @@ class FeedbackApi(APIView):
     )
     def post(self, request, name: str):
         model = _model_named(name)
-        result = serving.feedback_record(actor=request.user, model=model, items=_body(request).get("items"))
+        result = services.feedback_record(actor=request.user, model=model, items=_body(request).get("items"))
         return Response(result, status=status.HTTP_201_CREATED)

@@ -3,7 +3,7 @@ primary key, run periodically by celery beat (see CELERY_BEAT_SCHEDULE)."""
 
 import logging
 
-from celery import Task, shared_task  # noqa: F401  (used by the sections below)
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def analyse_rollout(rollout_id: int) -> str:
     return f"{run.verdict}: {run.action}"
 
 
-# --- monitoring and alerts (rollouts/monitoring.py) ----------------------------
+# --- monitoring and alerts (rollouts.services.monitor_check) -------------------
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -79,7 +79,7 @@ def check_monitors() -> int:
     """Raise and clear alerts of deployed versions (celery beat, every
     GLASSBOX_ROLLOUT_TICK_SECONDS). Idempotent: an open alert is never
     raised twice, so a re-delivered tick changes nothing."""
-    from rollouts.monitoring import monitor_check
+    from rollouts.services import monitor_check
 
     changed = monitor_check()
     if changed:

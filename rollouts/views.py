@@ -12,9 +12,8 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors
-from governance.audit import record_refusal
 from registry import selectors as registry_selectors
-from rollouts import charts, monitoring, selectors, services
+from rollouts import charts, selectors, services
 from rollouts.forms import RolloutActionForm, RolloutStartForm
 from rollouts.models import Rollout
 
@@ -28,23 +27,6 @@ ACTIONS = {
     "resume": (services.rollout_resume, "Resume", "", "carry on from the current step; its bake time starts again"),
     "abort": (services.rollout_abort, "Abort", "danger", "all traffic back to the stable version at once"),
 }
-
-
-def action_refusal(user, rollout: Rollout, action: str) -> str | None:
-    """Why `user` may not take `action` on `rollout` now (None: they may).
-    The services decide for real; this only says which buttons to offer."""
-    if not (user.is_authenticated and user.has_perm("rollouts.change_rollout")):
-        return "Only engineers may act on rollouts."
-    if action == "resume":
-        return (
-            None
-            if rollout.status == Status.PAUSED
-            else f"Only a paused rollout can resume; this one is {rollout.status}."
-        )
-    target = {"promote": Status.PROMOTED, "pause": Status.PAUSED, "abort": Status.ABORTED}[action]
-    if rollout.status == target or not rollout.can_move_to(target):
-        return f"The rollout is {rollout.status}; it cannot be {target} now."
-    return None
 
 
 def step_timeline(rollout: Rollout, runs: list) -> list[dict]:
@@ -91,7 +73,7 @@ def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, er
                 "label": label,
                 "css": css,
                 "meaning": meaning,
-                "refusal": action_refusal(request.user, rollout, name),
+                "refusal": rollout.action_refusal(request.user, name),
                 "form": forms.get(name) or RolloutActionForm(auto_id=f"id_{name}_%s"),
                 "error": errors.get(name),
             }
@@ -159,9 +141,9 @@ def rollout_list(request, name: str):
     status = 200
     if request.method == "POST":
         if not can_start:
-            reason = "Only engineers may start rollouts."
-            record_refusal(actor=request.user, action="rollout.start", reason=reason, obj=model)
-            raise PermissionDenied(reason)
+            # The service refuses before it reads the candidate, and records the refusal.
+            services.rollout_start(actor=request.user, model=model, candidate=None)
+            raise PermissionDenied("Only engineers may start rollouts.")
         if form.is_valid():
             try:
                 rollout = services.rollout_start(actor=request.user, model=model, **form.service_arguments())
@@ -192,13 +174,13 @@ def rollout_list(request, name: str):
 @page_errors
 def model_monitoring(request, name: str):
     model = registry_selectors.model_get(user=request.user, name=name)
-    data = monitoring.model_monitoring(user=request.user, model=model, window=request.GET.get("window"))
-    limits = monitoring.monitoring_thresholds()
+    data = selectors.model_monitoring(user=request.user, model=model, window=request.GET.get("window"))
+    limits = selectors.monitoring_thresholds()
     for panel in data["panels"]:
         panel["charts"] = charts.version_charts(
             panel["series"],
             thresholds=limits,
             drift_thresholds=settings.GLASSBOX_DRIFT_THRESHOLDS,
-            accuracy_floor=monitoring.live_accuracy_floor(panel["version"], limits),
+            accuracy_floor=selectors.live_accuracy_floor(panel["version"], limits),
         )
     return render(request, "rollouts/monitoring.html", {"model": model, **data, "limits": limits})

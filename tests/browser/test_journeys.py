@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from governance import services as review_services
 from registry.models import ModelVersion
-from rollouts import prediction_log, routing, serving
+from rollouts import prediction_log, routing, serving_cache
 from rollouts import services as rollout_services
 from rollouts.models import Rollout
 from tests.browser.conftest import SCREENSHOTS
@@ -98,13 +98,13 @@ def fresh_serving_caches():
     from other tests, and the prediction-log writer's rows on disk before the
     test's rows are flushed away."""
     routing.clear_routing_cache()
-    serving.clear_permission_cache()
+    serving_cache.clear_permission_cache()
     prediction_log.reset_writer()
     yield
     prediction_log.flush_prediction_logs(timeout=30)
     prediction_log.reset_writer()
     routing.clear_routing_cache()
-    serving.clear_permission_cache()
+    serving_cache.clear_permission_cache()
 
 
 @pytest.mark.usefixtures("committed_db", "fresh_serving_caches")

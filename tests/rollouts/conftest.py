@@ -8,7 +8,7 @@ import pytest
 
 from governance import services as review_services
 from registry.models import ModelVersion, RegisteredModel
-from rollouts import prediction_log, routing, serving
+from rollouts import prediction_log, routing, serving_cache
 from tests.conftest import RegisteredModelFactory, api_client_for
 
 
@@ -73,8 +73,8 @@ def serving_env(settings):
     settings.GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = 0
     prediction_log.reset_writer()
     routing.clear_routing_cache()
-    serving.clear_permission_cache()
+    serving_cache.clear_permission_cache()
     yield
     prediction_log.reset_writer()
     routing.clear_routing_cache()
-    serving.clear_permission_cache()
+    serving_cache.clear_permission_cache()

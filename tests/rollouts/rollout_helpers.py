@@ -58,7 +58,8 @@ def send_traffic(model: RegisteredModel, texts: list[str], *, actor, batch: int 
     own key (so keyed routing splits the calls by the rollout's weight), then
     every mirror answered and every log row written."""
     from rollouts.prediction_log import flush_prediction_logs
-    from rollouts.serving import predict, wait_for_shadow
+    from rollouts.serving import predict
+    from rollouts.shadow import wait_for_shadow
 
     answers = []
     for start in range(0, len(texts), batch):

@@ -9,9 +9,8 @@ from django.utils import timezone
 
 from governance.audit import verify_chain
 from governance.models import AuditEvent
-from rollouts import monitoring
+from rollouts import services
 from rollouts.models import Alert
-from rollouts.serving import feedback_record
 from rollouts.tasks import check_monitors
 from tests.conftest import wait_for
 from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic, upload_dataset
@@ -33,7 +32,7 @@ def test_drift_raises_one_alert_per_metric_and_records_it(watched_model, enginee
     send_traffic(watched_model, english_texts(200), actor=engineer)
     now = timezone.now() + timedelta(seconds=1)
 
-    raised = monitoring.monitor_check(now=now)
+    raised = services.monitor_check(now=now)
 
     version = watched_model.versions.get(number=1)
     metrics = {alert.metric for alert in raised}
@@ -53,10 +52,10 @@ def test_drift_raises_one_alert_per_metric_and_records_it(watched_model, enginee
 def test_an_open_alert_is_not_raised_again(watched_model, engineer):
     send_traffic(watched_model, english_texts(200), actor=engineer)
     now = timezone.now() + timedelta(seconds=1)
-    first = monitoring.monitor_check(now=now)
+    first = services.monitor_check(now=now)
     events_before = AuditEvent.objects.count()
 
-    again = monitoring.monitor_check(now=now + timedelta(seconds=10))
+    again = services.monitor_check(now=now + timedelta(seconds=10))
 
     assert first and again == []
     assert Alert.objects.count() == len(first)
@@ -66,14 +65,12 @@ def test_an_open_alert_is_not_raised_again(watched_model, engineer):
 def test_alert_clears_when_traffic_is_back_in_bounds(watched_model, engineer, settings):
     send_traffic(watched_model, english_texts(200), actor=engineer)
     healthy_since = timezone.now()
-    raised = monitoring.monitor_check(now=healthy_since)
+    raised = services.monitor_check(now=healthy_since)
     assert raised
     send_traffic(watched_model, chinese_reviews(200), actor=engineer)
 
     # A window that holds only the in-domain traffic.
-    cleared = monitoring.monitor_check(
-        now=healthy_since + timedelta(seconds=settings.GLASSBOX_MONITOR_INTERVAL_SECONDS)
-    )
+    cleared = services.monitor_check(now=healthy_since + timedelta(seconds=settings.GLASSBOX_MONITOR_INTERVAL_SECONDS))
 
     assert {alert.pk for alert in cleared} == {alert.pk for alert in raised}
     assert not Alert.objects.filter(cleared_at__isnull=True).exists()
@@ -86,7 +83,7 @@ def test_alert_clears_when_traffic_is_back_in_bounds(watched_model, engineer, se
 def test_too_little_traffic_is_not_judged(watched_model, engineer):
     send_traffic(watched_model, english_texts(10), actor=engineer)  # under min_requests and min_drift_texts
 
-    assert monitoring.monitor_check(now=timezone.now() + timedelta(seconds=1)) == []
+    assert services.monitor_check(now=timezone.now() + timedelta(seconds=1)) == []
     assert not Alert.objects.exists()
 
 
@@ -95,13 +92,13 @@ def test_live_accuracy_from_feedback_raises_an_alert(watched_model, engineer, se
     answers = send_traffic(watched_model, chinese_reviews(40), actor=engineer)
     flipped = {"positive": "negative", "negative": "positive"}
     # Every labelled answer turns out wrong.
-    feedback_record(
+    services.feedback_record(
         actor=engineer,
         model=watched_model,
         items=[{"prediction_id": a["prediction_id"], "label": flipped[a["label"]]} for a in answers[:25]],
     )
 
-    raised = monitoring.monitor_check(now=timezone.now() + timedelta(seconds=1))
+    raised = services.monitor_check(now=timezone.now() + timedelta(seconds=1))
 
     accuracy = [alert for alert in raised if alert.metric == "live_accuracy"]
     assert len(accuracy) == 1

@@ -115,12 +115,13 @@ def test_rollout_and_alert_gauges(traffic, engineer):
 
 
 def test_label_values_are_escaped():
-    from rollouts.metrics import Exposition
+    from prometheus_client.core import CounterMetricFamily
 
-    out = Exposition()
-    out.family("x_total", "counter", "a help\nline")
-    out.sample("x_total", 1, model='we"ird\\name\nx')
-    _, samples = parse(out.text())
+    from rollouts.metrics import render
+
+    family = CounterMetricFamily("x_total", "a help\nline", labels=["model"])
+    family.add_metric(['we"ird\\name\nx'], 1)
+    _, samples = parse(render([family]))
     assert samples == [("x_total", {"model": 'we\\"ird\\\\name\\nx'}, 1.0)]
 
 

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from glassbox.errors import InvalidInput
-from rollouts import monitoring
+from rollouts import aggregation, selectors
 from rollouts.models import Feedback, PredictionLog
-from rollouts.serving import feedback_record
+from rollouts.services import feedback_record
 from tests.conftest import ModelVersionFactory
 from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic, upload_dataset
 
@@ -60,7 +60,7 @@ def known_rows(engineer):
 
 
 def test_timeseries_counts_percentiles_error_rate_and_accuracy_on_known_rows(known_rows):
-    series = monitoring.version_timeseries(
+    series = selectors.version_timeseries(
         version=known_rows, since=T0, until=T0 + timedelta(seconds=180), bucket_seconds=60
     )
 
@@ -87,8 +87,8 @@ def test_python_path_of_the_sqlite_demo_agrees_with_postgresql(known_rows):
     stride = timedelta(seconds=60)
     until = T0 + timedelta(seconds=180)
 
-    in_sql = monitoring._raw_buckets_postgresql(known_rows.pk, T0, until, stride, 10)
-    in_python = monitoring._raw_buckets_python(known_rows.pk, T0, until, stride, 10)
+    in_sql = aggregation.raw_buckets_postgresql(known_rows.pk, T0, until, stride, 10)
+    in_python = aggregation.raw_buckets_python(known_rows.pk, T0, until, stride, 10)
 
     assert set(in_sql) == set(in_python) == {0, 2}
     for index in in_sql:
@@ -101,7 +101,7 @@ def test_python_path_of_the_sqlite_demo_agrees_with_postgresql(known_rows):
 
 
 def test_window_totals_equal_one_bucket_over_the_window(known_rows):
-    window = monitoring.version_window(version=known_rows, since=T0, until=T0 + timedelta(seconds=180))
+    window = selectors.version_window(version=known_rows, since=T0, until=T0 + timedelta(seconds=180))
 
     assert (window["requests"], window["errors"], window["feedback"], window["correct"]) == (7, 1, 3, 2)
     assert window["labels"] == {"negative": 3, "positive": 3}
@@ -110,9 +110,9 @@ def test_window_totals_equal_one_bucket_over_the_window(known_rows):
 
 def test_timeseries_refuses_an_empty_or_inverted_range(known_rows):
     with pytest.raises(InvalidInput):
-        monitoring.version_timeseries(version=known_rows, since=T0, until=T0, bucket_seconds=60)
+        selectors.version_timeseries(version=known_rows, since=T0, until=T0, bucket_seconds=60)
     with pytest.raises(InvalidInput):
-        monitoring.version_timeseries(version=known_rows, since=T0, until=T0 + timedelta(hours=1), bucket_seconds=0)
+        selectors.version_timeseries(version=known_rows, since=T0, until=T0 + timedelta(hours=1), bucket_seconds=0)
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_served_traffic_is_counted_with_confidence_and_live_accuracy(referenced_
     feedback_record(actor=engineer, model=referenced_model, items=items)
 
     version = referenced_model.versions.get(number=1)
-    window = monitoring.version_window(version=version, since=since, until=timezone.now() + timedelta(seconds=1))
+    window = selectors.version_window(version=version, since=since, until=timezone.now() + timedelta(seconds=1))
 
     assert window["requests"] == 40 and window["errors"] == 0
     assert sum(window["labels"].values()) == 40
@@ -157,8 +157,8 @@ def test_english_traffic_shows_drift_against_the_chinese_reference(referenced_mo
     send_traffic(referenced_model, english_texts(200), actor=engineer)
     until = timezone.now() + timedelta(seconds=1)
 
-    in_domain = monitoring.version_window(version=version, since=in_domain_since, until=english_since)["drift"]
-    english = monitoring.version_window(version=version, since=english_since, until=until)["drift"]
+    in_domain = selectors.version_window(version=version, since=in_domain_since, until=english_since)["drift"]
+    english = selectors.version_window(version=version, since=english_since, until=until)["drift"]
 
     assert in_domain["texts"] == english["texts"] == 200
     assert english["character_js_distance"] > 0.9
@@ -167,5 +167,5 @@ def test_english_traffic_shows_drift_against_the_chinese_reference(referenced_mo
     assert in_domain["character_js_distance"] > in_domain["character_js_excess"]
     assert in_domain["character_js_excess"] < limit
     # The time series carries the same signal per bucket.
-    series = monitoring.version_timeseries(version=version, since=english_since, until=until, bucket_seconds=3600)
+    series = selectors.version_timeseries(version=version, since=english_since, until=until, bucket_seconds=3600)
     assert series[0]["drift"]["character_js_excess"] > limit

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from rollouts import monitoring
+from rollouts import selectors, services
 from rollouts.models import PredictionLog
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory
 from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic
@@ -75,7 +75,7 @@ def test_window_selector_picks_the_bucket_size(hostile_labels, reviewer):
 
 
 def test_window_bounds_are_aligned_to_buckets():
-    name, since, until, bucket = monitoring.window_bounds("1h", now=timezone.now())
+    name, since, until, bucket = selectors.window_bounds("1h", now=timezone.now())
 
     assert (name, bucket, until - since) == ("1h", 60, timedelta(hours=1))
     assert until.timestamp() % 60 == 0
@@ -88,7 +88,6 @@ def test_monitoring_page_refuses_outsiders_and_writes(hostile_labels, outsider, 
 
 
 def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer, manager, demo_models, serving_env):  # noqa: F811
-    from rollouts import services
     from tests.rollouts.rollout_helpers import upload_dataset
 
     version = served_model.versions.get(number=1)
@@ -96,7 +95,7 @@ def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer,
     services.version_reference_set(actor=engineer, version=version, dataset=dataset)
     deploy(served_model, version, actor=engineer)
     send_traffic(served_model, chinese_reviews(20) + english_texts(200), actor=engineer)
-    raised = monitoring.monitor_check(now=timezone.now() + timedelta(seconds=1))
+    raised = services.monitor_check(now=timezone.now() + timedelta(seconds=1))
     assert raised
 
     html = client_for(manager).get("/models/zh-serving/monitoring/?window=1h").content.decode()

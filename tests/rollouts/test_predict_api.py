@@ -13,7 +13,7 @@ from rollouts import routing, services
 from rollouts.models import PredictionLog
 from rollouts.prediction_log import flush_prediction_logs, key_hash
 from rollouts.routing import route_key
-from rollouts.serving import wait_for_shadow
+from rollouts.shadow import wait_for_shadow
 from tests.conftest import ModelVersionFactory, UserFactory, api_client_for
 from tests.rollouts.rollout_helpers import deploy, start_canary
 
