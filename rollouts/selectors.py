@@ -144,16 +144,6 @@ class DriftReference:
         return measure_drift(self.profile, texts, self.known_characters)
 
 
-def _known_characters(version: ModelVersion) -> frozenset[str] | None:
-    from registry.selectors import version_predictor
-
-    try:
-        return version_predictor(version).known_characters()
-    except Exception:  # an artifact that cannot load here: the unknown-rate signal is left out, not the page
-        logger.warning("drift: could not load %s for its known characters", version, exc_info=True)
-        return None
-
-
 def version_known_characters(version: ModelVersion) -> frozenset[str] | None:
     """The characters a version's model has features for (the unknown-rate
     drift signal); None when its artifact cannot be loaded here: that signal
@@ -162,7 +152,7 @@ def version_known_characters(version: ModelVersion) -> frozenset[str] | None:
 
     try:
         return version_predictor(version).known_characters()
-    except Exception:
+    except Exception:  # the artifact cannot load here (missing, corrupt, wrong flavor)
         logger.warning("drift: could not load %s for its known characters", version, exc_info=True)
         return None
 

@@ -17,7 +17,7 @@ from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_text
 
 
 @pytest.fixture
-def watched_model(served_model, engineer, demo_models, serving_env):  # noqa: F811
+def watched_model(served_model, engineer, demo_models, serving_env):
     """zh-serving with v1 deployed and the Chinese held-out set as its reference."""
     from rollouts import services
 

@@ -116,7 +116,7 @@ def test_timeseries_refuses_an_empty_or_inverted_range(known_rows):
 
 
 @pytest.fixture
-def referenced_model(served_model, engineer, demo_models, serving_env):  # noqa: F811
+def referenced_model(served_model, engineer, demo_models, serving_env):
     """zh-serving with v1 deployed, its reference the Chinese held-out set."""
     dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
     from rollouts import services

@@ -87,7 +87,7 @@ def test_monitoring_page_refuses_outsiders_and_writes(hostile_labels, outsider, 
     assert client_for(engineer).post("/models/hostile/monitoring/").status_code == 405
 
 
-def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer, manager, demo_models, serving_env):  # noqa: F811
+def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer, manager, demo_models, serving_env):
     from tests.rollouts.rollout_helpers import upload_dataset
 
     version = served_model.versions.get(number=1)

@@ -175,3 +175,29 @@ def test_gate_refusals(model, engineer, reviewer):
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.PROGRESSING
     assert AuditEvent.objects.filter(action="rollout.abort", outcome="denied", actor_username="rita").exists()
+
+
+def test_listing_costs_the_same_queries_for_one_rollout_or_many(model, engineer, reviewer):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def analysed_and_aborted():
+        rollout = services.rollout_start(actor=engineer, model=model, candidate=model.versions.get(number=2))
+        rollout_analyse(rollout=rollout, now=rollout.step_started_at + timedelta(seconds=60))
+        services.rollout_abort(actor=engineer, rollout=rollout, reason="again")
+
+    def listing():
+        client = api_client_for(reviewer)
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/api/v1/models/zh-api/rollouts/")
+        assert response.status_code == 200
+        return len(queries), response.json()
+
+    analysed_and_aborted()
+    few, _ = listing()
+    analysed_and_aborted()
+    analysed_and_aborted()
+    many, body = listing()
+
+    assert many == few
+    assert [len(r["analysis"]) for r in body] == [1, 1, 1, 0]  # the first deployment was never analysed
