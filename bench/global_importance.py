@@ -73,6 +73,22 @@ def main() -> None:
         f"demo TF-IDF + LR (held-out accuracy {metrics['accuracy']}), SHAP max_evals={args.max_evals} "
         f"on {len(texts)} held-out reviews in {seconds:.1f} s"
     )
+    # How the floor changes the ranking: top-10 and top-50 overlap with the ranking at min_texts=1,
+    # and how many ranked tokens (of the top 50) occur in a single text.
+    unfloored = global_importance(results, min_texts=1)
+    for floor in (1, 2, 3, 5, 10):
+        floored = global_importance(results, min_texts=floor)
+        for label in results["labels"][:1]:
+            base = [row["token"] for row in unfloored["labels"][label]["rows"]]
+            rows = floored["labels"][label]["rows"]
+            mine = [row["token"] for row in rows]
+            singles = sum(1 for row in rows if row["texts"] == 1)
+            unstable = sum(1 for row in rows[:10] if row["rank_unstable"])
+            print(
+                f"min_texts={floor:>2} ({label}): top-10 overlap with no floor {len(set(mine[:10]) & set(base[:10]))}/10, "
+                f"top-50 overlap {len(set(mine) & set(base))}/50, single-text tokens in top 50: {singles}, "
+                f"unstable ranks in top 10: {unstable}, rare mass {floored['labels'][label]['rare']['share']:.2f} %"
+            )
     by_token = global_importance(results, min_texts=args.min_texts)
     by_word = global_importance(results, unit="word", min_texts=args.min_texts)
     for label in results["labels"]:
