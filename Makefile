@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance clean
 
 venv: $(VENV_STAMP)
 
@@ -60,6 +60,10 @@ bench-router: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status
+
+# Top tokens of the demo classes, ranked the old way (mean |value|) and by share of the attribution mass.
+bench-global-importance: dev-venv
+	$(PY) bench/global_importance.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/test var/upload-tmp

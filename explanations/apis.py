@@ -5,12 +5,13 @@ import json
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from explanations import exports, selectors, services
+from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
 from registry import selectors as registry_selectors
@@ -131,6 +132,12 @@ class ReportCancelApi(APIView):
         return Response(ReportOutputSerializer(report).data)
 
 
+IMPORTANCE_PARAMETERS = [
+    OpenApiParameter("unit", str, enum=["token", "word"], description="rank model tokens or jieba words"),
+    OpenApiParameter("min_texts", int, description="texts a token must occur in to be ranked (1-1000, default 3)"),
+]
+
+
 class _ExportApi(APIView):
     def perform_content_negotiation(self, request, force=False):
         # The export is a file whatever the client says it accepts; errors stay JSON.
@@ -151,10 +158,15 @@ class _ExportApi(APIView):
 
 
 class ReportExportJsonApi(_ExportApi):
-    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT}, operation_id="explanations_export_json")
+    @extend_schema(
+        parameters=IMPORTANCE_PARAMETERS,
+        responses={(200, "application/json"): OpenApiTypes.OBJECT},
+        operation_id="explanations_export_json",
+    )
     def get(self, request, pk: int):
         report = self.succeeded_report(request, pk)
-        body = json.dumps(exports.report_document(report), ensure_ascii=False, indent=1)
+        unit, min_texts = view_params(request.query_params)
+        body = json.dumps(exports.report_document(report, unit=unit, min_texts=min_texts), ensure_ascii=False, indent=1)
         response = HttpResponse(body, content_type="application/json; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{self.filename(report, "json")}"'
         return response
@@ -167,4 +179,24 @@ class ReportExportCsvApi(_ExportApi):
         # A byte-order mark so that spreadsheet programs read the Chinese as UTF-8.
         response = HttpResponse("\ufeff" + exports.report_csv(report), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{self.filename(report, "csv")}"'
+        return response
+
+
+class ReportExportGlobalCsvApi(_ExportApi):
+    """A local report's global importance (share of the attribution mass per
+    token or jieba word, with bootstrap intervals) as CSV."""
+
+    @extend_schema(
+        parameters=IMPORTANCE_PARAMETERS,
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        operation_id="explanations_export_global_csv",
+    )
+    def get(self, request, pk: int):
+        report = self.succeeded_report(request, pk)
+        if report.is_global:
+            raise InvalidInput(f"Report {pk} is a {report.method} report: it has no per-text values to rank.")
+        unit, min_texts = view_params(request.query_params)
+        body = exports.global_importance_csv(report, unit=unit, min_texts=min_texts)
+        response = HttpResponse("\ufeff" + body, content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{self.filename(report, "global.csv")}"'
         return response

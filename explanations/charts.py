@@ -110,13 +110,54 @@ def bar_chart(
     }
 
 
-def global_charts(global_importance: dict, *, top: int = TOP_TOKENS) -> list[dict]:
-    """One chart per label of mean |value|, coloured by the sign of the mean."""
-    return [
-        {"label": label, **bar_chart(rows or [], value_key="mean_abs", sign_key="mean", top=top)}
-        for label, rows in (global_importance or {}).items()
-        if isinstance(rows, list)
-    ]
+def share_chart(rows: list[dict], *, top: int = TOP_TOKENS) -> dict:
+    """Bars of each token's share of the attribution mass (percent), coloured
+    by the sign of its mean value; the label carries the bootstrap interval
+    and a warning sign where the rank is unstable."""
+    chart = bar_chart(rows, value_key="share", sign_key="mean", top=top)
+    for bar, row in zip(chart["bars"], rows):
+        low, high = _number(row.get("share_low")), _number(row.get("share_high"))
+        interval = f" [{low:.1f}–{high:.1f}]" if low is not None and high is not None else ""
+        bar["unstable"] = bool(row.get("rank_unstable"))
+        bar["label"] = f"{bar['value']:.1f} %{interval}" + (" ⚠" if bar["unstable"] else "")
+        if bar["unstable"]:
+            bar["token"] = f"{bar['token']} ⚠"
+    return chart
+
+
+def global_charts(importance: dict, *, top: int = TOP_TOKENS) -> list[dict]:
+    """One chart per label from explanations.global_importance, with the
+    rare-tokens row and the ranked tokens beyond the chart as totals."""
+    charts = []
+    for label, ranked in ((importance or {}).get("labels") or {}).items():
+        rows = ranked.get("rows") or []
+        shown = rows[:top]
+        rest = sum(_number(row.get("share")) or 0.0 for row in rows[top:])
+        rest += _number((ranked.get("beyond_top") or {}).get("share")) or 0.0
+        charts.append(
+            {
+                "label": label,
+                **share_chart(shown, top=top),
+                "rare": ranked.get("rare") or {},
+                "rest_share": rest,
+                "shown_share": sum(_number(row.get("share")) or 0.0 for row in shown),
+            }
+        )
+    return charts
+
+
+def legacy_global_charts(global_rows: dict, *, top: int = TOP_TOKENS) -> list[dict]:
+    """A SHAP summary stored inside an older PFI report: rows that carry a
+    share are drawn by share; rows from before the share ranking by mean |φ|."""
+    charts = []
+    for label, rows in (global_rows or {}).items():
+        if not isinstance(rows, list):
+            continue
+        if rows and all("share" in row for row in rows):
+            charts.append({"label": label, **share_chart(rows, top=top)})
+        else:
+            charts.append({"label": label, **bar_chart(rows, value_key="mean_abs", sign_key="mean", top=top)})
+    return charts
 
 
 def pfi_chart(results: dict, *, top: int = TOP_TOKENS) -> dict:
@@ -144,25 +185,28 @@ def fidelity_table(fidelity: dict | None) -> list[dict]:
 
 
 def compare_globals(old: dict, new: dict, *, top: int = TOP_TOKENS) -> list[dict]:
-    """Per label, both versions' top tokens side by side; the new version's
-    tokens that were not among the old version's top are marked `new`, and
-    `shifts` lists the tokens whose importance grew the most."""
+    """Per label, both versions' top tokens by share of the attribution mass
+    side by side (``old``/``new`` as explanations.global_importance returns
+    them); the new version's tokens that were not among the old version's
+    top are marked `new`, and `shifts` lists the largest gains in share."""
+    old_labels = (old or {}).get("labels") or {}
+    new_labels = (new or {}).get("labels") or {}
     comparison = []
-    for label in sorted(set(old or {}) | set(new or {})):
-        old_rows = (old or {}).get(label) or []
-        new_rows = (new or {}).get(label) or []
+    for label in sorted(set(old_labels) | set(new_labels)):
+        old_rows = (old_labels.get(label) or {}).get("rows") or []
+        new_rows = (new_labels.get(label) or {}).get("rows") or []
         old_top = {row.get("token") for row in old_rows[:top]}
-        old_value = {row.get("token"): _number(row.get("mean_abs")) or 0.0 for row in old_rows}
+        old_share = {row.get("token"): _number(row.get("share")) or 0.0 for row in old_rows}
         marked = [{**row, "new": row.get("token") not in old_top} for row in new_rows]
         shifts = []
         for row in new_rows:
-            gain = (_number(row.get("mean_abs")) or 0.0) - old_value.get(row.get("token"), 0.0)
+            gain = (_number(row.get("share")) or 0.0) - old_share.get(row.get("token"), 0.0)
             if gain > 0:
                 shifts.append(
                     {
                         "token": row.get("token"),
-                        "old": old_value.get(row.get("token")),
-                        "new": _number(row.get("mean_abs")),
+                        "old": old_share.get(row.get("token")),
+                        "new": _number(row.get("share")),
                         "gain": gain,
                     }
                 )
@@ -170,8 +214,8 @@ def compare_globals(old: dict, new: dict, *, top: int = TOP_TOKENS) -> list[dict
         comparison.append(
             {
                 "label": label,
-                "old": bar_chart(old_rows, value_key="mean_abs", sign_key="mean", top=top),
-                "new": bar_chart(marked, value_key="mean_abs", sign_key="mean", top=top),
+                "old": share_chart(old_rows, top=top),
+                "new": share_chart(marked[:top], top=top),
                 "shifts": shifts[:10],
             }
         )

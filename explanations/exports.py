@@ -5,6 +5,7 @@ import csv
 import io
 from collections.abc import Iterator
 
+from explanations.global_importance import DEFAULT_MIN_TEXTS, cached_global_importance
 from explanations.models import ExplanationReport
 
 LOCAL_COLUMNS = [
@@ -22,14 +23,31 @@ PFI_COLUMNS = [
     "token",
     "accuracy_drop_mean",
     "accuracy_drop_std",
+    "accuracy_drop_positive_repeats",
     "macro_f1_drop_mean",
     "macro_f1_drop_std",
     "texts_affected",
 ]
 
 
-def report_document(report: ExplanationReport) -> dict:
-    return {
+GLOBAL_COLUMNS = [
+    "label",
+    "unit",
+    "rank",
+    "token",
+    "share",
+    "share_low",
+    "share_high",
+    "rank_unstable",
+    "texts",
+    "count",
+    "mean",
+    "mean_abs",
+]
+
+
+def report_document(report: ExplanationReport, *, unit: str = "token", min_texts: int = DEFAULT_MIN_TEXTS) -> dict:
+    document = {
         "report": {
             "id": report.pk,
             "model": report.version.model.name,
@@ -49,6 +67,27 @@ def report_document(report: ExplanationReport) -> dict:
         "results": report.results,
         "fidelity": report.fidelity,
     }
+    if not report.is_global:
+        # Computed from the per-text values at export time (stored results stay as they were).
+        document["global_importance"] = cached_global_importance(report, unit=unit, min_texts=min_texts)
+    return document
+
+
+def global_importance_csv(report: ExplanationReport, *, unit: str, min_texts: int) -> str:
+    """One row per ranked token (or word) per label, then each label's rare-tokens row."""
+    importance = cached_global_importance(report, unit=unit, min_texts=min_texts)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(GLOBAL_COLUMNS)
+    for label, ranked in importance["labels"].items():
+        for row in ranked["rows"]:
+            writer.writerow([_cell(label), unit] + [_cell(row.get(column)) for column in GLOBAL_COLUMNS[2:]])
+        rare = ranked["rare"]
+        writer.writerow(
+            [_cell(label), unit, "", f"(rare: {rare['tokens']} in fewer than {min_texts} texts)", rare["share"]]
+            + [""] * (len(GLOBAL_COLUMNS) - 5)
+        )
+    return buffer.getvalue()
 
 
 def _cell(value):

@@ -164,6 +164,26 @@ def comparable_reports(*, old, new, method: str) -> tuple[ExplanationReport | No
     return succeeded(old).first(), succeeded(new).first()
 
 
+def report_top_tokens(report: ExplanationReport, *, top: int = 5) -> list[dict]:
+    """Per label, a succeeded local report's first tokens by share of the
+    attribution mass (the ranking of its report page); [] otherwise."""
+    from explanations.global_importance import cached_global_importance
+
+    if report.status != ExplanationReport.Status.SUCCEEDED or report.is_global:
+        return []
+    importance = cached_global_importance(report)
+    return [
+        {
+            "label": label,
+            "tokens": [
+                {key: row[key] for key in ("token", "share", "share_low", "share_high", "rank_unstable", "texts")}
+                for row in ranked["rows"][:top]
+            ],
+        }
+        for label, ranked in importance["labels"].items()
+    ]
+
+
 def dossier_reports(*, user, version) -> list[dict]:
     """A version's reports as the compliance dossier's JSON lists them."""
     if not user.has_perm("explanations.view_explanationreport"):
@@ -181,6 +201,7 @@ def dossier_reports(*, user, version) -> list[dict]:
             "finished_at": report.finished_at.isoformat() if report.finished_at else None,
             "error": report.error,
             "fidelity": report.fidelity,
+            "top_tokens": report_top_tokens(report, top=10),
             "url": f"/api/v1/explanations/{report.pk}/",
         }
         for report in report_list(user=user, version=version)

@@ -19,4 +19,5 @@ api_urlpatterns = [
     path("explanations/<int:pk>/cancel/", apis.ReportCancelApi.as_view(), name="cancel"),
     path("explanations/<int:pk>/export.json", apis.ReportExportJsonApi.as_view(), name="export-json"),
     path("explanations/<int:pk>/export.csv", apis.ReportExportCsvApi.as_view(), name="export-csv"),
+    path("explanations/<int:pk>/export-global.csv", apis.ReportExportGlobalCsvApi.as_view(), name="export-global-csv"),
 ]

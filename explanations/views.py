@@ -8,6 +8,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
+from explanations.global_importance import DEFAULT_MIN_TEXTS, UNITS, cached_global_importance
 from explanations.models import ExplanationReport
 from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors
@@ -47,6 +48,20 @@ def report_new(request, name: str, number: int):
     return render(request, "explanations/report_new.html", context, status=status)
 
 
+def _importance_view(request) -> dict:
+    """The global-importance view a page asks for: ?unit=token|word and
+    ?min_texts=N (texts a token must occur in to be ranked); anything else
+    falls back to the defaults."""
+    unit = request.GET.get("unit", "token")
+    if unit not in UNITS:
+        unit = "token"
+    try:
+        min_texts = int(request.GET.get("min_texts", DEFAULT_MIN_TEXTS))
+    except ValueError:
+        min_texts = DEFAULT_MIN_TEXTS
+    return {"unit": unit, "min_texts": min(max(min_texts, 1), 1000), "units": UNITS}
+
+
 @require_safe
 @login_required
 @page_errors
@@ -64,11 +79,15 @@ def report_detail(request, pk: int):
     if report.status == ExplanationReport.Status.SUCCEEDED:
         if report.is_global:
             context["pfi_chart"] = charts.pfi_chart(results)
-            context["shap_summary_charts"] = charts.global_charts(results.get("shap_summary") or {})
+            context["shap_summary_charts"] = charts.legacy_global_charts(results.get("shap_summary") or {})
         else:
             context["heatmap"] = charts.heatmap(results)
             context["heatmap_limit"] = charts.HEATMAP_TEXTS
-            context["global_charts"] = charts.global_charts(results.get("global") or {})
+            view = _importance_view(request)
+            context["importance_view"] = view
+            context["global_charts"] = charts.global_charts(
+                cached_global_importance(report, unit=view["unit"], min_texts=view["min_texts"])
+            )
     return render(request, "explanations/report_detail.html", context)
 
 
@@ -114,7 +133,11 @@ def version_compare(request, name: str):
         old_report, new_report = selectors.comparable_reports(old=old, new=new, method=method)
         context.update(old_report=old_report, new_report=new_report)
         if old_report is not None and new_report is not None:
+            view = _importance_view(request)
+            context["importance_view"] = view
+            context["compare_fields"] = [("a", old.number), ("b", new.number), ("method", method)]
             context["comparison"] = charts.compare_globals(
-                (old_report.results or {}).get("global") or {}, (new_report.results or {}).get("global") or {}
+                cached_global_importance(old_report, unit=view["unit"], min_texts=view["min_texts"]),
+                cached_global_importance(new_report, unit=view["unit"], min_texts=view["min_texts"]),
             )
     return render(request, "explanations/compare.html", context)

@@ -26,7 +26,10 @@ Local results (shap, lime)::
                 "predicted_label", "probabilities": {label: p},
                 "base_values": {label: f(all masked)}, "values": {label: [one float per token]},
                 "additivity_error" (shap) | "r2" (lime), "true_label", ...}],
-     "global": {label: [{"token", "mean_abs", "mean", "count"}, ...top 50]},
+     "global": {label: [{"rank", "token", "share", "share_low", "share_high", "rank_unstable",
+                         "texts", "count", "mean", "mean_abs"}, ...top 50 by share]},
+     # (reports made before the share ranking stored {"token", "mean_abs", "mean", "count"} by
+     #  mean_abs; pages and exports recompute explanations.global_importance from "texts")
      "labels": [...], "truncated_count": int}
 
 For lime the "tokens" are its features (jieba words or model tokens). PFI

@@ -158,20 +158,9 @@ def label_names_index(predictor, label: str) -> int:
 
 
 def global_summary(entries: list[dict], label_names: list[str], top: int = GLOBAL_TOP) -> dict:
-    """Per label, the tokens with the largest mean |value| over all their occurrences."""
-    summary = {}
-    for label in label_names:
-        totals: dict[str, list[float]] = {}
-        for entry in entries:
-            for token, value in zip(entry["tokens"], entry["values"].get(label, [])):
-                stats = totals.setdefault(token["text"], [0.0, 0.0, 0])
-                stats[0] += abs(value)
-                stats[1] += value
-                stats[2] += 1
-        rows = [
-            {"token": token, "mean_abs": s_abs / count, "mean": s / count, "count": count}
-            for token, (s_abs, s, count) in totals.items()
-        ]
-        rows.sort(key=lambda row: (-row["mean_abs"], row["token"]))
-        summary[label] = rows[:top]
-    return summary
+    """Per label, the top tokens by their share of the attribution mass (see
+    explanations.global_importance), as stored with a new report."""
+    from explanations.global_importance import global_importance
+
+    ranked = global_importance({"texts": entries, "labels": label_names}, top=top)
+    return {label: ranked_label["rows"] for label, ranked_label in ranked["labels"].items()}

@@ -122,6 +122,8 @@ class PermutationImportanceExplainer(Explainer):
                     "token": feature,
                     "accuracy_drop_mean": float(drops[:, 0].mean()),
                     "accuracy_drop_std": float(drops[:, 0].std(ddof=1)) if len(drops) > 1 else 0.0,
+                    # How many of the repeats saw accuracy fall at all: the drop's own evidence.
+                    "accuracy_drop_positive_repeats": int((drops[:, 0] > 0).sum()),
                     "macro_f1_drop_mean": float(drops[:, 1].mean()),
                     "macro_f1_drop_std": float(drops[:, 1].std(ddof=1)) if len(drops) > 1 else 0.0,
                     "texts_affected": len(rows),
@@ -153,7 +155,24 @@ class PermutationImportanceExplainer(Explainer):
         shap_results = params.get("shap_results")
         if shap_results and isinstance(shap_results.get("global"), dict):
             results["shap_summary"] = {
-                label: [{"token": row["token"], "mean_abs": row["mean_abs"], "count": row["count"]} for row in rows]
+                label: [
+                    {
+                        key: row[key]
+                        for key in (
+                            "token",
+                            "share",
+                            "share_low",
+                            "share_high",
+                            "rank_unstable",
+                            "texts",
+                            "mean",
+                            "mean_abs",
+                            "count",
+                        )
+                        if key in row
+                    }
+                    for row in rows
+                ]
                 for label, rows in shap_results["global"].items()
             }
         return results

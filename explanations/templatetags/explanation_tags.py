@@ -36,4 +36,6 @@ def version_evidence(context, version, everything: bool = False):
         reports = list(selectors.report_list(user=user, version=version))
     else:
         reports = list(selectors.succeeded_reports(version=version))
+    for report in reports:
+        report.top_tokens = selectors.report_top_tokens(report)
     return {"version": version, "reports": reports, "can_read": can_read, "everything": everything}

@@ -77,6 +77,7 @@ def test_pfi_finds_the_planted_keyword(refund_model):
     assert top["token"] == "退款"
     assert top["accuracy_drop_mean"] > 0.3 and top["macro_f1_drop_mean"] > 0.3
     assert top["accuracy_drop_std"] > 0  # bootstrap resamples differ
+    assert top["accuracy_drop_positive_repeats"] == 5  # every repeat saw accuracy fall
     assert all(abs(row["accuracy_drop_mean"]) < 0.1 for row in results["features"][1:])
     assert len(results["features"]) == 10 and results["repeats"] == 5 and results["unit"] == "word"
     assert fidelity["comprehensiveness"]["aopc"] >= fidelity["random_baseline"]["comprehensiveness"]["aopc"]

@@ -8,7 +8,7 @@ from django.test import Client
 from explanations import services
 from explanations.models import ExplanationReport
 from tests.conftest import ModelVersionFactory
-from tests.explanations.reporting import SCRIPT_TEXT, local_results, make_report, stored_version
+from tests.explanations.reporting import SCRIPT_TEXT, make_report, stored_version
 
 
 @pytest.fixture(autouse=True)
@@ -137,25 +137,6 @@ def test_others_cannot_cancel_from_the_page(engineer, reviewer, version):
 def test_outsiders_cannot_open_a_report(engineer, outsider, version):
     report = make_report(version=version, requested_by=engineer)
     assert browser(outsider).get(report.get_absolute_url()).status_code == 403
-
-
-def test_comparison_highlights_tokens_the_new_version_leans_on(engineer, version):
-    new_version = ModelVersionFactory(model=version.model, labels=version.labels)
-    make_report(version=version, requested_by=engineer)
-    results = local_results(["好"])
-    results["global"] = {
-        label: [
-            {"token": "<快递>", "mean_abs": 0.9, "mean": 0.9, "count": 3},
-            {"token": "好", "mean_abs": 0.1, "mean": 0.1, "count": 2},
-        ]
-        for label in version.labels
-    }
-    make_report(version=new_version, requested_by=engineer, results=results)
-
-    page = browser(engineer).get(f"/models/{version.model.name}/explanations/compare/?a=1&b=2").content.decode()
-    assert page.count('class="new-reliance"') == 2  # one per class
-    assert "&lt;快递&gt;" in page and "<快递>" not in page
-    assert "Leaned on more by v2" in page and "+0.9000" in page
 
 
 def test_comparison_says_what_is_missing(engineer, version):
