@@ -12,10 +12,11 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from governance.audit import record_event
+from governance.audit_actions import AuditAction
 
 admin.site.disable_action("delete_selected")
 
-_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}
+_ACTIONS = {ADDITION: AuditAction.ADMIN_ADD, CHANGE: AuditAction.ADMIN_CHANGE, DELETION: AuditAction.ADMIN_DELETE}
 # Objects whose primary key or str() is a secret.
 _SECRET_KEYED = {("authtoken", "token"), ("authtoken", "tokenproxy")}
 
@@ -32,7 +33,7 @@ def _mirror_admin_change(sender, instance: LogEntry, created: bool, **kwargs) ->
         object_id, label = "", "API token"
     record_event(
         actor=instance.user,
-        action=_ACTIONS.get(instance.action_flag, "admin.change"),
+        action=_ACTIONS.get(instance.action_flag, AuditAction.ADMIN_CHANGE),
         object_type=f"{app_label}.{model}" if content_type else "",
         object_id=object_id,
         object_label=label,

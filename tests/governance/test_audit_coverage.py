@@ -25,7 +25,7 @@ from django.urls.converters import IntConverter
 from rest_framework.authtoken.models import Token
 
 from governance import services as review_services
-from governance.audit import verify_chain
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory, UserFactory, api_client_for
 
