@@ -2,11 +2,11 @@
 
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from glassbox.errors import NotFound, NotPermitted
 from registry.models import ModelVersion, RegisteredModel
-from rollouts.models import AnalysisRun, Rollout, ServingState
+from rollouts.models import Alert, AnalysisRun, Rollout, ServingState
 
 _RELATED = ("model", "candidate", "stable", "created_by")
 
@@ -52,6 +52,25 @@ def rollout_history(version: ModelVersion) -> QuerySet[Rollout]:
         .select_related(*_RELATED)
         .order_by("-created_at", "-id")
     )
+
+
+def analysis_verdict_counts(rollouts: list[Rollout]) -> dict[int, dict[str, int]]:
+    """How many analysis runs judged each rollout which way: {rollout id: {verdict: count}}."""
+    counts: dict[int, dict[str, int]] = {}
+    runs = AnalysisRun.objects.filter(rollout__in=rollouts).order_by().values_list("rollout_id", "verdict")
+    for rollout_id, verdict, count in runs.annotate(n=Count("id")):
+        counts.setdefault(rollout_id, {})[verdict] = count
+    return counts
+
+
+def rollouts_active() -> QuerySet[Rollout]:
+    """Rollouts still under way, across all models (the manager's dashboard)."""
+    return Rollout.objects.filter(status__in=Rollout.ACTIVE_STATUSES).select_related("model", "candidate", "stable")
+
+
+def alerts_open() -> QuerySet[Alert]:
+    """Monitoring alerts not cleared yet, across all models (the manager's dashboard)."""
+    return Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version")
 
 
 def serving_state(model: RegisteredModel) -> ServingState | None:
