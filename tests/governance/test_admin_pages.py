@@ -34,6 +34,7 @@ def rows(engineer, reviewer) -> dict:
     """One row of each model the admin shows, made the way the platform makes them."""
     version = submitted_version(uploader=engineer, name="zh-sentiment")
     decide(reviewer, version, "approve")
+    version.refresh_from_db()
     rollout = rollout_services.rollout_start(actor=engineer, model=version.model, candidate=version)
     report = make_report(version=version, requested_by=engineer)
     return {
