@@ -21,7 +21,6 @@ from explanations import selectors
 from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.audit_actions import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,7 @@ def report_request(
     write the report and its chunks and enqueue it after commit. A version
     whose artifact is known to be unloadable gets a failed report saying why."""
     if not (actor.is_authenticated and actor.has_perm("explanations.add_explanationreport")):
-        record_refusal(actor=actor, action=AuditAction.EXPLANATION_REQUEST, reason="not permitted", obj=version)
+        record_refusal(actor=actor, action="explanation.request", reason="not permitted", obj=version)
         raise NotPermitted("Only engineers and reviewers may request explanation reports.")
     if not version.model.can_be_viewed_by(actor):
         raise NotPermitted("You may not read this model.")
@@ -171,7 +170,7 @@ def report_request(
         )
         record_event(
             actor=actor,
-            action=AuditAction.EXPLANATION_REQUEST,
+            action="explanation.request",
             obj=report,
             changes={"after": {"status": report.status, "method": method}},
             detail={
@@ -183,7 +182,7 @@ def report_request(
         )
         if problem:
             report = report_move(
-                actor=None, report=report, to_status=Status.FAILED, action=AuditAction.EXPLANATION_FAIL, error=problem
+                actor=None, report=report, to_status=Status.FAILED, action="explanation.fail", error=problem
             )
         else:
             report_id = report.pk
@@ -194,12 +193,12 @@ def report_request(
 def report_cancel(*, actor, report: ExplanationReport) -> ExplanationReport:
     refusal = report.cancel_refusal(actor)
     if isinstance(refusal, NotPermitted):
-        record_refusal(actor=actor, action=AuditAction.EXPLANATION_CANCEL, reason=refusal.message, obj=report)
+        record_refusal(actor=actor, action="explanation.cancel", reason=refusal.message, obj=report)
     if refusal is not None:
         raise refusal
     # Chunks still queued see the status and skip; running ones stop at their
     # next progress report.
-    return report_move(actor=actor, report=report, to_status=Status.CANCELLED, action=AuditAction.EXPLANATION_CANCEL)
+    return report_move(actor=actor, report=report, to_status=Status.CANCELLED, action="explanation.cancel")
 
 
 # --- the one transition service --------------------------------------------------------
@@ -210,7 +209,7 @@ def report_move(
     actor,
     report: ExplanationReport,
     to_status: str,
-    action: AuditAction,
+    action: str,
     error: str = "",
     fields: dict[str, Any] | None = None,
     detail: dict | None = None,
@@ -261,9 +260,7 @@ def report_fail(*, report_id: int, reason: str) -> bool:
     if report is None:
         return False
     try:
-        report_move(
-            actor=None, report=report, to_status=Status.FAILED, action=AuditAction.EXPLANATION_FAIL, error=reason
-        )
+        report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail", error=reason)
     except Conflict:
         return False
     return True
@@ -283,7 +280,7 @@ def report_start(*, report_id: int) -> ExplanationReport | None:
             actor=None,
             report=report,
             to_status=Status.RUNNING,
-            action=AuditAction.EXPLANATION_START,
+            action="explanation.start",
             fields={
                 "timings": {
                     **report.timings,
@@ -331,7 +328,7 @@ def chunk_start(*, chunk_id: int, worker: str) -> ExplanationChunk | None:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action=AuditAction.EXPLANATION_FAIL,
+            action="explanation.fail",
             error=f"Chunk {chunk.index} was started {chunk.attempts} times without finishing "
             f"(last worker: {chunk.worker or 'unknown'}); giving up.",
         )
@@ -422,7 +419,7 @@ def report_finalize_start(*, report_id: int) -> ExplanationReport | None:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action=AuditAction.EXPLANATION_FAIL,
+            action="explanation.fail",
             error=f"Combining the results was started {report.finalize_attempts} times without finishing; giving up.",
         )
         return None
@@ -446,7 +443,7 @@ def report_succeed(*, report_id: int, results: dict, fidelity: dict, timings: di
             actor=None,
             report=report,
             to_status=Status.SUCCEEDED,
-            action=AuditAction.EXPLANATION_SUCCEED,
+            action="explanation.succeed",
             fields={"results": json_safe(results), "fidelity": json_safe(fidelity), "timings": json_safe(timings)},
             detail={"timings": json_safe(timings)},
         )
@@ -527,7 +524,7 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action=AuditAction.EXPLANATION_FAIL,
+            action="explanation.fail",
             error=f"Chunk {chunk.index} was lost {chunk.attempts} times (last worker: "
             f"{chunk.worker or 'unknown'}, silent since {chunk.heartbeat_at:%H:%M:%S} UTC); giving up.",
         )
@@ -541,7 +538,7 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
     chunk.save(update_fields=["status", "worker", "progress", "heartbeat_at", "enqueued_at"])
     record_event(
         actor=None,
-        action=AuditAction.EXPLANATION_REQUEUE,
+        action="explanation.requeue",
         obj=report,
         detail={
             "chunk": chunk.index,

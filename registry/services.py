@@ -10,7 +10,6 @@ from django.db.models import Max
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.audit_actions import AuditAction
 from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
@@ -30,9 +29,7 @@ def model_create(
     *, actor, name: str, risk_tier: str, task: str = RegisteredModel.Task.TEXT_CLASSIFICATION, description: str = ""
 ) -> RegisteredModel:
     if not (actor.is_authenticated and actor.has_perm("registry.add_registeredmodel")):
-        record_refusal(
-            actor=actor, action=AuditAction.MODEL_CREATE, reason="not permitted", object_label=str(name)[:100]
-        )
+        record_refusal(actor=actor, action="model.create", reason="not permitted", object_label=str(name)[:100])
         raise NotPermitted("Only engineers may register models.")
     _check_name(name, what="model")
     if risk_tier not in RegisteredModel.RiskTier.values:
@@ -46,7 +43,7 @@ def model_create(
             )
             record_event(
                 actor=actor,
-                action=AuditAction.MODEL_CREATE,
+                action="model.create",
                 obj=model,
                 changes={"after": {"name": name, "task": task, "risk_tier": risk_tier}},
             )
@@ -73,7 +70,7 @@ def version_upload_precheck(*, actor, model: RegisteredModel) -> None:
     if not model.can_receive_version_from(actor):
         record_refusal(
             actor=actor,
-            action=AuditAction.VERSION_CREATE,
+            action="version.create",
             reason="not permitted",
             object_type="registry.registeredmodel",
             object_id=model.pk,
@@ -136,7 +133,7 @@ def version_create(
             )
             record_event(
                 actor=actor,
-                action=AuditAction.VERSION_CREATE,
+                action="version.create",
                 obj=version,
                 changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
                 detail={"size": upload.size, "labels": prepared.labels},
@@ -151,7 +148,7 @@ def version_create(
             delete_blob(stored_key)
         record_refusal(
             actor=actor,
-            action=AuditAction.VERSION_CREATE,
+            action="version.create",
             reason=exc.message,
             object_type="registry.registeredmodel",
             object_id=model.pk,
@@ -187,7 +184,7 @@ def version_move(
     actor,
     version: ModelVersion,
     to_status: str,
-    action: AuditAction,
+    action: str,
     detail: dict | None = None,
     fields: dict[str, Any] | None = None,
 ) -> ModelVersion:
@@ -222,9 +219,7 @@ def dataset_upload_precheck(*, actor) -> None:
     """Refuse (and record it) before the body of an upload is even read: a
     caller who may not upload must not make the server stream a file to disk."""
     if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
-        record_refusal(
-            actor=actor, action=AuditAction.DATASET_CREATE, reason="not permitted", object_type="registry.dataset"
-        )
+        record_refusal(actor=actor, action="dataset.create", reason="not permitted", object_type="registry.dataset")
         raise NotPermitted("Only engineers may upload datasets.")
 
 
@@ -257,7 +252,7 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
             )
             record_event(
                 actor=actor,
-                action=AuditAction.DATASET_CREATE,
+                action="dataset.create",
                 obj=dataset,
                 changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
             )
@@ -267,7 +262,7 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
             delete_blob(stored_key)
         record_refusal(
             actor=actor,
-            action=AuditAction.DATASET_CREATE,
+            action="dataset.create",
             reason=exc.message,
             object_type="registry.dataset",
             object_label=str(name)[:100],

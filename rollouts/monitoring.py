@@ -30,7 +30,6 @@ from django.utils import timezone
 
 from glassbox.errors import InvalidInput, NotPermitted
 from governance.audit import record_event
-from governance.audit_actions import AuditAction
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.drift import measure_drift
 from rollouts.models import Alert, Feedback, PredictionLog, VersionReference
@@ -452,20 +451,14 @@ def _apply_measurements(
                 raised_at=now,
             )
             record_event(
-                actor=None,
-                action=AuditAction.MONITOR_ALERT_RAISED,
-                obj=alert,
-                detail={**measurement, "window": detail_window},
+                actor=None, action="monitor.alert_raised", obj=alert, detail={**measurement, "window": detail_window}
             )
             changed.append(alert)
         elif breached is False and alert is not None:
             alert.cleared_at = now
             alert.save(update_fields=["cleared_at"])
             record_event(
-                actor=None,
-                action=AuditAction.MONITOR_ALERT_CLEARED,
-                obj=alert,
-                detail={**measurement, "window": detail_window},
+                actor=None, action="monitor.alert_cleared", obj=alert, detail={**measurement, "window": detail_window}
             )
             changed.append(alert)
     return changed
@@ -482,7 +475,7 @@ def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
         alert.save(update_fields=["cleared_at"])
         record_event(
             actor=None,
-            action=AuditAction.MONITOR_ALERT_CLEARED,
+            action="monitor.alert_cleared",
             obj=alert,
             detail={"reason": f"the version is {version.status}, no longer serving"},
         )

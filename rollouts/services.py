@@ -38,7 +38,6 @@ from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
-from governance.audit_actions import AuditAction
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
 from rollouts.models import (
@@ -216,7 +215,7 @@ def _retire(version: ModelVersion, *, actor, reason: str) -> None:
         actor=actor,
         version=version,
         to_status=ModelVersion.Status.RETIRED,
-        action=AuditAction.VERSION_RETIRE,
+        action="version.retire",
         detail={"reason": reason},
     )
 
@@ -229,7 +228,7 @@ def _promote(state: ServingState, rollout: Rollout, *, actor, reason: str, now: 
         actor=actor,
         version=candidate,
         to_status=ModelVersion.Status.DEPLOYED,
-        action=AuditAction.VERSION_DEPLOY,
+        action="version.deploy",
         detail={"rollout": rollout.pk},
     )
     old_stable, old_previous = state.stable_version, state.previous_version
@@ -287,7 +286,7 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
     )
     record_event(
         actor=actor,
-        action=AuditAction.VERSION_REFERENCE_SET,
+        action="version.reference_set",
         obj=version,
         changes={"before": before, "after": {"dataset": dataset.pk}},
         detail={"dataset": str(dataset), "texts": profile.get("texts")},
@@ -298,7 +297,7 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
 def version_reference_set(*, actor, version: ModelVersion, dataset: Dataset) -> VersionReference:
     """Set the dataset that a version's live inputs are compared with for drift."""
     if not _may_change(actor, version.model, "rollouts.add_rollout"):
-        record_refusal(actor=actor, action=AuditAction.VERSION_REFERENCE_SET, reason="not permitted", obj=version)
+        record_refusal(actor=actor, action="version.reference_set", reason="not permitted", obj=version)
         raise NotPermitted("Only engineers may set a version's reference dataset.")
     profile = reference_profile(version=version, dataset=dataset)
     with transaction.atomic():
@@ -330,7 +329,7 @@ def rollout_start(
     except GlassboxError as exc:
         record_refusal(
             actor=actor,
-            action=AuditAction.ROLLOUT_START,
+            action="rollout.start",
             reason=exc.message,
             obj=model,
             detail={"candidate": getattr(candidate, "number", None)},
@@ -392,7 +391,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
             rollout.save()
             record_event(
                 actor=actor,
-                action=AuditAction.ROLLOUT_START,
+                action="rollout.start",
                 obj=rollout,
                 changes={"after": _snapshot(rollout)},
                 detail={
@@ -419,7 +418,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
 # --- manual gates ------------------------------------------------------------------------
 
 
-def _act(*, actor, rollout: Rollout, action: AuditAction, apply, reason: str = "") -> Rollout:
+def _act(*, actor, rollout: Rollout, action: str, apply, reason: str = "") -> Rollout:
     """Run one manual action under the locks; refusals are recorded."""
     try:
         if actor is not None and not _may_change(actor, rollout.model, "rollouts.change_rollout"):
@@ -452,7 +451,7 @@ def rollout_promote(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
         _require_move(locked, Status.PROMOTED)
         _promote(state, locked, actor=actor, reason=reason or "promoted by hand", now=timezone.now())
 
-    return _act(actor=actor, rollout=rollout, action=AuditAction.ROLLOUT_PROMOTE, apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, action="rollout.promote", apply=apply, reason=reason)
 
 
 def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -461,7 +460,7 @@ def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.PAUSED, reason=reason or "paused by hand")
 
-    return _act(actor=actor, rollout=rollout, action=AuditAction.ROLLOUT_PAUSE, apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, action="rollout.pause", apply=apply, reason=reason)
 
 
 def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
@@ -480,7 +479,7 @@ def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
         locked.last_analysis_at = now
         return {"step": locked.current_step}
 
-    return _act(actor=actor, rollout=rollout, action=AuditAction.ROLLOUT_RESUME, apply=apply)
+    return _act(actor=actor, rollout=rollout, action="rollout.resume", apply=apply)
 
 
 def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -490,7 +489,7 @@ def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.ABORTED, reason=reason or "aborted by hand")
 
-    return _act(actor=actor, rollout=rollout, action=AuditAction.ROLLOUT_ABORT, apply=apply, reason=reason)
+    return _act(actor=actor, rollout=rollout, action="rollout.abort", apply=apply, reason=reason)
 
 
 # --- what the analysis does (actor None: the platform) -----------------------------------
@@ -533,7 +532,7 @@ def rollout_record_analysis(
                     reason=f"analysis failed ({failed}); failures {locked.failures} "
                     f"> limit {thresholds['failure_limit']}: traffic back to stable",
                 )
-                action, event = "aborted", AuditAction.ROLLOUT_ABORT
+                action, event = "aborted", "rollout.abort"
         elif verdict == AnalysisRun.Verdict.INCONCLUSIVE:
             unclear = ", ".join(
                 f"{m['name']} ({m.get('detail') or 'inconclusive'})"
@@ -541,7 +540,7 @@ def rollout_record_analysis(
                 if m["verdict"] == "inconclusive"
             )
             _move(locked, Status.PAUSED, reason=f"analysis inconclusive: {unclear}; a person decides")
-            action, event = "paused", AuditAction.ROLLOUT_PAUSE
+            action, event = "paused", "rollout.pause"
         else:
             baked = (now - locked.step_started_at).total_seconds() >= int(step.get("bake_seconds", 0))
             failed_in_step = AnalysisRun.objects.filter(
@@ -554,10 +553,10 @@ def rollout_record_analysis(
                 if locked.current_step + 1 < len(locked.steps):
                     locked.current_step += 1
                     locked.step_started_at = now
-                    action, event = "advanced", AuditAction.ROLLOUT_ADVANCE
+                    action, event = "advanced", "rollout.advance"
                 else:
                     _promote(state, locked, actor=None, reason="all steps passed analysis", now=now)
-                    action, event = "promoted", AuditAction.ROLLOUT_PROMOTE
+                    action, event = "promoted", "rollout.promote"
         run = AnalysisRun.objects.create(
             rollout=locked,
             step_index=expected_step,
@@ -571,7 +570,7 @@ def rollout_record_analysis(
         locked.save()
         record_event(
             actor=None,
-            action=AuditAction.ROLLOUT_ANALYSIS,
+            action="rollout.analysis",
             obj=locked,
             detail={
                 "analysis_run": run.pk,
@@ -600,9 +599,7 @@ def rollout_analysis_failed(*, rollout_id: int, reason: str) -> None:
     if rollout is None:
         return
     with transaction.atomic():
-        record_event(
-            actor=None, action=AuditAction.ROLLOUT_ANALYSIS_FAILED, obj=rollout, detail={"reason": reason[:1000]}
-        )
+        record_event(actor=None, action="rollout.analysis_failed", obj=rollout, detail={"reason": reason[:1000]})
 
 
 def serving_retire_previous(*, now: datetime | None = None) -> list[ModelVersion]:

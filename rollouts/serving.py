@@ -37,7 +37,6 @@ from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_event, record_refusal
-from governance.audit_actions import AuditAction
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import prediction_log
 from rollouts.routing import RoutingTable, routing_table
@@ -88,7 +87,7 @@ def require_serving_permission(actor, model_name: str = "") -> None:
         message = "You have no role that may request predictions."
         record_refusal(
             actor=actor,
-            action=AuditAction.PREDICTION_REQUEST,
+            action="prediction.request",
             reason=message,
             object_type="registry.registeredmodel",
             model_name=model_name,
@@ -128,9 +127,7 @@ def _checked_key(key) -> str | None:
 def _pinned_version(actor, model: RegisteredModel, number: int) -> ModelVersion:
     if not has_serving_perm(actor, "rollouts.pin_version"):
         message = "You have no role that may pin the version that answers."
-        record_refusal(
-            actor=actor, action=AuditAction.PREDICTION_PIN, reason=message, obj=model, detail={"version": number}
-        )
+        record_refusal(actor=actor, action="prediction.pin", reason=message, obj=model, detail={"version": number})
         raise NotPermitted(message)
     version = ModelVersion.objects.select_related("model").filter(model_id=model.pk, number=number).first()
     if version is None:
@@ -444,11 +441,11 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                 by_version[str(f.prediction.version.number)] = by_version.get(str(f.prediction.version.number), 0) + 1
             record_event(
                 actor=actor,
-                action=AuditAction.FEEDBACK_RECORD,
+                action="feedback.record",
                 obj=model,
                 detail={"items": len(feedback), "correct": correct, "by_version": by_version},
             )
         return {"recorded": len(feedback), "correct": correct, "incorrect": len(feedback) - correct}
     except GlassboxError as exc:
-        record_refusal(actor=actor, action=AuditAction.FEEDBACK_RECORD, reason=exc.message, obj=model)
+        record_refusal(actor=actor, action="feedback.record", reason=exc.message, obj=model)
         raise

@@ -13,7 +13,6 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors
 from governance.audit import record_refusal
-from governance.audit_actions import AuditAction
 from registry import selectors as registry_selectors
 from rollouts import charts, monitoring, selectors, services
 from rollouts.forms import RolloutActionForm, RolloutStartForm
@@ -161,7 +160,7 @@ def rollout_list(request, name: str):
     if request.method == "POST":
         if not can_start:
             reason = "Only engineers may start rollouts."
-            record_refusal(actor=request.user, action=AuditAction.ROLLOUT_START, reason=reason, obj=model)
+            record_refusal(actor=request.user, action="rollout.start", reason=reason, obj=model)
             raise PermissionDenied(reason)
         if form.is_valid():
             try:
