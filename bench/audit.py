@@ -233,7 +233,7 @@ def synthetic_events(count: int, start: datetime, rng: random.Random):
 def bench_load(total: int) -> dict:
     from django.db import connection, transaction
 
-    from governance.audit import _lock_chain, canonical_json, chain_head, chained_events
+    from governance.audit import canonical_json, chain_head, chained_events, lock_chain
     from governance.models import AuditEvent
 
     count = max(0, total - AuditEvent.objects.count())
@@ -242,7 +242,7 @@ def bench_load(total: int) -> dict:
     rng = random.Random(20261127)
     started = time.perf_counter()
     with transaction.atomic():
-        _lock_chain()  # record_event waits; nothing forks the chain while it loads
+        lock_chain()  # record_event waits; nothing forks the chain while it loads
         events = chained_events(synthetic_events(count, start, rng), prev_hash=chain_head())
         with connection.cursor() as cursor:
             with cursor.cursor.copy(f"COPY governance_auditevent ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
@@ -264,7 +264,7 @@ def bench_load(total: int) -> dict:
 
 def bench_verify(workers: int, runs: int = 3) -> dict:
     """Median of `runs` passes (and their range), with `workers` processes and with one."""
-    from governance.audit import verify_chain
+    from governance.audit_integrity import verify_chain
 
     results = {}
     for label, processes in (("verify", workers), ("verify_1", 1)):

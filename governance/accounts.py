@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 
 from glassbox.middleware import current_request_context
 from governance.audit import record_event, record_refusal
+from governance.audit_actions import AuditAction
 
 
 def _user_label(user) -> dict:
@@ -24,7 +25,7 @@ def token_issue(*, actor) -> Token:
     their password. The key itself never reaches the trail."""
     with transaction.atomic():
         token, created = Token.objects.get_or_create(user=actor)
-        record_event(actor=actor, action="auth.token", detail={"created": created}, **_user_label(actor))
+        record_event(actor=actor, action=AuditAction.AUTH_TOKEN, detail={"created": created}, **_user_label(actor))
     return token
 
 
@@ -34,7 +35,7 @@ def _path(request) -> str:
 
 @receiver(user_logged_in, dispatch_uid="glassbox-audit-login")
 def _record_login(sender, request, user, **kwargs) -> None:
-    record_event(actor=user, action="auth.login", detail={"path": _path(request)}, **_user_label(user))
+    record_event(actor=user, action=AuditAction.AUTH_LOGIN, detail={"path": _path(request)}, **_user_label(user))
 
 
 @receiver(user_login_failed, dispatch_uid="glassbox-audit-login-failed")
@@ -43,7 +44,7 @@ def _record_failed_login(sender, credentials, request=None, **kwargs) -> None:
     username = str(credentials.get("username", ""))[:150]
     record_refusal(
         actor=None,
-        action="auth.login",
+        action=AuditAction.AUTH_LOGIN,
         reason="invalid credentials",
         object_type="auth.user",
         object_label=username,
@@ -54,7 +55,7 @@ def _record_failed_login(sender, credentials, request=None, **kwargs) -> None:
 @receiver(user_logged_out, dispatch_uid="glassbox-audit-logout")
 def _record_logout(sender, request, user, **kwargs) -> None:
     if user is not None and user.is_authenticated:
-        record_event(actor=user, action="auth.logout", detail={"path": _path(request)}, **_user_label(user))
+        record_event(actor=user, action=AuditAction.AUTH_LOGOUT, detail={"path": _path(request)}, **_user_label(user))
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="glassbox-audit-password-change")
@@ -67,6 +68,6 @@ def _record_password_change(sender, instance, created, **kwargs) -> None:
     actor = context.user() if context else None
     record_event(
         actor=actor if actor is not None and actor.is_authenticated else None,
-        action="auth.password_change",
+        action=AuditAction.AUTH_PASSWORD_CHANGE,
         **_user_label(instance),
     )

@@ -1,9 +1,11 @@
-"""The Django admin (superusers only) in the audit trail.
+"""The Django admin in the audit trail, and the trail's own read-only page.
 
 Every change the admin makes writes a LogEntry inside the admin's own
 transaction; each one is mirrored into the trail from there. The bulk
 "delete selected" action is switched off, because its log entries are
 bulk-created (no signal): deletions go through the per-object delete page.
+The domain models' pages (this trail's among them) are read-only: see
+glassbox.readonly_admin.
 """
 
 from django.contrib import admin
@@ -11,11 +13,14 @@ from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from glassbox.readonly_admin import ReadOnlyAdmin
 from governance.audit import record_event
+from governance.audit_actions import AuditAction
+from governance.models import AuditEvent
 
 admin.site.disable_action("delete_selected")
 
-_ACTIONS = {ADDITION: "admin.add", CHANGE: "admin.change", DELETION: "admin.delete"}
+_ACTIONS = {ADDITION: AuditAction.ADMIN_ADD, CHANGE: AuditAction.ADMIN_CHANGE, DELETION: AuditAction.ADMIN_DELETE}
 # Objects whose primary key or str() is a secret.
 _SECRET_KEYED = {("authtoken", "token"), ("authtoken", "tokenproxy")}
 
@@ -32,7 +37,7 @@ def _mirror_admin_change(sender, instance: LogEntry, created: bool, **kwargs) ->
         object_id, label = "", "API token"
     record_event(
         actor=instance.user,
-        action=_ACTIONS.get(instance.action_flag, "admin.change"),
+        action=_ACTIONS.get(instance.action_flag, AuditAction.ADMIN_CHANGE),
         object_type=f"{app_label}.{model}" if content_type else "",
         object_id=object_id,
         object_label=label,
@@ -52,3 +57,12 @@ def _token_owner(object_id: str) -> str:
         token = Token.objects.filter(key=object_id).select_related("user").first()
         owner = token.user if token else None
     return owner.get_username() if owner else ""
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "actor_username", "action", "outcome", "object_label", "model_name")
+    list_filter = ("outcome", "created_at")
+    # Exact matches: they use the indexes of a table that grows to millions of rows.
+    search_fields = ("=action", "=actor_username", "=model_name", "=hash", "=request_id")
+    ordering = ("-id",)

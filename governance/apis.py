@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from glassbox.errors import GlassboxError
 from governance import accounts, selectors, services, signin
+from governance.audit_actions import AuditAction
 from governance.models import Decision, ReviewRequest
 from governance.selectors import review_latest
 from registry import selectors as registry_selectors
@@ -108,7 +109,9 @@ class ReviewSubmitApi(APIView):
 
     @extend_schema(request=None, responses={201: ReviewStateOutputSerializer}, operation_id="versions_submit")
     def post(self, request, name: str, number: int):
-        version = services.review_target_get(actor=request.user, name=name, number=number, action="review.submit")
+        version = services.review_target_get(
+            actor=request.user, name=name, number=number, action=AuditAction.REVIEW_SUBMIT
+        )
         services.review_submit(actor=request.user, version=version)
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         return Response(ReviewStateOutputSerializer(version).data, status=status.HTTP_201_CREATED)
@@ -141,7 +144,9 @@ class DecisionListCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, operation_id="versions_decisions_create")
     def post(self, request, name: str, number: int):
-        version = services.review_target_get(actor=request.user, name=name, number=number, action="review.decide")
+        version = services.review_target_get(
+            actor=request.user, name=name, number=number, action=AuditAction.REVIEW_DECIDE
+        )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         decision = services.decision_record(actor=request.user, version=version, **data.validated_data)

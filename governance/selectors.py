@@ -144,16 +144,12 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
 def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
     """Rollouts where the version was the candidate or the stable one: how far
     each went, how its analyses judged it, and when (the dossier's section)."""
-    from rollouts.models import AnalysisRun
-    from rollouts.selectors import rollout_history
+    from rollouts.selectors import analysis_verdict_counts, rollout_history
 
     if not user.has_perm("rollouts.view_rollout"):
         return []
     rollouts = list(rollout_history(version))
-    verdicts: dict[int, dict[str, int]] = {}
-    runs = AnalysisRun.objects.filter(rollout__in=rollouts).order_by().values_list("rollout_id", "verdict")
-    for rollout_id, verdict, count in runs.annotate(n=Count("id")):
-        verdicts.setdefault(rollout_id, {})[verdict] = count
+    verdicts = analysis_verdict_counts(rollouts)
     return [
         {
             "id": rollout.pk,
@@ -210,11 +206,6 @@ def dashboard(*, user, today: date | None = None, recent_events: int = 20) -> di
 def _serving_marks() -> dict[str, Any]:
     """What needs a manager's eye on the serving side: open monitoring alerts
     and rollouts still under way."""
-    from rollouts.models import Alert, Rollout
+    from rollouts.selectors import alerts_open, rollouts_active
 
-    return {
-        "open_alerts": Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version"),
-        "active_rollouts": Rollout.objects.filter(status__in=Rollout.ACTIVE_STATUSES).select_related(
-            "model", "candidate", "stable"
-        ),
-    }
+    return {"open_alerts": alerts_open(), "active_rollouts": rollouts_active()}

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
+from governance.audit_actions import AuditAction
 from governance.models import Decision, ReviewRequest
 from governance.policy import approval_policy
 from registry import selectors as registry_selectors
@@ -21,7 +22,7 @@ from registry.services import version_move
 COMMENT_MAX_LENGTH = 10_000
 
 
-def review_target_get(*, actor, name: str, number: int, action: str) -> ModelVersion:
+def review_target_get(*, actor, name: str, number: int, action: AuditAction) -> ModelVersion:
     """The version a review write names. Someone who may not even read the
     registry is refused here, and that refusal is on the trail like any other
     denied review attempt."""
@@ -65,7 +66,7 @@ def review_submit(*, actor, version: ModelVersion) -> ReviewRequest:
     except GlassboxError as exc:
         record_refusal(
             actor=actor,
-            action="review.submit",
+            action=AuditAction.REVIEW_SUBMIT,
             reason=exc.message,
             obj=version,
             detail={"status_code": exc.status_code},
@@ -92,12 +93,12 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
         actor=actor,
         version=locked,
         to_status=ModelVersion.Status.IN_REVIEW,
-        action="version.submit",
+        action=AuditAction.VERSION_SUBMIT,
         detail={"review_id": review.pk},
     )
     record_event(
         actor=actor,
-        action="review.open",
+        action=AuditAction.REVIEW_OPEN,
         obj=review,
         changes={
             "after": {
@@ -122,7 +123,7 @@ def decision_record(*, actor, version: ModelVersion, decision: str, comment: str
         attempted = decision if decision in Decision.Verdict.values else "decide"
         record_refusal(
             actor=actor,
-            action=f"review.{attempted}",
+            action=AuditAction(f"review.{attempted}"),
             reason=exc.message,
             obj=version,
             detail={"status_code": exc.status_code, "decision": str(decision)[:20], "comment": (comment or "")[:2000]},
@@ -156,7 +157,7 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
     made.review = review
     record_event(
         actor=actor,
-        action=f"review.{decision}",
+        action=AuditAction(f"review.{decision}"),
         obj=made,
         changes={"after": {"decision": decision}},
         detail={"review_id": review.pk, "comment": comment},
@@ -167,7 +168,7 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
             actor=actor,
             version=locked,
             to_status=ModelVersion.Status.REJECTED,
-            action="version.reject",
+            action=AuditAction.VERSION_REJECT,
             detail={"review_id": review.pk, "comment": comment},
         )
     else:
@@ -180,7 +181,7 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
                 actor=actor,
                 version=locked,
                 to_status=ModelVersion.Status.APPROVED,
-                action="version.approve",
+                action=AuditAction.VERSION_APPROVE,
                 detail={"review_id": review.pk, "approved_by": approvers},
                 fields={"recertify_by": policy.recertify_by(closed_at)},
             )
@@ -198,7 +199,7 @@ def _review_close(*, actor, review: ReviewRequest, status: str) -> datetime:
     review.save(update_fields=["status", "closed_at"])
     record_event(
         actor=actor,
-        action="review.close",
+        action=AuditAction.REVIEW_CLOSE,
         obj=review,
         changes={"before": {"status": before}, "after": {"status": status, "closed_at": review.closed_at}},
     )

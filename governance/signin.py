@@ -22,6 +22,7 @@ from django.core.cache import cache
 
 from glassbox.errors import GlassboxError
 from governance.audit import record_refusal
+from governance.audit_actions import AuditAction
 
 
 class TooManyAttempts(GlassboxError):
@@ -55,7 +56,7 @@ def signin_check(request, username: str) -> None:
     _, retry_after = _window()
     record_refusal(
         actor=None,
-        action="auth.login",
+        action=AuditAction.AUTH_LOGIN,
         reason="too many failed sign-ins",
         object_type="auth.user",
         object_label=username[:150],

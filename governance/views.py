@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors
 from governance import selectors, services
+from governance.audit_actions import AuditAction
 from governance.models import Decision
 from registry import selectors as registry_selectors
 
@@ -32,7 +33,9 @@ def review_detail(request, name: str, number: int):
     error = None
     status = 200
     if request.method == "POST":
-        version = services.review_target_get(actor=request.user, name=name, number=number, action="review.decide")
+        version = services.review_target_get(
+            actor=request.user, name=name, number=number, action=AuditAction.REVIEW_DECIDE
+        )
         decision = request.POST.get("decision", "")
         try:
             services.decision_record(
@@ -64,7 +67,7 @@ def review_detail(request, name: str, number: int):
 @page_errors
 @require_POST
 def review_submit(request, name: str, number: int):
-    version = services.review_target_get(actor=request.user, name=name, number=number, action="review.submit")
+    version = services.review_target_get(actor=request.user, name=name, number=number, action=AuditAction.REVIEW_SUBMIT)
     try:
         review = services.review_submit(actor=request.user, version=version)
     except NotPermitted:

@@ -15,7 +15,7 @@ import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
@@ -95,6 +95,25 @@ def rollout_history(version: ModelVersion) -> QuerySet[Rollout]:
         .select_related(*_RELATED)
         .order_by("-created_at", "-id")
     )
+
+
+def analysis_verdict_counts(rollouts: list[Rollout]) -> dict[int, dict[str, int]]:
+    """How many analysis runs judged each rollout which way: {rollout id: {verdict: count}}."""
+    counts: dict[int, dict[str, int]] = {}
+    runs = AnalysisRun.objects.filter(rollout__in=rollouts).order_by().values_list("rollout_id", "verdict")
+    for rollout_id, verdict, count in runs.annotate(n=Count("id")):
+        counts.setdefault(rollout_id, {})[verdict] = count
+    return counts
+
+
+def rollouts_active() -> QuerySet[Rollout]:
+    """Rollouts still under way, across all models (the manager's dashboard)."""
+    return Rollout.objects.filter(status__in=Rollout.ACTIVE_STATUSES).select_related("model", "candidate", "stable")
+
+
+def alerts_open() -> QuerySet[Alert]:
+    """Monitoring alerts not cleared yet, across all models (the manager's dashboard)."""
+    return Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version")
 
 
 def serving_state(model: RegisteredModel) -> ServingState | None:
@@ -317,10 +336,3 @@ def model_monitoring(*, user, model: RegisteredModel, window: str | None = None,
         "panels": panels,
         "open_alerts": open_alerts,
     }
-
-
-def open_alerts(*, user):
-    """Alerts not cleared yet, newest first (the dashboard's marks)."""
-    if not (user.is_authenticated and user.has_perm("rollouts.view_alert")):
-        return Alert.objects.none()
-    return Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version")

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from governance.audit import verify_chain
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 from registry.models import RegisteredModel
 from rollouts.models import PredictionLog

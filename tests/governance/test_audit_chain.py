@@ -19,8 +19,8 @@ from governance.audit import (
     _json_roundtrip,
     compute_event_hash,
     record_event,
-    verify_chain,
 )
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 from tests.governance.auditing import append_events, raw, triggers_disabled
 

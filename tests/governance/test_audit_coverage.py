@@ -25,7 +25,7 @@ from django.urls.converters import IntConverter
 from rest_framework.authtoken.models import Token
 
 from governance import services as review_services
-from governance.audit import verify_chain
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory, UserFactory, api_client_for
 
@@ -372,6 +372,10 @@ NEW_USER_FORM = {"username": "newbie", "usable_password": "true", "password1": N
 SET_PASSWORD_FORM = {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
 READS = "only reads (answers any method like GET)"
 NO_BULK_ACTIONS = "changelist: its only bulk action, delete_selected, is disabled site-wide (governance/admin.py)"
+READ_ONLY_ADMIN = (
+    "read-only admin page: add, change, delete and bulk actions refused for everyone, superusers too "
+    "(glassbox/readonly_admin.py; tests/governance/test_admin_pages.py)"
+)
 REDIRECTS = "RedirectView to the change page: answers every method with a redirect"
 
 
@@ -482,7 +486,9 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
         ),
     ],
     "admin/": [Exempt("*", f"admin index {READS}")],
-    "admin/^(?P<app_label>auth|authtoken)/$": [Exempt("*", f"admin app index {READS}")],
+    "admin/^(?P<app_label>auth|authtoken|governance|registry|explanations|rollouts)/$": [
+        Exempt("*", f"admin app index {READS}")
+    ],
     "admin/r/<path:content_type_id>/<path:object_id>/": [Exempt("*", "redirects to an object's page")],
     "admin/(?P<url>.*)$": [Exempt("*", "unknown admin URLs: 404 or a slash redirect")],
     "admin/auth/group/": [Exempt("*", NO_BULK_ACTIONS)],
@@ -494,6 +500,37 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "admin/auth/group/<path:object_id>/": [Exempt("*", REDIRECTS)],
     "admin/auth/user/<path:object_id>/": [Exempt("*", REDIRECTS)],
     "admin/authtoken/tokenproxy/<path:object_id>/": [Exempt("*", REDIRECTS)],
+    # The domain models' pages: read-only for everyone (glassbox/readonly_admin.py).
+    "admin/governance/auditevent/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/governance/auditevent/add/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/governance/auditevent/<path:object_id>/history/": [Exempt("*", f"history page {READS}")],
+    "admin/governance/auditevent/<path:object_id>/delete/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/governance/auditevent/<path:object_id>/change/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/governance/auditevent/<path:object_id>/": [Exempt("*", REDIRECTS)],
+    "admin/registry/registeredmodel/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/registeredmodel/add/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/registeredmodel/<path:object_id>/history/": [Exempt("*", f"history page {READS}")],
+    "admin/registry/registeredmodel/<path:object_id>/delete/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/registeredmodel/<path:object_id>/change/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/registeredmodel/<path:object_id>/": [Exempt("*", REDIRECTS)],
+    "admin/registry/modelversion/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/modelversion/add/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/modelversion/<path:object_id>/history/": [Exempt("*", f"history page {READS}")],
+    "admin/registry/modelversion/<path:object_id>/delete/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/modelversion/<path:object_id>/change/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/registry/modelversion/<path:object_id>/": [Exempt("*", REDIRECTS)],
+    "admin/explanations/explanationreport/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/explanations/explanationreport/add/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/explanations/explanationreport/<path:object_id>/history/": [Exempt("*", f"history page {READS}")],
+    "admin/explanations/explanationreport/<path:object_id>/delete/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/explanations/explanationreport/<path:object_id>/change/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/explanations/explanationreport/<path:object_id>/": [Exempt("*", REDIRECTS)],
+    "admin/rollouts/rollout/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/rollouts/rollout/add/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/rollouts/rollout/<path:object_id>/history/": [Exempt("*", f"history page {READS}")],
+    "admin/rollouts/rollout/<path:object_id>/delete/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/rollouts/rollout/<path:object_id>/change/": [Exempt("*", READ_ONLY_ADMIN)],
+    "admin/rollouts/rollout/<path:object_id>/": [Exempt("*", REDIRECTS)],
 }
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from django.db import connection
 
 from governance import roles
-from governance.audit import verify_chain
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 from tests.conftest import UserFactory, api_client_for

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from governance.audit import verify_chain
+from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 from rollouts import services
 from rollouts.models import Alert

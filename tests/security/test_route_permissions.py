@@ -86,7 +86,46 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "admin/authtoken/tokenproxy/<path:object_id>/delete/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "admin/authtoken/tokenproxy/<path:object_id>/change/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "admin/authtoken/tokenproxy/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
-    "admin/^(?P<app_label>auth|authtoken)/$": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    # The domain models' read-only pages (glassbox/readonly_admin.py).
+    "admin/governance/auditevent/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/governance/auditevent/add/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/governance/auditevent/<path:object_id>/history/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/governance/auditevent/<path:object_id>/delete/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/governance/auditevent/<path:object_id>/change/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/governance/auditevent/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/add/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/<path:object_id>/history/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/<path:object_id>/delete/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/<path:object_id>/change/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/registeredmodel/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/add/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/<path:object_id>/history/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/<path:object_id>/delete/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/<path:object_id>/change/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/registry/modelversion/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/explanations/explanationreport/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/explanations/explanationreport/add/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/explanations/explanationreport/<path:object_id>/history/": staff_only(
+        "GET", "DELETE", "PATCH", "POST", "PUT"
+    ),
+    "admin/explanations/explanationreport/<path:object_id>/delete/": staff_only(
+        "GET", "DELETE", "PATCH", "POST", "PUT"
+    ),
+    "admin/explanations/explanationreport/<path:object_id>/change/": staff_only(
+        "GET", "DELETE", "PATCH", "POST", "PUT"
+    ),
+    "admin/explanations/explanationreport/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/add/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/<path:object_id>/history/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/<path:object_id>/delete/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/<path:object_id>/change/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/rollouts/rollout/<path:object_id>/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
+    "admin/^(?P<app_label>auth|authtoken|governance|registry|explanations|rollouts)/$": staff_only(
+        "GET", "DELETE", "PATCH", "POST", "PUT"
+    ),
     "admin/(?P<url>.*)$": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "api/v1/auth/token/": {"GET": (405, 405, 405, 405, 405), "POST": (400, 400, 400, 400, 400)},
     "api/v1/models/<str:name>/versions/<int:number>/submit/": {

@@ -15,7 +15,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from glassbox.errors import GlassboxError
-from governance.audit import checkpoint_create
+from governance.audit_integrity import checkpoint_create
 
 
 class Command(BaseCommand):

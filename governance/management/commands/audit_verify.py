@@ -14,7 +14,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from glassbox.errors import GlassboxError
-from governance.audit import ChainBreak, checkpoint_key, verify_chain, verify_checkpoint
+from governance.audit_integrity import ChainBreak, checkpoint_key, verify_chain, verify_checkpoint
 
 
 class Command(BaseCommand):

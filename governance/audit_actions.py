@@ -1,0 +1,71 @@
+"""Every kind of event the audit trail records, in one place.
+
+The trail stores an action as its dotted text ("version.create"), so this is a
+plain StrEnum, not field choices: the column and its history stay as they are,
+and a member compares equal to the text it stands for. Add a member here before
+recording a new kind of event; a misspelt member is an AttributeError at import,
+where a misspelt string would have been a silent new kind of event.
+"""
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    # Accounts and sign-in.
+    AUTH_LOGIN = "auth.login"
+    AUTH_LOGOUT = "auth.logout"
+    AUTH_PASSWORD_CHANGE = "auth.password_change"
+    AUTH_TOKEN = "auth.token"
+
+    # The Django admin, mirrored from its LogEntry rows.
+    ADMIN_ADD = "admin.add"
+    ADMIN_CHANGE = "admin.change"
+    ADMIN_DELETE = "admin.delete"
+
+    # The trail itself.
+    AUDIT_CHECKPOINT = "audit.checkpoint"
+    AUDIT_EXPORT = "audit.export"
+
+    # Registry.
+    MODEL_CREATE = "model.create"
+    DATASET_CREATE = "dataset.create"
+    VERSION_CREATE = "version.create"
+    VERSION_SUBMIT = "version.submit"
+    VERSION_APPROVE = "version.approve"
+    VERSION_REJECT = "version.reject"
+    VERSION_DEPLOY = "version.deploy"
+    VERSION_RETIRE = "version.retire"
+    VERSION_REFERENCE_SET = "version.reference_set"
+
+    # Reviews.
+    REVIEW_SUBMIT = "review.submit"
+    REVIEW_OPEN = "review.open"
+    REVIEW_DECIDE = "review.decide"
+    REVIEW_APPROVE = "review.approve"
+    REVIEW_REJECT = "review.reject"
+    REVIEW_CLOSE = "review.close"
+
+    # Explanation reports.
+    EXPLANATION_REQUEST = "explanation.request"
+    EXPLANATION_START = "explanation.start"
+    EXPLANATION_SUCCEED = "explanation.succeed"
+    EXPLANATION_FAIL = "explanation.fail"
+    EXPLANATION_CANCEL = "explanation.cancel"
+    EXPLANATION_REQUEUE = "explanation.requeue"
+
+    # Rollouts and their analysis.
+    ROLLOUT_START = "rollout.start"
+    ROLLOUT_ADVANCE = "rollout.advance"
+    ROLLOUT_PROMOTE = "rollout.promote"
+    ROLLOUT_PAUSE = "rollout.pause"
+    ROLLOUT_RESUME = "rollout.resume"
+    ROLLOUT_ABORT = "rollout.abort"
+    ROLLOUT_ANALYSIS = "rollout.analysis"
+    ROLLOUT_ANALYSIS_FAILED = "rollout.analysis_failed"
+
+    # Serving and monitoring.
+    PREDICTION_REQUEST = "prediction.request"
+    PREDICTION_PIN = "prediction.pin"
+    FEEDBACK_RECORD = "feedback.record"
+    MONITOR_ALERT_RAISED = "monitor.alert_raised"
+    MONITOR_ALERT_CLEARED = "monitor.alert_cleared"
