@@ -191,6 +191,8 @@ GLASSBOX_UPLOAD_LIMITS = {
 # Loading a model to prove it works runs in a child process, so a broken or
 # hostile artifact can neither crash nor bloat the web server.
 GLASSBOX_LOAD_CHECK_TIMEOUT = _env_int("GLASSBOX_LOAD_CHECK_TIMEOUT", 600)
+# Loaded models kept per process (web and workers), least recently used out.
+GLASSBOX_PREDICTOR_CACHE_SIZE = _env_int("GLASSBOX_PREDICTOR_CACHE_SIZE", 4)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,9 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from glassbox.errors import InvalidInput, NotFound
+from glassbox.errors import NotFound
 from registry import selectors as registry_selectors
-from registry.models import Dataset
 from rollouts import selectors, services
 from rollouts.models import AnalysisRun, Rollout
 
@@ -119,9 +118,7 @@ class RolloutListCreateApi(APIView):
             raise NotFound(f"{name} has no version {values['candidate']}.")
         dataset = None
         if values.get("reference_dataset") is not None:
-            dataset = Dataset.objects.filter(pk=values["reference_dataset"]).first()
-            if dataset is None:
-                raise InvalidInput(f"No dataset {values['reference_dataset']}.")
+            dataset = registry_selectors.dataset_get(user=request.user, pk=values["reference_dataset"], referenced=True)
         rollout = services.rollout_start(
             actor=request.user,
             model=model,

@@ -5,13 +5,12 @@ leaving no row, no file and a `denied` audit event - like pickles."""
 
 import io
 import json
-import tarfile
 
 import pytest
 
 from governance.models import AuditEvent
 from registry.models import ModelVersion
-from tests.conftest import make_zip, stored_files, unpack_zip
+from tests.conftest import make_tar_gz, make_zip, stored_files, unpack_zip
 
 EVIL_CODE = b"import os\nos.system('id')\n"
 
@@ -22,16 +21,6 @@ def upload(client, data: bytes, filename: str, flavor: str):
     return client.post(
         "/api/v1/models/zh-sentiment/versions/", {"artifact": handle, "flavor": flavor}, format="multipart"
     )
-
-
-def make_tar_gz(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,13 @@ def tar_of(entries: list[tuple[str, str, object]], *, mode: str = "w:gz") -> byt
     return buffer.getvalue()
 
 
+def archive_of(members: dict[str, bytes], container: str) -> bytes:
+    """Regular files in a zip or a tar.gz."""
+    if container == "zip":
+        return zip_of(members)
+    return tar_of([(name, "file", payload) for name, payload in members.items()])
+
+
 class Zeros(io.RawIOBase):
     """`size` zero bytes, produced as they are read (never all in memory)."""
 

@@ -33,6 +33,7 @@ from tests.security.corpus import (
     PICKLE_PROTOCOL_2,
     PICKLE_PROTOCOL_4,
     PYTHON_SOURCE,
+    archive_of,
     tally,
     tar_of,
     torch_style_zip,
@@ -107,10 +108,7 @@ TRAVERSAL_NAMES = [
 @pytest.mark.parametrize("member", TRAVERSAL_NAMES, ids=repr)
 def test_archive_member_outside_the_archive_is_refused(engineer, sentiment_model, container, member):
     members = {"config.json": b'{"id2label": {"0": "a"}}', "model.safetensors": b"x", member: b"print('owned')"}
-    if container == "zip":
-        data = zip_of(members)
-    else:
-        data = tar_of([(name, "file", payload) for name, payload in members.items()])
+    data = archive_of(members, container)
     before = Unchanged()
 
     response = upload_version(engineer, "zh-sentiment", data, f"model.{container}", "transformers")
@@ -297,11 +295,7 @@ CODE_IN_TRANSFORMERS = {
 @pytest.mark.parametrize("case", sorted(CODE_IN_TRANSFORMERS))
 def test_code_in_a_transformers_upload_is_refused(engineer, sentiment_model, bert_members, case, container):
     build, named = CODE_IN_TRANSFORMERS[case]
-    members = build(bert_members)
-    if container == "zip":
-        data = zip_of(members)
-    else:
-        data = tar_of([(name, "file", payload) for name, payload in members.items()])
+    data = archive_of(build(bert_members), container)
     before = Unchanged()
 
     response = upload_version(engineer, "zh-sentiment", data, f"model.{container}", "transformers")
