@@ -15,7 +15,6 @@ from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
 from registry import selectors as registry_selectors
-from registry.models import Dataset
 
 
 class ReportSummarySerializer(serializers.ModelSerializer):
@@ -101,9 +100,7 @@ class ReportListCreateApi(APIView):
         values = data.validated_data
         dataset = None
         if values.get("dataset") is not None:
-            dataset = Dataset.objects.filter(pk=values["dataset"]).first()
-            if dataset is None:
-                raise InvalidInput(f"No dataset {values['dataset']}.")
+            dataset = registry_selectors.dataset_get(user=request.user, pk=values["dataset"], referenced=True)
         report = services.report_request(
             actor=request.user,
             version=version,

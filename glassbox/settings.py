@@ -191,6 +191,8 @@ GLASSBOX_UPLOAD_LIMITS = {
 # Loading a model to prove it works runs in a child process, so a broken or
 # hostile artifact can neither crash nor bloat the web server.
 GLASSBOX_LOAD_CHECK_TIMEOUT = _env_int("GLASSBOX_LOAD_CHECK_TIMEOUT", 600)
+# Loaded models kept per process (web and workers), least recently used out.
+GLASSBOX_PREDICTOR_CACHE_SIZE = _env_int("GLASSBOX_PREDICTOR_CACHE_SIZE", 4)
 
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -368,9 +370,18 @@ GLASSBOX_APPROVAL_POLICY = {
 }
 
 # --- security ----------------------------------------------------------------
-# Sign-in budget (login page and token API): failed attempts per client
-# address and per username in a fixed window, before further tries get 429.
+# How many reverse proxies in front of the app append to X-Forwarded-For.
+# 0: the header is ignored (anyone can write it) and the peer address is the
+# client's; N: the client is the address N entries from the right of it.
+GLASSBOX_TRUSTED_PROXIES = _env_int("GLASSBOX_TRUSTED_PROXIES", 0)
+if GLASSBOX_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured("GLASSBOX_TRUSTED_PROXIES must be 0 or more")
+# Sign-in budget (login page and token API), in fixed windows: failed
+# attempts per (username, client address) and per client address, and a much
+# higher ceiling per username alone (see governance/signin.py for why).
 GLASSBOX_SIGNIN_MAX_FAILURES = _env_int("GLASSBOX_SIGNIN_MAX_FAILURES", 10)
+GLASSBOX_SIGNIN_MAX_FAILURES_PER_ADDRESS = _env_int("GLASSBOX_SIGNIN_MAX_FAILURES_PER_ADDRESS", 30)
+GLASSBOX_SIGNIN_MAX_FAILURES_PER_USERNAME = _env_int("GLASSBOX_SIGNIN_MAX_FAILURES_PER_USERNAME", 100)
 GLASSBOX_SIGNIN_WINDOW_SECONDS = _env_int("GLASSBOX_SIGNIN_WINDOW_SECONDS", 900)
 # The cache holds those counters: set CACHE_URL (redis://...) when several
 # server processes must share them; the default is per process.

@@ -1,14 +1,29 @@
 """Signing in, rate-limited: the login page and the token API refuse a
 client that keeps guessing passwords.
 
-Failed attempts are counted in the cache per client address and per
-username, in fixed windows: past GLASSBOX_SIGNIN_MAX_FAILURES failures in
-GLASSBOX_SIGNIN_WINDOW_SECONDS, further attempts are refused (HTTP 429)
-without checking the password, until the window ends. Counting per username
-too stops a guesser that rotates addresses; counting per address stops one
-that rotates usernames. A successful sign-in does not reset the counters
+Failed attempts are counted in the cache in fixed windows of
+GLASSBOX_SIGNIN_WINDOW_SECONDS, under three keys, each with its ceiling:
+
+- per (username, client address), GLASSBOX_SIGNIN_MAX_FAILURES (10): one
+  guesser at one account, or one person who forgot their password;
+- per client address, GLASSBOX_SIGNIN_MAX_FAILURES_PER_ADDRESS (30): one
+  address trying many usernames (password spraying); higher than the pair
+  ceiling so that colleagues behind one office NAT don't lock each other out;
+- per username, GLASSBOX_SIGNIN_MAX_FAILURES_PER_USERNAME (100): many
+  addresses guessing at one account.
+
+Past a ceiling, attempts under that key are refused (HTTP 429) without
+checking the password, until the window ends; refused attempts are not
+counted. The username ceiling is far above the address ones on purpose: a
+stranger who knows a reviewer's username can only spend the pair and address
+budgets from their own address, 10 failures, which never reach it, so the
+reviewer still signs in from anywhere else; it takes guessing spread over ten
+or more addresses to close an account for the window, and that guessing is
+still capped at 100 tries. A successful sign-in does not reset the counters
 (otherwise a guesser holding one valid account could clear them).
 
+The client address is glassbox.middleware.client_address: behind
+GLASSBOX_TRUSTED_PROXIES reverse proxies, the address the outermost one saw.
 The counters live in Django's cache: with several server processes, point
 CACHE_URL at Redis so they share one count.
 """
@@ -21,6 +36,7 @@ from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 
 from glassbox.errors import GlassboxError
+from glassbox.middleware import client_address
 from governance.audit import record_refusal
 from governance.audit_actions import AuditAction
 
@@ -35,23 +51,29 @@ def _window() -> tuple[int, int]:
     return now // length, length - now % length
 
 
-def _keys(ip: str, username: str) -> list[str]:
+def _hashed(text: str) -> str:
+    # A username is any text a client sends, and cache keys must stay short
+    # and plain for every backend (memcached refuses spaces and controls).
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _budgets(request, username: str) -> dict[str, int]:
+    """The cache key of each counter an attempt falls under, with its ceiling."""
     number, _ = _window()
-    # Hashed: a username is any text a client sends, and cache keys must stay
-    # short and plain for every backend (memcached refuses spaces and controls).
-    user = hashlib.sha256(username.lower()[:150].encode()).hexdigest()[:32]
-    address = hashlib.sha256(ip.encode()).hexdigest()[:32]
-    return [f"signin-failures:{number}:ip:{address}", f"signin-failures:{number}:user:{user}"]
-
-
-def _client_ip(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")[:64]
+    user = _hashed(username.lower()[:150])
+    address = _hashed(client_address(request))
+    return {
+        f"signin-failures:{number}:pair:{user}:{address}": settings.GLASSBOX_SIGNIN_MAX_FAILURES,
+        f"signin-failures:{number}:ip:{address}": settings.GLASSBOX_SIGNIN_MAX_FAILURES_PER_ADDRESS,
+        f"signin-failures:{number}:user:{user}": settings.GLASSBOX_SIGNIN_MAX_FAILURES_PER_USERNAME,
+    }
 
 
 def signin_check(request, username: str) -> None:
     """Refuse (and record) an attempt from a client over its failure budget."""
-    counts = cache.get_many(_keys(_client_ip(request), username))
-    if max(counts.values(), default=0) < settings.GLASSBOX_SIGNIN_MAX_FAILURES:
+    budgets = _budgets(request, username)
+    counts = cache.get_many(list(budgets))
+    if all(counts.get(key, 0) < ceiling for key, ceiling in budgets.items()):
         return
     _, retry_after = _window()
     record_refusal(
@@ -67,7 +89,7 @@ def signin_check(request, username: str) -> None:
 
 def signin_failed(request, username: str) -> None:
     _, remaining = _window()
-    for key in _keys(_client_ip(request), username):
+    for key in _budgets(request, username):
         # add() starts the count for a new window; incr() is atomic on Redis.
         if not cache.add(key, 1, timeout=remaining + 1):
             try:

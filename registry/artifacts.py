@@ -22,6 +22,14 @@ _EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
 # Weight formats that unpickle on load. Refused by name here, and by content below.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".h5")
 SKOPS_SCHEMA_MEMBER = "schema.json"
+# Python code, which transformers would import with trust_remote_code. Remote
+# code stays off, so it would never run, but an approved artifact must hold
+# only what Glassbox loads: refused under any name, in any folder.
+CODE_SUFFIXES = (".py", ".pyw", ".pyc", ".pyo")
+# The configs transformers reads an `auto_map` (a pointer at that code) from:
+# config.json, tokenizer_config.json, and the processor / generation configs.
+CONFIG_SUFFIX = "config.json"
+_CONFIG_MAX_BYTES = 16 * 1024 * 1024
 
 
 def artifact_storage():
@@ -137,7 +145,15 @@ def _check_flavor_files(staging: Path, flavor: str, names: set[str]) -> None:
         # else (and a safetensors header length can start like a pickle).
         if path.is_file() and not path.name.endswith((".skops", ".safetensors")) and _looks_like_pickle(path):
             raise InvalidInput(f"{path.relative_to(staging)} contains pickle data; Glassbox never loads pickles.")
+    for name in sorted(names):
+        if name.lower().endswith(CODE_SUFFIXES):
+            raise InvalidInput(f"{name!r} is Python code; Glassbox never runs code from an artifact.")
     if flavor == "transformers":
+        for name in sorted(names):
+            if name.lower().endswith(CONFIG_SUFFIX) and _has_auto_map(staging / name, name):
+                raise InvalidInput(
+                    f"{name!r} has an auto_map entry (custom model code); Glassbox never runs code from an artifact."
+                )
         if "config.json" not in names:
             raise InvalidInput("A transformers artifact needs config.json at the archive root.")
         if not any(name.endswith(".safetensors") for name in names):
@@ -150,6 +166,28 @@ def _check_flavor_files(staging: Path, flavor: str, names: set[str]) -> None:
             raise InvalidInput("A sklearn artifact is one .skops file (or an archive holding exactly one).")
     else:
         raise InvalidInput(f"Unknown flavor {flavor!r}.")
+
+
+def _has_auto_map(path: Path, name: str) -> bool:
+    """Whether a JSON config holds an `auto_map` key at any depth (composite
+    models nest their sub-models' configs). A config that cannot be read as
+    JSON is refused too: nothing unchecked gets through."""
+    if path.stat().st_size > _CONFIG_MAX_BYTES:
+        raise InvalidInput(f"{name!r} is larger than {_CONFIG_MAX_BYTES} bytes; a model config is not.")
+    try:
+        config = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{name!r} is not valid JSON.") from exc
+    pending = [config]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if "auto_map" in node:
+                return True
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
 
 
 # (sha256, flavor) -> what the load check found. Artifacts are immutable and

@@ -7,7 +7,6 @@ are imported only inside the functions that need them.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -56,8 +55,6 @@ TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
 SAFE_NUMPY_FUNCTIONS = frozenset(
     f"numpy.{name}" for name in ("vstack", "hstack", "column_stack", "ravel", "squeeze", "asarray", "atleast_2d")
 )
-
-PREDICTOR_CACHE_SIZE = 4
 
 
 class ArtifactLoadError(Exception):
@@ -335,10 +332,9 @@ _loading_locks: dict[str, threading.Lock] = {}
 
 
 def _cache_size() -> int:
-    try:
-        return max(1, int(os.environ.get("GLASSBOX_PREDICTOR_CACHE_SIZE", PREDICTOR_CACHE_SIZE)))
-    except ValueError:
-        return PREDICTOR_CACHE_SIZE
+    from django.conf import settings  # this module also runs without Django (the load check)
+
+    return max(1, settings.GLASSBOX_PREDICTOR_CACHE_SIZE)
 
 
 def get_predictor(sha256: str, path: Path, flavor: str) -> Predictor:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.db.models import Count, QuerySet
 
-from glassbox.errors import NotFound, NotPermitted
+from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from registry.artifacts import artifact_storage, local_model_path
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel
@@ -51,11 +51,14 @@ def dataset_list(*, user) -> QuerySet[Dataset]:
     return Dataset.objects.select_related("created_by")
 
 
-def dataset_get(*, user, pk: int) -> Dataset:
+def dataset_get(*, user, pk: int, referenced: bool = False) -> Dataset:
+    """A dataset by id. One named in the URL and missing is a 404; one
+    `referenced` from a request body (a report's or rollout's dataset) is the
+    caller's invalid input, a 400."""
     _require_read(user)
     dataset = Dataset.objects.select_related("created_by").filter(pk=pk).first()
     if dataset is None:
-        raise NotFound(f"No dataset {pk}.")
+        raise (InvalidInput if referenced else NotFound)(f"No dataset {pk}.")
     return dataset
 
 

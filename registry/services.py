@@ -2,6 +2,7 @@
 transaction and records an AuditEvent in it; refusals that matter are
 recorded too, in a transaction of their own."""
 
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -92,9 +93,14 @@ def version_create(
     """Check, unpack, load-test and store an artifact, then number the version.
     On any refusal the upload, the staging folder and any stored blob are gone
     and no row is written."""
-    prepared = None
-    stored_key = None
-    try:
+    refusal = {
+        "object_type": "registry.registeredmodel",
+        "object_id": model.pk,
+        "object_label": model.name,
+        "model_name": model.name,
+        "detail": {"filename": upload.filename[:255]},
+    }
+    with _upload_attempt(actor=actor, action="version.create", upload=upload, refusal=refusal) as attempt:
         if not model.can_receive_version_from(actor):
             raise NotPermitted("Only engineers may upload model versions.")
         if flavor not in ModelVersion.Flavor.values:
@@ -108,62 +114,74 @@ def version_create(
             raise Conflict(f"This artifact is already version {duplicate} of {model.name}.")
 
         prepared = prepare_artifact(upload.path, flavor, sha256=upload.sha256)
-        key = artifact_key(upload.sha256, prepared.fmt)
-        if store_blob(upload.path, key):
-            stored_key = key
-        with transaction.atomic():
-            # Lock the model row: concurrent uploads take numbers one at a time.
-            locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
-            number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
-            version = ModelVersion.objects.create(
-                model=locked,
-                number=number,
-                flavor=flavor,
-                metrics=metrics,
-                labels=prepared.labels,
-                max_length=prepared.max_length,
-                artifact_sha256=upload.sha256,
-                artifact_size=upload.size,
-                artifact_filename=upload.filename[:255],
-                artifact_key=key,
-                artifact_format=prepared.fmt,
-                files=[{"name": m.name, "size": m.size} for m in prepared.members],
-                created_by=actor,
-                **{field: card.get(field, "") or "" for field in CARD_FIELDS},
-            )
-            record_event(
-                actor=actor,
-                action="version.create",
-                obj=version,
-                changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
-                detail={"size": upload.size, "labels": prepared.labels},
-            )
-            # Workers load the new model ahead of its first real use.
-            transaction.on_commit(lambda: enqueue_warm(version.pk))
+        try:
+            key = artifact_key(upload.sha256, prepared.fmt)
+            attempt.store(key)
+            with transaction.atomic():
+                # Lock the model row: concurrent uploads take numbers one at a time.
+                locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+                number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+                version = ModelVersion.objects.create(
+                    model=locked,
+                    number=number,
+                    flavor=flavor,
+                    metrics=metrics,
+                    labels=prepared.labels,
+                    max_length=prepared.max_length,
+                    artifact_sha256=upload.sha256,
+                    artifact_size=upload.size,
+                    artifact_filename=upload.filename[:255],
+                    artifact_key=key,
+                    artifact_format=prepared.fmt,
+                    files=[{"name": m.name, "size": m.size} for m in prepared.members],
+                    created_by=actor,
+                    **{field: card.get(field, "") or "" for field in CARD_FIELDS},
+                )
+                record_event(
+                    actor=actor,
+                    action="version.create",
+                    obj=version,
+                    changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
+                    detail={"size": upload.size, "labels": prepared.labels},
+                )
+                # Workers load the new model ahead of its first real use.
+                transaction.on_commit(lambda: enqueue_warm(version.pk))
+        except BaseException:
+            prepared.discard()
+            raise
         install_prepared(prepared, upload.sha256)
-        prepared = None
         return version
-    except GlassboxError as exc:
-        if stored_key:
-            delete_blob(stored_key)
-        record_refusal(
-            actor=actor,
-            action="version.create",
-            reason=exc.message,
-            object_type="registry.registeredmodel",
-            object_id=model.pk,
-            object_label=model.name,
-            model_name=model.name,
-            detail={"sha256": upload.sha256, "size": upload.size, "filename": upload.filename[:255]},
-        )
-        raise
-    except BaseException:
-        if stored_key:
-            delete_blob(stored_key)
+
+
+class _UploadAttempt:
+    """What an upload in progress has put in the artifact store so far."""
+
+    def __init__(self, upload: UploadedArtifact):
+        self.upload = upload
+        self.stored_key: str | None = None
+
+    def store(self, key: str) -> None:
+        if store_blob(self.upload.path, key):
+            self.stored_key = key
+
+
+@contextmanager
+def _upload_attempt(*, actor, action: str, upload: UploadedArtifact, refusal: dict[str, Any]):
+    """The one cleanup of every upload service: on any failure the blob this
+    attempt stored is deleted, and a refusal (a GlassboxError) is recorded as
+    a `denied` event with the upload's digest and size; the uploaded file is
+    gone afterwards whatever happened."""
+    attempt = _UploadAttempt(upload)
+    try:
+        yield attempt
+    except BaseException as exc:
+        if attempt.stored_key:
+            delete_blob(attempt.stored_key)
+        if isinstance(exc, GlassboxError):
+            detail = {"sha256": upload.sha256, "size": upload.size, **refusal.get("detail", {})}
+            record_refusal(actor=actor, action=action, reason=exc.message, **{**refusal, "detail": detail})
         raise
     finally:
-        if prepared is not None:
-            prepared.discard()
         upload.discard()
 
 
@@ -226,8 +244,8 @@ def dataset_upload_precheck(*, actor) -> None:
 def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: str = "") -> Dataset:
     from django.conf import settings
 
-    stored_key = None
-    try:
+    refusal = {"object_type": "registry.dataset", "object_label": str(name)[:100]}
+    with _upload_attempt(actor=actor, action="dataset.create", upload=upload, refusal=refusal) as attempt:
         if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
             raise NotPermitted("Only engineers may upload datasets.")
         _check_name(name, what="dataset")
@@ -236,8 +254,7 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
             raise InvalidInput(f"Datasets are at most {limits['max_dataset_bytes']} bytes.")
         parsed = parse_dataset(upload.path, filename=upload.filename, max_rows=limits["max_dataset_rows"])
         key = artifact_key(upload.sha256, parsed.format, kind="datasets")
-        if store_blob(upload.path, key):
-            stored_key = key
+        attempt.store(key)
         with transaction.atomic():
             dataset = Dataset.objects.create(
                 name=name,
@@ -257,21 +274,3 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
                 changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
             )
         return dataset
-    except GlassboxError as exc:
-        if stored_key:
-            delete_blob(stored_key)
-        record_refusal(
-            actor=actor,
-            action="dataset.create",
-            reason=exc.message,
-            object_type="registry.dataset",
-            object_label=str(name)[:100],
-            detail={"sha256": upload.sha256, "size": upload.size},
-        )
-        raise
-    except BaseException:
-        if stored_key:
-            delete_blob(stored_key)
-        raise
-    finally:
-        upload.discard()

@@ -4,7 +4,6 @@ artifact disk, never into memory."""
 
 import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +93,3 @@ def install_hashing_upload_handler(request, *, max_bytes: int) -> None:
 def check_upload_not_truncated(request, *, max_bytes: int) -> None:
     if getattr(request, "glassbox_upload_too_large", False):
         raise TooLarge(f"The upload exceeds the limit of {max_bytes} bytes.")
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

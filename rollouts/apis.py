@@ -8,7 +8,6 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from glassbox.errors import InvalidInput, NotFound
 from registry import selectors as registry_selectors
 from rollouts import selectors, services
 from rollouts.models import AnalysisRun, Rollout
@@ -117,11 +116,7 @@ class RolloutListCreateApi(APIView):
         candidate = registry_selectors.version_get(user=request.user, name=name, number=values["candidate"])
         dataset = None
         if values.get("reference_dataset") is not None:
-            try:
-                dataset = registry_selectors.dataset_get(user=request.user, pk=values["reference_dataset"])
-            except NotFound:
-                # A bad field of the request, not a missing resource.
-                raise InvalidInput(f"No dataset {values['reference_dataset']}.") from None
+            dataset = registry_selectors.dataset_get(user=request.user, pk=values["reference_dataset"], referenced=True)
         rollout = services.rollout_start(
             actor=request.user,
             model=model,

@@ -188,8 +188,8 @@ def test_skops_with_foreign_class_is_refused_before_loading(tmp_path):
     assert Tripwire.constructed
 
 
-def test_get_predictor_caches_by_digest_and_evicts_lru(skops_file, monkeypatch):
-    monkeypatch.setenv("GLASSBOX_PREDICTOR_CACHE_SIZE", "2")
+def test_get_predictor_caches_by_digest_and_evicts_lru(skops_file, settings):
+    settings.GLASSBOX_PREDICTOR_CACHE_SIZE = 2
     first = get_predictor("a" * 64, skops_file, "sklearn")
     assert get_predictor("a" * 64, skops_file, "sklearn") is first
     second = get_predictor("b" * 64, skops_file, "sklearn")

@@ -4,7 +4,6 @@ every bad input is refused with a JSON detail, no row and no file."""
 import hashlib
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from governance.models import AuditEvent
 from registry.models import ModelVersion
 from registry.selectors import version_predictor
-from tests.conftest import RegisteredModelFactory, make_zip, stored_files, unpack_zip
+from tests.conftest import RegisteredModelFactory, make_tar_gz, make_zip, stored_files, unpack_zip
 
 
 def upload(client, model_name, artifact: bytes, filename: str, flavor: str, **fields):
@@ -71,14 +70,8 @@ def test_sklearn_skops_upload_ends_in_a_predictor(api, engineer, sentiment_model
 
 @pytest.mark.django_db
 def test_tar_gz_of_a_transformers_model_is_accepted(api, engineer, sentiment_model, demo_models):
-    members = unpack_zip(demo_models["bert_zip"].read_bytes())
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    response = upload(api(engineer), "zh-sentiment", buffer.getvalue(), "bert.tar.gz", "transformers")
+    data = make_tar_gz(unpack_zip(demo_models["bert_zip"].read_bytes()))
+    response = upload(api(engineer), "zh-sentiment", data, "bert.tar.gz", "transformers")
     assert response.status_code == 201, response.json()
     assert response.json()["artifact_format"] == "tar.gz"
 

@@ -121,6 +121,13 @@ def tar_of(entries: list[tuple[str, str, object]], *, mode: str = "w:gz") -> byt
     return buffer.getvalue()
 
 
+def archive_of(members: dict[str, bytes], container: str) -> bytes:
+    """Regular files in a zip or a tar.gz."""
+    if container == "zip":
+        return zip_of(members)
+    return tar_of([(name, "file", payload) for name, payload in members.items()])
+
+
 class Zeros(io.RawIOBase):
     """`size` zero bytes, produced as they are read (never all in memory)."""
 
@@ -212,3 +219,19 @@ PICKLE_PROTOCOL_0 = b"cposix\nsystem\n(S'id'\ntR."
 def torch_style_zip(inner_name: str = "archive/data.pkl") -> bytes:
     """What torch.save writes: a zip whose payload is a pickle."""
     return zip_of({inner_name: PICKLE_PROTOCOL_2, "archive/version": b"3\n"})
+
+
+# --- code -------------------------------------------------------------------------------
+
+PYTHON_SOURCE = b"import os\nos.system('id')\n"
+
+
+def with_auto_map(members: dict[str, bytes], config: str, auto_map: dict, *, nested: str = "") -> dict[str, bytes]:
+    """`members` with an `auto_map` (transformers' pointer at custom code) in
+    the JSON `config`, at its top level or inside the sub-config `nested`."""
+    values = json.loads(members.get(config, b"{}"))
+    if nested:
+        values[nested] = {**values.get(nested, {}), "auto_map": auto_map}
+    else:
+        values["auto_map"] = auto_map
+    return {**members, config: json.dumps(values).encode()}

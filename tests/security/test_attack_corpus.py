@@ -32,11 +32,14 @@ from tests.security.corpus import (
     PICKLE_PROTOCOL_0,
     PICKLE_PROTOCOL_2,
     PICKLE_PROTOCOL_4,
+    PYTHON_SOURCE,
+    archive_of,
     tally,
     tar_of,
     torch_style_zip,
     upload_dataset,
     upload_version,
+    with_auto_map,
     zip_of,
 )
 
@@ -105,10 +108,7 @@ TRAVERSAL_NAMES = [
 @pytest.mark.parametrize("member", TRAVERSAL_NAMES, ids=repr)
 def test_archive_member_outside_the_archive_is_refused(engineer, sentiment_model, container, member):
     members = {"config.json": b'{"id2label": {"0": "a"}}', "model.safetensors": b"x", member: b"print('owned')"}
-    if container == "zip":
-        data = zip_of(members)
-    else:
-        data = tar_of([(name, "file", payload) for name, payload in members.items()])
+    data = archive_of(members, container)
     before = Unchanged()
 
     response = upload_version(engineer, "zh-sentiment", data, f"model.{container}", "transformers")
@@ -252,6 +252,56 @@ def test_pickle_payloads_in_a_sklearn_upload_are_refused(engineer, sentiment_mod
     response = upload_version(engineer, "zh-sentiment", data, filename, "sklearn")
 
     detail = before.refused(response, "pickle payload")
+    _upload_refusal_recorded(detail)
+
+
+# --- code under any name -----------------------------------------------------------------
+
+# case -> (members from the demo BERT's, the member the refusal must name)
+CODE_IN_TRANSFORMERS = {
+    "modeling_evil.py at the root": (lambda m: {**m, "modeling_evil.py": PYTHON_SOURCE}, "modeling_evil.py"),
+    "__init__.py deep in a folder": (lambda m: {**m, "a/b/c/__init__.py": PYTHON_SOURCE}, "a/b/c/__init__.py"),
+    "upper-case TOKENIZATION.PY": (lambda m: {**m, "TOKENIZATION.PY": PYTHON_SOURCE}, "TOKENIZATION.PY"),
+    "hidden .x.py": (lambda m: {**m, ".x.py": PYTHON_SOURCE}, ".x.py"),
+    "windowed evil.pyw": (lambda m: {**m, "evil.pyw": PYTHON_SOURCE}, "evil.pyw"),
+    "bytecode in __pycache__": (lambda m: {**m, "__pycache__/x.cpython-311.pyc": b"\xa7\r\r\n"}, "x.cpython-311.pyc"),
+    "auto_map in config.json": (
+        lambda m: with_auto_map(m, "config.json", {"AutoModelForSequenceClassification": "modeling_evil.Evil"}),
+        "config.json",
+    ),
+    "auto_map to another repository in config.json": (
+        lambda m: with_auto_map(m, "config.json", {"AutoModel": "attacker/repo--modeling.Evil"}),
+        "config.json",
+    ),
+    "auto_map nested in a sub-config": (
+        lambda m: with_auto_map(m, "config.json", {"AutoModel": "modeling_evil.Evil"}, nested="text_config"),
+        "config.json",
+    ),
+    "auto_map in tokenizer_config.json": (
+        lambda m: with_auto_map(m, "tokenizer_config.json", {"AutoTokenizer": ["tokenization_evil.Evil", None]}),
+        "tokenizer_config.json",
+    ),
+    "auto_map in tokenizer_config.json with its .py": (
+        lambda m: {
+            **with_auto_map(m, "tokenizer_config.json", {"AutoTokenizer": ["tokenization_evil.Evil", None]}),
+            "tokenization_evil.py": PYTHON_SOURCE,
+        },
+        "tokenization_evil.py",
+    ),
+}
+
+
+@pytest.mark.parametrize("container", ["zip", "tar.gz"])
+@pytest.mark.parametrize("case", sorted(CODE_IN_TRANSFORMERS))
+def test_code_in_a_transformers_upload_is_refused(engineer, sentiment_model, bert_members, case, container):
+    build, named = CODE_IN_TRANSFORMERS[case]
+    data = archive_of(build(bert_members), container)
+    before = Unchanged()
+
+    response = upload_version(engineer, "zh-sentiment", data, f"model.{container}", "transformers")
+
+    detail = before.refused(response, "code in an artifact")
+    assert named in detail
     _upload_refusal_recorded(detail)
 
 
@@ -588,6 +638,33 @@ def test_guessing_passwords_on_the_token_endpoint_is_rate_limited(engineer, sett
     assert AuditEvent.objects.filter(
         action="auth.login", outcome="denied", detail__reason="too many failed sign-ins"
     ).exists()
+
+
+@pytest.mark.parametrize(
+    "trusted_proxies, forwarded_for",
+    [
+        (0, "198.51.100.{n}"),  # no proxy: a header anyone can write is ignored
+        (1, "198.51.100.{n}, 203.0.113.9"),  # one proxy: only the entry it appended counts
+    ],
+    ids=["no trusted proxy", "one trusted proxy"],
+)
+def test_spoofing_x_forwarded_for_does_not_buy_more_guesses(
+    engineer, settings, fresh_signin_counters, trusted_proxies, forwarded_for
+):
+    settings.GLASSBOX_TRUSTED_PROXIES = trusted_proxies
+    client = Client(REMOTE_ADDR="10.20.0.1")
+    limit = settings.GLASSBOX_SIGNIN_MAX_FAILURES
+    answers = [
+        client.post(
+            "/api/v1/auth/token/",
+            {"username": "erin", "password": f"guess-{n}"},
+            HTTP_X_FORWARDED_FOR=forwarded_for.format(n=n),
+        ).status_code
+        for n in range(limit + 3)
+    ]
+    for status in answers[limit:]:
+        tally("sign-in guesses, spoofed X-Forwarded-For", accepted=status < 400)
+    assert answers == [400] * limit + [429] * 3
 
 
 @pytest.mark.parametrize("path", ["/api/v1/datasets/", "/api/v1/models/zh-sentiment/versions/"])
