@@ -5,11 +5,10 @@ is replaced by another that finishes it (heartbeat + reaper)."""
 import time
 
 import pytest
-from django.test import Client
 
 from explanations.models import ExplanationChunk, ExplanationReport
 from governance.models import AuditEvent
-from tests.conftest import api_client_for, wait_for
+from tests.conftest import api_client_for, page_client_for, wait_for
 from tests.explanations.reporting import uploaded_bert, uploaded_dataset
 
 pytestmark = pytest.mark.worker
@@ -66,8 +65,7 @@ def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_m
     assert "explanations.tasks.run_chunk" in log and "explanations.tasks.finalize_report" in log
 
     # The page renders the real results: heat map, one chart per class, fidelity beside them.
-    client = Client()
-    client.force_login(engineer)
+    client = page_client_for(engineer)
     page = client.get(f"/explanations/{report_id}/").content.decode()
     assert page.count('class="token"') == sum(len(entry["tokens"]) for entry in texts)
     assert page.count("<svg") == 2 and "Comprehensiveness" in page and "1 text longer than" in page
