@@ -214,8 +214,9 @@ def served_model(engineer, engineer2, reviewer, demo_models, resaved_demo_skops)
 
 @pytest.fixture
 def serving_env(settings):
-    """For tests that serve predictions: no background log thread (rows are written by flush_prediction_logs()
-    in the test's own transaction) and no routing cached from other tests."""
+    """For tests that serve predictions: no background log thread (rows are
+    written by flush_prediction_logs() in the test's own transaction) and no
+    routing cached from other tests."""
     from rollouts import prediction_log, routing, serving
 
     settings.GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = 0
