@@ -1,5 +1,6 @@
-"""REST API of explanation reports: one view per operation, nested
-serializers, no rules here (services and selectors hold them)."""
+"""REST API of explanation reports: one view per operation, serializers at
+module level (the schema needs distinct component names), no rules here
+(services and selectors hold them)."""
 
 import json
 

@@ -2,6 +2,6 @@ from django.apps import AppConfig
 
 
 class ExplanationsConfig(AppConfig):
-    """SHAP / LIME / permutation-importance reports (built in a later issue)."""
+    """SHAP / LIME / permutation-importance reports on model versions."""
 
     name = "explanations"

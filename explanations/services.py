@@ -35,10 +35,6 @@ CHUNK_SHARE = 90
 RESERVED_PARAMS = ("shap_results",)
 
 
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, default))
-
-
 def json_safe(value: Any) -> Any:
     """What PostgreSQL's jsonb will store: no NaN or infinities (None instead),
     no NUL characters, no numpy scalars or arrays."""
@@ -311,18 +307,30 @@ def report_fan_out(*, report_id: int) -> list[int]:
     return chunk_ids
 
 
+def _lock_report_and_chunk(chunk_id: int) -> tuple[ExplanationReport, ExplanationChunk] | None:
+    """Lock a chunk's report, then the chunk (the order every lock here
+    follows). None when the chunk is gone."""
+    report_id = ExplanationChunk.objects.filter(pk=chunk_id).values_list("report_id", flat=True).first()
+    if report_id is None:
+        return None
+    report = (
+        ExplanationReport.objects.select_for_update(of=("self",)).select_related("version__model").get(pk=report_id)
+    )
+    chunk = ExplanationChunk.objects.select_for_update().get(pk=chunk_id)
+    return report, chunk
+
+
 @transaction.atomic
 def chunk_start(*, chunk_id: int, worker: str) -> ExplanationChunk | None:
     """Claim a chunk for this worker. None when it must not run: its report
     is no longer running (cancelled, failed) or it is already done."""
-    report_id = ExplanationChunk.objects.filter(pk=chunk_id).values_list("report_id", flat=True).first()
-    if report_id is None:
+    locked = _lock_report_and_chunk(chunk_id)
+    if locked is None:
         return None
-    report = ExplanationReport.objects.select_for_update().get(pk=report_id)
-    chunk = ExplanationChunk.objects.select_for_update().get(pk=chunk_id)
+    report, chunk = locked
     if report.status != Status.RUNNING or chunk.status == ChunkStatus.DONE:
         return None
-    max_attempts = _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
+    max_attempts = settings.GLASSBOX_EXPLANATION_MAX_ATTEMPTS
     if chunk.attempts >= max_attempts:
         report_move(
             actor=None,
@@ -341,7 +349,7 @@ def chunk_start(*, chunk_id: int, worker: str) -> ExplanationChunk | None:
     chunk.heartbeat_at = now
     chunk.progress = 0.0
     chunk.save(update_fields=["status", "attempts", "worker", "started_at", "heartbeat_at", "progress"])
-    ExplanationReport.objects.filter(pk=report_id).update(heartbeat_at=now)
+    ExplanationReport.objects.filter(pk=report.pk).update(heartbeat_at=now)
     chunk.report = report
     return chunk
 
@@ -381,11 +389,10 @@ def chunk_finish(*, chunk_id: int, result: dict) -> bool:
     """Store a chunk's result. Returns True when this was the last chunk of
     the report: finalize_report is then enqueued (exactly once: every finish
     holds the report's row lock and a chunk is finished only once)."""
-    report_id = ExplanationChunk.objects.filter(pk=chunk_id).values_list("report_id", flat=True).first()
-    if report_id is None:
+    locked = _lock_report_and_chunk(chunk_id)
+    if locked is None:
         return False
-    report = ExplanationReport.objects.select_for_update().get(pk=report_id)
-    chunk = ExplanationChunk.objects.select_for_update().get(pk=chunk_id)
+    report, chunk = locked
     if report.status != Status.RUNNING or chunk.status == ChunkStatus.DONE:
         return False  # cancelled meanwhile, or a duplicate run that came second
     now = timezone.now()
@@ -395,10 +402,10 @@ def chunk_finish(*, chunk_id: int, result: dict) -> bool:
     chunk.finished_at = now
     chunk.heartbeat_at = now
     chunk.save(update_fields=["status", "result", "progress", "finished_at", "heartbeat_at"])
-    _update_report_progress(report_id, now)
-    if selectors.unfinished_chunks(report_id).exists():
+    _update_report_progress(report.pk, now)
+    if selectors.unfinished_chunks(report.pk).exists():
         return False
-    transaction.on_commit(lambda: _enqueue("finalize_report", report_id))
+    transaction.on_commit(lambda: _enqueue("finalize_report", report.pk))
     return True
 
 
@@ -414,7 +421,7 @@ def report_finalize_start(*, report_id: int) -> ExplanationReport | None:
     )
     if report is None or report.status != Status.RUNNING or selectors.unfinished_chunks(report_id).exists():
         return None
-    if report.finalize_attempts >= _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3):
+    if report.finalize_attempts >= settings.GLASSBOX_EXPLANATION_MAX_ATTEMPTS:
         report_move(
             actor=None,
             report=report,
@@ -464,8 +471,8 @@ def reap_stale_work(*, now=None) -> dict[str, int]:
     - a queued report whose message was lost is started again.
     Every task is idempotent, so sending one twice costs time, never correctness."""
     now = now or timezone.now()
-    stale_before = now - timedelta(seconds=_setting("GLASSBOX_EXPLANATION_STALE_SECONDS", 60))
-    lost_before = now - timedelta(seconds=_setting("GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS", 1800))
+    stale_before = now - timedelta(seconds=settings.GLASSBOX_EXPLANATION_STALE_SECONDS)
+    lost_before = now - timedelta(seconds=settings.GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS)
     counts = {"chunks_requeued": 0, "reports_failed": 0, "finalize_requeued": 0, "reports_restarted": 0}
 
     running = Q(report__status=Status.RUNNING)
@@ -503,11 +510,10 @@ def reap_stale_work(*, now=None) -> dict[str, int]:
 
 @transaction.atomic
 def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
-    report_id = ExplanationChunk.objects.filter(pk=chunk_id).values_list("report_id", flat=True).first()
-    report = (
-        ExplanationReport.objects.select_for_update(of=("self",)).select_related("version__model").get(pk=report_id)
-    )
-    chunk = ExplanationChunk.objects.select_for_update().get(pk=chunk_id)
+    locked = _lock_report_and_chunk(chunk_id)
+    if locked is None:
+        return ""
+    report, chunk = locked
     if report.status != Status.RUNNING:
         return ""
     # Check again under the locks: the chunk may have moved on meanwhile.
@@ -518,7 +524,7 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
     )
     if not (stale or lost):
         return ""
-    max_attempts = _setting("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
+    max_attempts = settings.GLASSBOX_EXPLANATION_MAX_ATTEMPTS
     if chunk.attempts >= max_attempts:
         report_move(
             actor=None,

@@ -4,7 +4,8 @@ run_report starts a report and fans its chunks out as a Celery group (there
 is no result backend, so no chord); the run_chunk that finishes the last
 chunk enqueues finalize_report (combine + fidelity). Every task acks late and
 is re-queued when its worker is lost; a worker killed outright is covered by
-reap_stale_work, which Celery beat runs every few seconds.
+reap_stale_work, which Celery beat runs every GLASSBOX_REAPER_INTERVAL_SECONDS
+(15 by default).
 """
 
 import logging

@@ -1,6 +1,5 @@
 """Server-rendered pages of explanation reports. Same selectors and services as the API."""
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
@@ -10,8 +9,7 @@ from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
 from explanations.global_importance import DEFAULT_MIN_TEXTS, UNITS, cached_global_importance
 from explanations.models import ExplanationReport
-from glassbox.errors import GlassboxError, NotPermitted
-from glassbox.page_errors import page_errors
+from glassbox.page_errors import page_errors, service_call
 from registry import selectors as registry_selectors
 
 
@@ -27,22 +25,20 @@ def report_new(request, name: str, number: int):
     if request.method == "POST":
         if form.is_valid():
             data = form.cleaned_data
-            try:
-                report = services.report_request(
-                    actor=request.user,
-                    version=version,
-                    method=data["method"],
-                    dataset=data["dataset"],
-                    texts=data["texts"] if data["dataset"] is None else None,
-                    params=data["params"],
-                )
-            except NotPermitted:
-                raise
-            except GlassboxError as exc:
-                form.add_error(None, exc.message)
-            else:
-                messages.success(request, f"Requested {report}.")
+            report, refusal = service_call(
+                request,
+                services.report_request,
+                success=lambda report: f"Requested {report}.",
+                actor=request.user,
+                version=version,
+                method=data["method"],
+                dataset=data["dataset"],
+                texts=data["texts"] if data["dataset"] is None else None,
+                params=data["params"],
+            )
+            if refusal is None:
                 return redirect(report.get_absolute_url())
+            form.add_error(None, refusal.message)
         status = 400
     context = {"version": version, "model": version.model, "form": form}
     return render(request, "explanations/report_new.html", context, status=status)
@@ -96,14 +92,14 @@ def report_detail(request, pk: int):
 @page_errors
 def report_cancel(request, pk: int):
     report = selectors.report_get(user=request.user, pk=pk)
-    try:
-        services.report_cancel(actor=request.user, report=report)
-    except NotPermitted:
-        raise
-    except GlassboxError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Cancelled {report}.")
+    service_call(
+        request,
+        services.report_cancel,
+        success=lambda _: f"Cancelled {report}.",
+        refusal_as_message=True,
+        actor=request.user,
+        report=report,
+    )
     return redirect(report.get_absolute_url())
 
 

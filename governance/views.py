@@ -5,8 +5,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
-from glassbox.errors import GlassboxError, NotPermitted
-from glassbox.page_errors import page_errors
+from glassbox.errors import GlassboxError
+from glassbox.page_errors import page_errors, service_call
 from governance import selectors, services
 from governance.audit_actions import AuditAction
 from governance.models import Decision
@@ -68,14 +68,14 @@ def review_detail(request, name: str, number: int):
 @require_POST
 def review_submit(request, name: str, number: int):
     version = services.review_target_get(actor=request.user, name=name, number=number, action=AuditAction.REVIEW_SUBMIT)
-    try:
-        review = services.review_submit(actor=request.user, version=version)
-    except NotPermitted:
-        raise
-    except GlassboxError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"Submitted {version} for review: it needs {review.required_approvals} approval(s).")
+    service_call(
+        request,
+        services.review_submit,
+        success=lambda review: f"Submitted {version} for review: it needs {review.required_approvals} approval(s).",
+        refusal_as_message=True,
+        actor=request.user,
+        version=version,
+    )
     return redirect(version.get_absolute_url())
 
 

@@ -3,15 +3,13 @@ services as the API; the pages hold no rules of their own beyond asking
 which buttons to offer."""
 
 from django.conf import settings
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from glassbox.errors import GlassboxError, NotPermitted
-from glassbox.page_errors import page_errors
+from glassbox.page_errors import page_errors, service_call
 from registry import selectors as registry_selectors
 from rollouts import charts, selectors, services
 from rollouts.forms import RolloutActionForm, RolloutStartForm
@@ -115,16 +113,19 @@ def rollout_action(request, pk: int, action: str):
     if form.is_valid():
         if action != "resume":
             kwargs["reason"] = form.cleaned_data["reason"]
-        try:
-            rollout = service(actor=request.user, rollout=rollout, **kwargs)
-        except NotPermitted:
-            raise
-        except GlassboxError as exc:
-            rollout = selectors.rollout_get(user=request.user, pk=pk)
-            context = _rollout_context(request, rollout, forms={action: form}, errors={action: exc.message})
-            return render(request, "rollouts/rollout_detail.html", context, status=exc.status_code)
-        messages.success(request, f"Rollout #{rollout.pk}: {action} done; it is {rollout.status}.")
-        return redirect(rollout.get_absolute_url())
+        done, refusal = service_call(
+            request,
+            service,
+            success=lambda done: f"Rollout #{done.pk}: {action} done; it is {done.status}.",
+            actor=request.user,
+            rollout=rollout,
+            **kwargs,
+        )
+        if refusal is None:
+            return redirect(done.get_absolute_url())
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        context = _rollout_context(request, rollout, forms={action: form}, errors={action: refusal.message})
+        return render(request, "rollouts/rollout_detail.html", context, status=refusal.status_code)
     context = _rollout_context(request, rollout, forms={action: form})
     return render(request, "rollouts/rollout_detail.html", context, status=400)
 
@@ -145,18 +146,20 @@ def rollout_list(request, name: str):
             services.rollout_start(actor=request.user, model=model, candidate=None)
             raise PermissionDenied("Only engineers may start rollouts.")
         if form.is_valid():
-            try:
-                rollout = services.rollout_start(actor=request.user, model=model, **form.service_arguments())
-            except NotPermitted:
-                raise
-            except GlassboxError as exc:
-                form.add_error(None, exc.message)
-                status = exc.status_code
-            else:
-                messages.success(
-                    request, f"Started rollout #{rollout.pk} of {rollout.candidate}: it is {rollout.status}."
-                )
+            rollout, refusal = service_call(
+                request,
+                services.rollout_start,
+                success=lambda rollout: (
+                    f"Started rollout #{rollout.pk} of {rollout.candidate}: it is {rollout.status}."
+                ),
+                actor=request.user,
+                model=model,
+                **form.service_arguments(),
+            )
+            if refusal is None:
                 return redirect(rollout.get_absolute_url())
+            form.add_error(None, refusal.message)
+            status = refusal.status_code
         else:
             status = 400
     context = {

@@ -3,7 +3,11 @@ Redis of this machine (`make test` points the settings at them)."""
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -12,10 +16,12 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import roles
+from governance import services as review_services
 from registry.models import ModelVersion, RegisteredModel
 
 DEMO_MODEL_CACHE = Path(settings.BASE_DIR) / "var" / "test-demo-models"
@@ -127,6 +133,13 @@ def api():
     return api_client_for
 
 
+def page_client_for(user, *, enforce_csrf: bool = False) -> Client:
+    """A browser-like client signed in as `user`, for the HTML pages."""
+    client = Client(enforce_csrf_checks=enforce_csrf)
+    client.force_login(user)
+    return client
+
+
 @pytest.fixture
 def sentiment_model(engineer):
     return RegisteredModelFactory(name="zh-sentiment", created_by=engineer)
@@ -145,6 +158,76 @@ def demo_models():
         "holdout_csv": DEMO_MODEL_CACHE / manifest["holdout"],
         "manifest": manifest,
     }
+
+
+# Real approved versions, for the serving, rollout, fault and fuzzing tests.
+def upload_skops(*, uploader, model_name: str, skops_path, **card) -> ModelVersion:
+    """Upload a .skops file as a new version through the API."""
+    handle = io.BytesIO(skops_path.read_bytes())
+    handle.name = skops_path.name
+    response = api_client_for(uploader).post(
+        f"/api/v1/models/{model_name}/versions/",
+        {"artifact": handle, "flavor": "sklearn", **card},
+        format="multipart",
+    )
+    assert response.status_code == 201, response.json()
+    return ModelVersion.objects.get(model__name=model_name, number=response.json()["version"])
+
+
+def approve(version: ModelVersion, *, submitter, reviewer) -> ModelVersion:
+    """Take a registered version through review to approved (low risk: one approval)."""
+    review_services.review_submit(actor=submitter, version=version)
+    review_services.decision_record(actor=reviewer, version=version, decision="approve", comment="looks fine")
+    version.refresh_from_db()
+    assert version.status == ModelVersion.Status.APPROVED
+    return version
+
+
+def resaved_skops(skops_path, folder):
+    """The same pipeline saved again with zip compression: other bytes (a
+    registry refuses an artifact it already holds), the same predictions."""
+    import skops.io
+
+    from registry.predictors import load_predictor
+
+    copy = folder / f"resaved-{skops_path.name}"
+    skops.io.dump(load_predictor(skops_path, "sklearn").model, copy, compression=zipfile.ZIP_DEFLATED)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def resaved_demo_skops(demo_models, tmp_path_factory):
+    """The demo pipeline saved again once per session: the same bytes in
+    every test, so the registry's per-digest load-check memo applies."""
+    return resaved_skops(demo_models["sklearn_skops"], tmp_path_factory.mktemp("resaved"))
+
+
+@pytest.fixture
+def served_model(engineer, engineer2, reviewer, demo_models, resaved_demo_skops) -> RegisteredModel:
+    """`zh-serving` (low risk) with two approved versions of the demo TF-IDF
+    pipeline, v1 and v2 (the same pipeline saved twice), neither deployed yet."""
+    model = RegisteredModelFactory(name="zh-serving", created_by=engineer)
+    for path in (demo_models["sklearn_skops"], resaved_demo_skops):
+        version = upload_skops(uploader=engineer, model_name=model.name, skops_path=path)
+        approve(version, submitter=engineer2, reviewer=reviewer)
+    return model
+
+
+@pytest.fixture
+def serving_env(settings):
+    """For tests that serve predictions: no background log thread (rows are
+    written by flush_prediction_logs() in the test's own transaction) and no
+    routing cached from other tests."""
+    from rollouts import prediction_log, routing, serving_cache
+
+    settings.GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = 0
+    prediction_log.reset_writer()
+    routing.clear_routing_cache()
+    serving_cache.clear_permission_cache()
+    yield
+    prediction_log.reset_writer()
+    routing.clear_routing_cache()
+    serving_cache.clear_permission_cache()
 
 
 def stored_files() -> set[str]:
@@ -217,69 +300,110 @@ def _audit_triggers_enforced(django_db_blocker):
     yield
 
 
-@pytest.fixture
-def worker_process(committed_db, tmp_path):
-    """A real Celery worker process on this machine's Redis, reading and
-    writing the test database. Yields a function returning its log so far."""
-    import subprocess
-    import sys
-    import time
-
-    from glassbox.celery import app
-
-    app.control.purge()  # leftovers of earlier tests refer to rows that are gone
+def service_env(**extra: str) -> dict[str, str]:
+    """The environment for a process of ours (a Celery worker, gunicorn)
+    that must use the test database, broker and data folder."""
     db = connection.settings_dict
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "GLASSBOX_DATA_DIR": str(settings.DATA_DIR),
         "PYTHONUNBUFFERED": "1",
+        **extra,
     }
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "glassbox",
-                "worker",
-                "--loglevel=INFO",
-                "--concurrency=1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{os.getpid()}@%h",
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
-    def read_log() -> str:
-        return log_path.read_text(errors="replace")
 
-    deadline = time.monotonic() + 60
-    while "ready." not in read_log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the worker did not start:\n{read_log()[-3000:]}")
-        time.sleep(0.2)
-    yield read_log
-    process.terminate()
-    try:
+class WorkerPool:
+    """Real Celery worker processes on this machine's Redis, reading and
+    writing the test database. Each runs in its own process group, so that
+    `kill(name)` can SIGKILL a whole worker (parent and pool children) the
+    way a machine dies."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def log(self, name: str) -> str:
+        path = self.folder / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, name: str, *, beat: bool = False, env: dict | None = None) -> subprocess.Popen:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "glassbox",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=1",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+        ]
+        if beat:
+            command += ["-B", "-s", str(self.folder / f"{name}-beat-schedule")]
+        with open(self.folder / f"{name}.log", "wb") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                env=service_env(**(env or {})),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[name] = process
+        deadline = time.monotonic() + 60
+        while "ready." not in self.log(name):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.kill(name)
+                pytest.fail(f"worker {name} did not start:\n{self.log(name)[-3000:]}")
+            time.sleep(0.2)
+        return process
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+
+    def stop_all(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait(timeout=20)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    self.kill(name)
+
+
+@pytest.fixture
+def worker_pool(committed_db, tmp_path):
+    """Start real Celery workers on demand: `start(name, beat=False, env={})`
+    returns the process, `log(name)` its output, `kill(name)` kills it
+    without warning. All are stopped at the end of the test."""
+    from glassbox.celery import app
+
+    app.control.purge()  # leftovers of earlier tests refer to rows that are gone
+    pool = WorkerPool(tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def worker_process(worker_pool):
+    """One real Celery worker for the whole test. Yields a function returning
+    its log so far."""
+    worker_pool.start("test")
+    return lambda: worker_pool.log("test")
 
 
 def wait_for(condition, *, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()

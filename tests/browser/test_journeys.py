@@ -25,7 +25,6 @@ from rollouts import services as rollout_services
 from rollouts.models import Rollout
 from tests.browser.conftest import SCREENSHOTS
 from tests.conftest import wait_for
-from tests.explanations.conftest import worker_pool  # noqa: F401  (the fixture: real workers, with beat)
 from tests.rollouts.rollout_helpers import chinese_reviews
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -111,7 +110,7 @@ def fresh_serving_caches():
 def test_engineer_reviewers_and_manager_journeys_in_a_real_browser(
     live_server,
     browser,
-    worker_pool,  # noqa: F811  (the imported fixture)
+    worker_pool,
     demo_models,
     engineer,
     reviewer,
@@ -128,7 +127,7 @@ def test_engineer_reviewers_and_manager_journeys_in_a_real_browser(
         connections.close_all()
 
 
-def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, reviewer, reviewer2, settings):  # noqa: F811
+def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, reviewer, reviewer2, settings):
     # Rollout analysis every 2 s: the live server's settings and the worker's beat agree.
     settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = 1
     worker_pool.start(

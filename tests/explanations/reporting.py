@@ -9,7 +9,7 @@ from django.utils import timezone
 from explanations.models import ExplanationChunk, ExplanationReport
 from registry.artifacts import artifact_storage
 from registry.models import Dataset, ModelVersion
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory, api_client_for
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, api_client_for, wait_for
 
 SCRIPT_TEXT = "<script>alert('x')</script>很好"
 
@@ -162,3 +162,21 @@ def make_report(
         for i in range(chunks)
     )
     return report
+
+
+def finished(report_id: int) -> dict | None:
+    """The report as its requester reads it from the API once it has ended;
+    None while it is still queued or running."""
+    requester = ExplanationReport.objects.get(pk=report_id).requested_by
+    state = api_client_for(requester).get(f"/api/v1/explanations/{report_id}/").json()
+    return state if state["status"] in ("succeeded", "failed", "cancelled") else None
+
+
+def running_chunk(report_id: int, *, log: str) -> ExplanationChunk:
+    """Wait for a chunk of the report that a worker is part way through."""
+    return wait_for(
+        lambda: ExplanationChunk.objects.filter(report_id=report_id, status="running", progress__gt=0).first(),
+        timeout=120,
+        interval=0.05,
+        what=f"a running chunk\n{log[-3000:]}",
+    )

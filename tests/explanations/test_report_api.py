@@ -7,19 +7,10 @@ import json
 
 import pytest
 
-from explanations import services
 from explanations.models import ExplanationReport
-from tests.explanations.reporting import SCRIPT_TEXT, make_report, stored_version
+from tests.explanations.reporting import SCRIPT_TEXT, make_report
 
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr(services, "_enqueue", lambda task, report_id: None)
-
-
-@pytest.fixture
-def version(engineer):
-    return stored_version(uploader=engineer)
+pytestmark = pytest.mark.usefixtures("no_broker")
 
 
 def reports_path(version) -> str:

@@ -2,11 +2,10 @@
 for, and they appear on the review page and in the dossier."""
 
 import pytest
-from django.test import Client
 
 from explanations.selectors import succeeded_methods
 from governance.models import ReviewRequest
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, page_client_for
 from tests.explanations.reporting import make_report
 
 
@@ -48,8 +47,7 @@ def test_review_page_and_dossier_list_the_reports(api, engineer, reviewer, high_
     submit(api, engineer, high_risk_version)
     shap = make_report(version=high_risk_version, requested_by=reviewer, method="shap")
     failed = make_report(version=high_risk_version, requested_by=reviewer, method="pfi", status="failed")
-    client = Client()
-    client.force_login(reviewer)
+    client = page_client_for(reviewer)
     base = f"/models/{high_risk_version.model.name}/versions/{high_risk_version.number}"
 
     review_page = client.get(f"{base}/review/").content.decode()

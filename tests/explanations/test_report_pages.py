@@ -3,33 +3,17 @@
 versions. All user text is escaped."""
 
 import pytest
-from django.test import Client
 
-from explanations import services
 from explanations.models import ExplanationReport
-from tests.conftest import ModelVersionFactory
-from tests.explanations.reporting import SCRIPT_TEXT, make_report, stored_version
+from tests.conftest import ModelVersionFactory, page_client_for
+from tests.explanations.reporting import SCRIPT_TEXT, make_report
 
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr(services, "_enqueue", lambda task, report_id: None)
-
-
-@pytest.fixture
-def version(engineer):
-    return stored_version(uploader=engineer)
-
-
-def browser(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+pytestmark = pytest.mark.usefixtures("no_broker")
 
 
 def test_version_page_lists_reports_and_offers_the_form_to_engineers(engineer, version):
     report = make_report(version=version, requested_by=engineer, status="running")
-    page = browser(engineer).get(version.get_absolute_url()).content.decode()
+    page = page_client_for(engineer).get(version.get_absolute_url()).content.decode()
     assert "Explanation reports" in page and f'href="/explanations/{report.pk}/"' in page
     assert f'action="/models/{version.model.name}/versions/{version.number}/explanations/new/"' in page
     assert 'name="csrfmiddlewaretoken"' in page and "<progress" in page
@@ -37,19 +21,19 @@ def test_version_page_lists_reports_and_offers_the_form_to_engineers(engineer, v
 
 def test_managers_see_reports_but_no_form(engineer, manager, version):
     make_report(version=version, requested_by=engineer)
-    page = browser(manager).get(version.get_absolute_url()).content.decode()
+    page = page_client_for(manager).get(version.get_absolute_url()).content.decode()
     assert "Explanation reports" in page and "/explanations/new/" not in page
 
 
 def test_the_form_requests_a_report_and_shows_it(engineer, version):
-    response = browser(engineer).post(
+    response = page_client_for(engineer).post(
         f"/models/{version.model.name}/versions/{version.number}/explanations/new/",
         {"method": "shap", "texts": "这个很好\n\n那个很差\n", "params": '{"max_evals": 40}'},
     )
     report = ExplanationReport.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/explanations/{report.pk}/"
     assert report.texts == ["这个很好", "那个很差"] and report.params["max_evals"] == 40
-    page = browser(engineer).get(response["Location"]).content.decode()
+    page = page_client_for(engineer).get(response["Location"]).content.decode()
     assert 'id="report-progress"' in page and f"/api/v1/explanations/{report.pk}/" in page  # polls the API
 
 
@@ -63,14 +47,15 @@ def test_the_form_requests_a_report_and_shows_it(engineer, version):
     ],
 )
 def test_the_form_shows_what_is_wrong(engineer, version, data, message):
-    response = browser(engineer).post(f"/models/{version.model.name}/versions/{version.number}/explanations/new/", data)
+    response = page_client_for(engineer).post(
+        f"/models/{version.model.name}/versions/{version.number}/explanations/new/", data
+    )
     assert response.status_code == 400 and message in response.content.decode()
     assert not ExplanationReport.objects.exists()
 
 
 def test_the_form_is_csrf_protected(engineer, version):
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(engineer)
+    client = page_client_for(engineer, enforce_csrf=True)
     response = client.post(
         f"/models/{version.model.name}/versions/{version.number}/explanations/new/", {"method": "shap", "texts": "好"}
     )
@@ -79,13 +64,13 @@ def test_the_form_is_csrf_protected(engineer, version):
 
 def test_managers_and_outsiders_cannot_open_the_form(manager, outsider, version):
     path = f"/models/{version.model.name}/versions/{version.number}/explanations/new/"
-    assert browser(manager).get(path).status_code == 403
-    assert browser(outsider).get(path).status_code == 403
+    assert page_client_for(manager).get(path).status_code == 403
+    assert page_client_for(outsider).get(path).status_code == 403
 
 
 def test_report_page_shows_heat_map_charts_fidelity_params_and_requester(engineer, reviewer, version):
     report = make_report(version=version, requested_by=engineer)
-    page = browser(reviewer).get(report.get_absolute_url()).content.decode()
+    page = page_client_for(reviewer).get(report.get_absolute_url()).content.decode()
     assert 'class="token" style="background-color: rgba(' in page
     assert 'title="好: ' in page and "toward positive" in page
     assert "predicted <strong>positive</strong> (p = 0.800)" in page
@@ -99,7 +84,7 @@ def test_report_page_shows_heat_map_charts_fidelity_params_and_requester(enginee
 
 def test_heat_map_escapes_a_script_text(engineer, version):
     report = make_report(version=version, requested_by=engineer, texts=[SCRIPT_TEXT, "好<b>x</b>"])
-    page = browser(engineer).get(report.get_absolute_url()).content.decode()
+    page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()
     assert "<script>alert" not in page and "<b>" not in page
     # Each character is its own token: the angle brackets arrive escaped, in spans and titles.
     assert 'title="&lt;: ' in page and ">&lt;</span>" in page and ">&gt;</span>" in page
@@ -107,39 +92,39 @@ def test_heat_map_escapes_a_script_text(engineer, version):
 
 def test_report_page_of_pfi_shows_drops_with_their_spread(engineer, version):
     report = make_report(version=version, requested_by=engineer, method="pfi")
-    page = browser(engineer).get(report.get_absolute_url()).content.decode()
+    page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()
     assert "Baseline accuracy 0.9000" in page and "0.2000 ± 0.0100" in page and "=cmd" in page
 
 
 def test_a_failed_report_says_why(engineer, version):
     report = make_report(version=version, requested_by=engineer, status="failed")
     ExplanationReport.objects.filter(pk=report.pk).update(error="The model could not be loaded: <boom>")
-    page = browser(engineer).get(report.get_absolute_url()).content.decode()
+    page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()
     assert "The model could not be loaded: &lt;boom&gt;" in page
 
 
 def test_cancel_from_the_report_page(engineer, version):
     report = make_report(version=version, requested_by=engineer, status="queued")
-    page = browser(engineer).get(report.get_absolute_url()).content.decode()
+    page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()
     assert "Cancel report" in page
-    response = browser(engineer).post(f"/explanations/{report.pk}/cancel/")
+    response = page_client_for(engineer).post(f"/explanations/{report.pk}/cancel/")
     assert response.status_code == 302
     assert ExplanationReport.objects.get(pk=report.pk).status == "cancelled"
 
 
 def test_others_cannot_cancel_from_the_page(engineer, reviewer, version):
     report = make_report(version=version, requested_by=engineer, status="queued")
-    assert "Cancel report" not in browser(reviewer).get(report.get_absolute_url()).content.decode()
-    assert browser(reviewer).post(f"/explanations/{report.pk}/cancel/").status_code == 403
+    assert "Cancel report" not in page_client_for(reviewer).get(report.get_absolute_url()).content.decode()
+    assert page_client_for(reviewer).post(f"/explanations/{report.pk}/cancel/").status_code == 403
     assert ExplanationReport.objects.get(pk=report.pk).status == "queued"
 
 
 def test_outsiders_cannot_open_a_report(engineer, outsider, version):
     report = make_report(version=version, requested_by=engineer)
-    assert browser(outsider).get(report.get_absolute_url()).status_code == 403
+    assert page_client_for(outsider).get(report.get_absolute_url()).status_code == 403
 
 
 def test_comparison_says_what_is_missing(engineer, version):
     ModelVersionFactory(model=version.model, labels=version.labels)
-    page = browser(engineer).get(f"/models/{version.model.name}/explanations/compare/").content.decode()
+    page = page_client_for(engineer).get(f"/models/{version.model.name}/explanations/compare/").content.decode()
     assert "Each version needs a succeeded shap report" in page

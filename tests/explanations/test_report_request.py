@@ -8,12 +8,6 @@ from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import InvalidInput, NotPermitted
 from governance.models import AuditEvent
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory
-from tests.explanations.reporting import stored_version
-
-
-@pytest.fixture
-def version(engineer):
-    return stored_version(uploader=engineer)
 
 
 def request(actor, version, **kwargs):

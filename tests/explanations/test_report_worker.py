@@ -5,31 +5,17 @@ is replaced by another that finishes it (heartbeat + reaper)."""
 import time
 
 import pytest
-from django.test import Client
 
-from explanations.models import ExplanationChunk, ExplanationReport
+from explanations.models import ExplanationReport
 from governance.models import AuditEvent
-from tests.conftest import api_client_for, wait_for
-from tests.explanations.reporting import uploaded_bert, uploaded_dataset
+from tests.conftest import api_client_for, page_client_for, wait_for
+from tests.explanations.reporting import finished, running_chunk, uploaded_bert, uploaded_dataset
 
 pytestmark = pytest.mark.worker
 
 TEXTS = ["这个手机质量很好，物流也快！", "太差了，用了两天就坏了。", "一般般吧"]
 # Longer than the quick demo BERT reads (128 tokens): explained as far as the model reads it.
 LONG_TEXT = "屏幕很清晰，" * 40
-
-
-def report_state(report_id: int) -> dict:
-    return (
-        api_client_for(ExplanationReport.objects.get(pk=report_id).requested_by)
-        .get(f"/api/v1/explanations/{report_id}/")
-        .json()
-    )
-
-
-def finished(report_id: int):
-    state = report_state(report_id)
-    return state if state["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_models):
@@ -66,8 +52,7 @@ def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_m
     assert "explanations.tasks.run_chunk" in log and "explanations.tasks.finalize_report" in log
 
     # The page renders the real results: heat map, one chart per class, fidelity beside them.
-    client = Client()
-    client.force_login(engineer)
+    client = page_client_for(engineer)
     page = client.get(f"/explanations/{report_id}/").content.decode()
     assert page.count('class="token"') == sum(len(entry["tokens"]) for entry in texts)
     assert page.count("<svg") == 2 and "Comprehensiveness" in page and "1 text longer than" in page
@@ -95,12 +80,7 @@ def test_a_report_survives_its_worker_being_killed(worker_pool, demo_models):
     assert response.status_code == 202, response.json()
     report_id = response.json()["id"]
 
-    running = wait_for(
-        lambda: ExplanationChunk.objects.filter(report_id=report_id, status="running", progress__gt=0).first(),
-        timeout=120,
-        interval=0.05,
-        what=f"a running chunk\n{worker_pool.log('doomed')[-3000:]}",
-    )
+    running = running_chunk(report_id, log=worker_pool.log("doomed"))
     worker_pool.kill("doomed")  # SIGKILL to the whole process group: no goodbye, no ack
     killed_at = time.monotonic()
     assert ExplanationReport.objects.get(pk=report_id).status == "running"

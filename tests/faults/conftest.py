@@ -17,9 +17,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.explanations.conftest import worker_pool  # noqa: F401  (real workers for the fault tests too)
+from tests.conftest import service_env
 from tests.faults import summary
-from tests.rollouts.conftest import resaved_demo_skops, served_model  # noqa: F401  (two approved TF-IDF versions)
 
 # Proven in tests/explanations/test_report_worker.py (also marked `faults`); listed in the summary.
 WORKER_KILL_TEST = "tests/explanations/test_report_worker.py::test_a_report_survives_its_worker_being_killed"
@@ -154,20 +153,14 @@ class Gunicorn:
     application_name, so a test can terminate exactly those backends."""
 
     def __init__(self, folder, *, workers: int = 1, threads: int = 4, env: dict | None = None):
-        db = connection.settings_dict
         self.port = free_port()
         self.application_name = f"glassbox-faults-{os.getpid()}-{self.port}"
         self.log_path = folder / f"gunicorn-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "PGAPPNAME": self.application_name,  # libpq reads it for every connection gunicorn opens
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "GLASSBOX_DATA_DIR": str(settings.DATA_DIR),
-            "DJANGO_DEBUG": "0",
-            "PYTHONUNBUFFERED": "1",
+        self.env = service_env(
+            PGAPPNAME=self.application_name,  # libpq reads it for every connection gunicorn opens
+            DJANGO_DEBUG="0",
             **(env or {}),
-        }
+        )
         self.command = [
             sys.executable,
             "-m",

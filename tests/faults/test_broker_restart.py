@@ -13,7 +13,7 @@ from explanations.models import ExplanationChunk, ExplanationReport
 from governance import roles
 from governance.models import AuditEvent
 from tests.conftest import UserFactory, api_client_for, wait_for
-from tests.explanations.reporting import uploaded_bert
+from tests.explanations.reporting import finished, running_chunk, uploaded_bert
 from tests.faults import summary
 from tests.faults.conftest import celery_broker
 
@@ -27,11 +27,6 @@ FAST = {
     "GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS": "8",
     "GLASSBOX_REAPER_INTERVAL_SECONDS": "1",
 }
-
-
-def finished(report_id: int, client):
-    state = client.get(f"/api/v1/explanations/{report_id}/").json()
-    return state if state["status"] in ("succeeded", "failed", "cancelled") else None
 
 
 def test_a_report_survives_a_redis_restart(worker_pool, private_redis, demo_models):
@@ -51,12 +46,7 @@ def test_a_report_survives_a_redis_restart(worker_pool, private_redis, demo_mode
         )
         assert response.status_code == 202, response.json()
         report_id = response.json()["id"]
-        running = wait_for(
-            lambda: ExplanationChunk.objects.filter(report_id=report_id, status="running", progress__gt=0).first(),
-            timeout=120,
-            interval=0.05,
-            what=f"a running chunk\n{worker_pool.log('steady')[-3000:]}",
-        )
+        running = running_chunk(report_id, log=worker_pool.log("steady"))
         pending_at_kill = ExplanationChunk.objects.filter(report_id=report_id, status="pending").count()
 
         private_redis.stop(signal.SIGKILL)  # no shutdown, no save: the queue and the unacked messages vanish
@@ -66,7 +56,7 @@ def test_a_report_survives_a_redis_restart(worker_pool, private_redis, demo_mode
         private_redis.start()
 
         state = wait_for(
-            lambda: finished(report_id, client),
+            lambda: finished(report_id),
             timeout=240,
             what=f"report {report_id}\n{worker_pool.log('steady')[-4000:]}",
         )

@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 from governance import services as review_services
 from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory, UserFactory, api_client_for
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, UserFactory, api_client_for, page_client_for
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a different horse, battery staple 42"
@@ -110,11 +110,6 @@ class World:
         self.engineer = UserFactory(username="erin", role="engineer")
         self.reviewer = UserFactory(username="rita", role="reviewer")
         self.root = UserFactory(username="root", is_staff=True, is_superuser=True)
-
-    def client_for(self, user) -> Client:
-        client = Client()
-        client.force_login(user)
-        return client
 
     def api_for(self, user):
         return api_client_for(user)
@@ -213,7 +208,7 @@ def login(w, path="/login/", username="erin"):
 
 
 def logout(w, path="/logout/", user=None):
-    return w.client_for(user or w.engineer).post(path)
+    return page_client_for(user or w.engineer).post(path)
 
 
 def model_register(w):
@@ -228,7 +223,7 @@ def version_upload_api(w):
 
 def version_upload_page(w):
     name = RegisteredModelFactory(created_by=w.engineer).name
-    return w.client_for(w.engineer).post(f"/models/{name}/upload/", {"artifact": _skops(w), "flavor": "sklearn"})
+    return page_client_for(w.engineer).post(f"/models/{name}/upload/", {"artifact": _skops(w), "flavor": "sklearn"})
 
 
 def dataset_upload(w):
@@ -241,7 +236,7 @@ def submit_api(w):
 
 
 def submit_page(w):
-    return w.client_for(w.engineer).post("/" + _version_path(w.version(), "submit/"))
+    return page_client_for(w.engineer).post("/" + _version_path(w.version(), "submit/"))
 
 
 def decide_api(w):
@@ -253,7 +248,7 @@ def decide_api(w):
 
 def decide_page(w):
     path = "/" + _version_path(w.version(submitted=True), "review/")
-    return w.client_for(w.reviewer).post(path, {"decision": "reject", "comment": "no model card"})
+    return page_client_for(w.reviewer).post(path, {"decision": "reject", "comment": "no model card"})
 
 
 def explain_api(w):
@@ -263,7 +258,7 @@ def explain_api(w):
 
 def explain_page(w):
     path = "/" + _version_path(w.uploaded_version(), "explanations/new/")
-    return w.client_for(w.engineer).post(path, {"method": "lime", "texts": "很好\n很差"})
+    return page_client_for(w.engineer).post(path, {"method": "lime", "texts": "很好\n很差"})
 
 
 def cancel_api(w):
@@ -271,7 +266,7 @@ def cancel_api(w):
 
 
 def cancel_page(w):
-    return w.client_for(w.engineer).post(f"/explanations/{w.explanation()}/cancel/")
+    return page_client_for(w.engineer).post(f"/explanations/{w.explanation()}/cancel/")
 
 
 def _approved(w, model=None):
@@ -284,7 +279,7 @@ def _approved(w, model=None):
 def rollout_start_page(w):
     version = _approved(w)
     form = {"candidate": version.pk, "steps_preset": "default"}
-    return w.client_for(w.engineer).post(f"/models/{version.model.name}/rollouts/", form)
+    return page_client_for(w.engineer).post(f"/models/{version.model.name}/rollouts/", form)
 
 
 def rollout_action_page(w):
@@ -294,7 +289,7 @@ def rollout_action_page(w):
     rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=stable)  # first deployment
     candidate = _approved(w, stable.model)
     rollout = rollout_services.rollout_start(actor=w.engineer, model=stable.model, candidate=candidate)
-    return w.client_for(w.engineer).post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": "checking"})
+    return page_client_for(w.engineer).post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": "checking"})
 
 
 def _rollout_in_progress(w):
@@ -350,12 +345,12 @@ def feedback_api(w):
 
 def admin_password_change(w):
     form = {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
-    return w.client_for(w.root).post("/admin/password_change/", form)
+    return page_client_for(w.root).post("/admin/password_change/", form)
 
 
 def admin_post(path_of: Callable[[World], str], form_of: Callable[[World], dict]):
     def exercise(w):
-        return w.client_for(w.root).post(path_of(w), form_of(w))
+        return page_client_for(w.root).post(path_of(w), form_of(w))
 
     return exercise
 
@@ -599,9 +594,9 @@ def test_each_write_records_its_event(db, request, route, write):
 
 def test_admin_token_changes_never_put_the_key_in_the_trail(db, request):
     world = World(request)
-    world.client_for(world.root).post("/admin/authtoken/tokenproxy/add/", {"user": world.reviewer.pk})
+    page_client_for(world.root).post("/admin/authtoken/tokenproxy/add/", {"user": world.reviewer.pk})
     key = Token.objects.get(user=world.reviewer).key
-    world.client_for(world.root).post(f"/admin/authtoken/tokenproxy/{world.reviewer.pk}/delete/", {"post": "yes"})
+    page_client_for(world.root).post(f"/admin/authtoken/tokenproxy/{world.reviewer.pk}/delete/", {"post": "yes"})
 
     events = AuditEvent.objects.filter(action__startswith="admin.")
     assert list(events.order_by("id").values_list("action", "object_label", "detail__token_of")) == [
@@ -616,7 +611,7 @@ def test_admin_bulk_delete_is_not_offered(db, request):
     world = World(request)
     Group.objects.create(name="keep")
     selected = [group.pk for group in Group.objects.all()]
-    response = world.client_for(world.root).post(
+    response = page_client_for(world.root).post(
         "/admin/auth/group/", {"action": "delete_selected", "_selected_action": selected, "post": "yes"}
     )
     assert response.status_code in (200, 302)
@@ -625,7 +620,7 @@ def test_admin_bulk_delete_is_not_offered(db, request):
 
 def test_role_change_in_the_admin_names_who_did_it(db, request):
     world = World(request)
-    world.client_for(world.root).post(f"/admin/auth/user/{world.engineer.pk}/change/", _promote_to_manager(world))
+    page_client_for(world.root).post(f"/admin/auth/user/{world.engineer.pk}/change/", _promote_to_manager(world))
     event = AuditEvent.objects.get(action="admin.change")
     assert (event.actor_username, event.object_type, event.object_label) == ("root", "auth.user", "erin")
     assert "Groups" in event.detail["change_message"]
@@ -633,7 +628,7 @@ def test_role_change_in_the_admin_names_who_did_it(db, request):
 
 def test_password_change_in_the_admin_names_who_did_it(db, request):
     world = World(request)
-    world.client_for(world.root).post(f"/admin/auth/user/{world.engineer.pk}/password/", SET_PASSWORD_FORM)
+    page_client_for(world.root).post(f"/admin/auth/user/{world.engineer.pk}/password/", SET_PASSWORD_FORM)
     change = AuditEvent.objects.get(action="auth.password_change")
     assert (change.actor_username, change.object_label) == ("root", "erin")
 

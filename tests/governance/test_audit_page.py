@@ -6,21 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import Client
 
 from governance import audit_selectors
 from governance.audit import compute_event_hash
 from governance.models import AuditEvent
-from tests.conftest import UserFactory
+from tests.conftest import UserFactory, page_client_for
 from tests.governance.auditing import append_events
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def body(response) -> str:
@@ -38,7 +31,7 @@ def trail():
 
 
 def test_manager_sees_the_newest_events_and_the_filter_form(manager, trail):
-    response = logged_in(manager).get("/audit/?limit=10")
+    response = page_client_for(manager).get("/audit/?limit=10")
     assert response.status_code == 200
     page = body(response)
     assert 'name="actor"' in page and 'name="from"' in page and 'name="outcome"' in page
@@ -50,7 +43,7 @@ def test_manager_sees_the_newest_events_and_the_filter_form(manager, trail):
 
 
 def test_older_and_newer_links_page_through(manager, trail):
-    client = logged_in(manager)
+    client = page_client_for(manager)
     first = client.get("/audit/?actor=erin&limit=10")
     assert [e.actor_username for e in first.context["events"]] == ["erin"] * 10
     second = client.get(f"/audit/?{first.context['older_query']}")
@@ -63,13 +56,13 @@ def test_older_and_newer_links_page_through(manager, trail):
 
 
 def test_oldest_page(manager, trail):
-    response = logged_in(manager).get("/audit/?after=0&limit=5")
+    response = page_client_for(manager).get("/audit/?after=0&limit=5")
     assert [e.id for e in response.context["events"]] == [e.id for e in reversed(trail[:5])]
     assert response.context["older_query"] is None and response.context["newer_query"]
 
 
 def test_bad_filter_is_a_400_page_with_the_reason(manager):
-    response = logged_in(manager).get("/audit/?version=3")
+    response = page_client_for(manager).get("/audit/?version=3")
     assert response.status_code == 400
     assert "version needs model" in body(response)
 
@@ -78,9 +71,9 @@ def test_bad_filter_is_a_400_page_with_the_reason(manager):
 def test_only_managers_and_admins_open_the_page(request, persona):
     user = request.getfixturevalue(persona)
     for url in ("/audit/", "/audit/export.csv", "/audit/export.json"):
-        assert logged_in(user).get(url).status_code == 403
+        assert page_client_for(user).get(url).status_code == 403
     admin = UserFactory(username="ada", role="admin")
-    assert logged_in(admin).get("/audit/").status_code == 200
+    assert page_client_for(admin).get("/audit/").status_code == 200
 
 
 def test_anonymous_is_sent_to_login(client, db):
@@ -89,18 +82,18 @@ def test_anonymous_is_sent_to_login(client, db):
 
 
 def test_nav_shows_the_trail_to_managers_only(manager, engineer):
-    assert 'href="/audit/"' in body(logged_in(manager).get("/models/"))
-    assert 'href="/audit/"' not in body(logged_in(engineer).get("/models/"))
+    assert 'href="/audit/"' in body(page_client_for(manager).get("/models/"))
+    assert 'href="/audit/"' not in body(page_client_for(engineer).get("/models/"))
 
 
 def test_page_and_exports_refuse_writes(manager):
-    client = logged_in(manager)
+    client = page_client_for(manager)
     for url in ("/audit/", "/audit/export.csv", "/audit/export.json"):
         assert client.post(url).status_code == 405
 
 
 def test_csv_export_streams_the_filtered_trail_oldest_first(manager, trail):
-    response = logged_in(manager).get("/audit/export.csv?actor=erin")
+    response = page_client_for(manager).get("/audit/export.csv?actor=erin")
 
     assert response.streaming and response["Content-Type"].startswith("text/csv")
     assert response["Content-Disposition"].startswith('attachment; filename="glassbox-audit-')
@@ -113,7 +106,7 @@ def test_csv_export_streams_the_filtered_trail_oldest_first(manager, trail):
 
 
 def test_json_export_lets_anyone_recompute_every_hash(manager, trail):
-    response = logged_in(manager).get("/audit/export.json")
+    response = page_client_for(manager).get("/audit/export.json")
 
     assert response.streaming and response["Content-Type"] == "application/json"
     events = json.loads(body(response))
@@ -126,7 +119,7 @@ def test_json_export_lets_anyone_recompute_every_hash(manager, trail):
 
 
 def test_export_is_recorded(manager, trail):
-    logged_in(manager).get("/audit/export.json?model=zh-sentiment&outcome=ok")
+    page_client_for(manager).get("/audit/export.json?model=zh-sentiment&outcome=ok")
     event = AuditEvent.objects.filter(action="audit.export").get()
     assert event.actor_username == "max"
     assert event.detail == {"format": "json", "filters": {"model": "zh-sentiment", "outcome": "ok"}}
@@ -142,6 +135,6 @@ def test_export_reads_in_chunks_and_stops_at_the_head_it_started_from(manager, t
 
 
 def test_export_with_bad_filter_is_400_and_not_recorded(manager):
-    response = logged_in(manager).get("/audit/export.csv?outcome=perhaps")
+    response = page_client_for(manager).get("/audit/export.csv?outcome=perhaps")
     assert response.status_code == 400
     assert not AuditEvent.objects.filter(action="audit.export").exists()

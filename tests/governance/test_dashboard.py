@@ -4,18 +4,16 @@ overdue re-certifications, recent audit events."""
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from governance.models import ReviewRequest
 from registry.models import ModelVersion
+from tests.conftest import page_client_for
 from tests.governance.reviewing import decide, new_version, submitted_version
 
 
 def dashboard_for(user):
-    client = Client()
-    client.force_login(user)
-    return client.get("/dashboard/")
+    return page_client_for(user).get("/dashboard/")
 
 
 def test_dashboard_counts_versions_by_state(engineer, reviewer, manager):

@@ -7,7 +7,7 @@ import socket
 import pytest
 from django.db import connection
 
-from tests.conftest import api_client_for
+from tests.conftest import api_client_for, page_client_for
 
 
 def _closed_port() -> int:
@@ -63,11 +63,8 @@ def test_healthz_reports_the_outage_as_503(engineer, database_unreachable):
 
 
 def test_pages_answer_503_while_the_database_is_down(engineer, database_unreachable):
-    from django.test import Client
-
     cut, restore = database_unreachable
-    client = Client()
-    client.force_login(engineer)
+    client = page_client_for(engineer)
     cut()
 
     page = client.get("/models/")

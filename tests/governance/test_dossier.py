@@ -4,16 +4,10 @@ as a JSON download."""
 import json
 
 from django.conf import settings
-from django.test import Client
 
 from registry.models import ModelVersion
+from tests.conftest import page_client_for
 from tests.governance.reviewing import decide, submitted_version
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def dossier_url(version, suffix: str = "dossier/") -> str:
@@ -34,7 +28,7 @@ def reviewed_version(engineer, reviewer, reviewer2) -> ModelVersion:
 def test_dossier_page_holds_card_metrics_digest_uploader_and_review_history(engineer, reviewer, reviewer2):
     version = reviewed_version(engineer, reviewer, reviewer2)
 
-    response = logged_in(reviewer).get(dossier_url(version))
+    response = page_client_for(reviewer).get(dossier_url(version))
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -51,7 +45,7 @@ def test_dossier_page_holds_card_metrics_digest_uploader_and_review_history(engi
 
 def test_dossier_json_download_has_the_same_facts(engineer, reviewer, reviewer2):
     version = reviewed_version(engineer, reviewer, reviewer2)
-    client = logged_in(reviewer)
+    client = page_client_for(reviewer)
 
     response = client.get(dossier_url(version, "dossier.json"))
 
@@ -83,8 +77,8 @@ def test_managers_dossier_includes_the_versions_audit_trail(engineer, reviewer, 
     version = reviewed_version(engineer, reviewer, reviewer2)
     decide(reviewer, version, "approve")  # refused: already approved
 
-    data = json.loads(logged_in(manager).get(dossier_url(version, "dossier.json")).content)
-    page = logged_in(manager).get(dossier_url(version)).content.decode()
+    data = json.loads(page_client_for(manager).get(dossier_url(version, "dossier.json")).content)
+    page = page_client_for(manager).get(dossier_url(version)).content.decode()
 
     assert [(e["action"], e["outcome"]) for e in data["audit_events"]] == [
         ("version.submit", "ok"),
@@ -102,7 +96,7 @@ def test_managers_dossier_includes_the_versions_audit_trail(engineer, reviewer, 
 def test_dossier_prints_with_a_print_stylesheet(engineer, reviewer, reviewer2):
     version = reviewed_version(engineer, reviewer, reviewer2)
 
-    page = logged_in(reviewer).get(dossier_url(version)).content.decode()
+    page = page_client_for(reviewer).get(dossier_url(version)).content.decode()
 
     assert 'class="dossier"' in page and "glassbox.css" in page and 'class="no-print"' in page
     css = (settings.BASE_DIR / "static" / "glassbox.css").read_text()
@@ -115,14 +109,14 @@ def test_dossier_of_a_version_never_reviewed(engineer):
 
     version = new_version(uploader=engineer)
 
-    data = json.loads(logged_in(engineer).get(dossier_url(version, "dossier.json")).content)
+    data = json.loads(page_client_for(engineer).get(dossier_url(version, "dossier.json")).content)
 
     assert data["reviews"] == [] and data["version"]["status"] == "registered"
-    assert "Never submitted for review." in logged_in(engineer).get(dossier_url(version)).content.decode()
+    assert "Never submitted for review." in page_client_for(engineer).get(dossier_url(version)).content.decode()
 
 
 def test_dossier_of_an_unknown_version_is_404(engineer, reviewer):
     version = submitted_version(uploader=engineer)
 
-    assert logged_in(reviewer).get(f"/models/{version.model.name}/versions/7/dossier/").status_code == 404
-    assert logged_in(reviewer).get("/models/nope/versions/1/dossier.json").status_code == 404
+    assert page_client_for(reviewer).get(f"/models/{version.model.name}/versions/7/dossier/").status_code == 404
+    assert page_client_for(reviewer).get("/models/nope/versions/1/dossier.json").status_code == 404

@@ -9,13 +9,8 @@ from django.test import Client
 from governance import roles
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
+from tests.conftest import page_client_for
 from tests.governance.reviewing import decide, give_role, new_version, submitted_version
-
-
-def logged_in(user, *, enforce_csrf: bool = False) -> Client:
-    client = Client(enforce_csrf_checks=enforce_csrf)
-    client.force_login(user)
-    return client
 
 
 def page_url(version, suffix: str = "") -> str:
@@ -30,7 +25,7 @@ def button(html: str, value: str) -> str:
 
 def test_engineer_submits_from_the_version_page_with_csrf(engineer):
     version = new_version(uploader=engineer, risk_tier="medium")
-    client = logged_in(engineer, enforce_csrf=True)
+    client = page_client_for(engineer, enforce_csrf=True)
     page = client.get(page_url(version))
     assert "Submit for review" in page.content.decode()
 
@@ -46,7 +41,7 @@ def test_engineer_submits_from_the_version_page_with_csrf(engineer):
 def test_submit_without_csrf_token_is_refused(engineer):
     version = new_version(uploader=engineer)
 
-    response = logged_in(engineer, enforce_csrf=True).post(page_url(version, "submit/"))
+    response = page_client_for(engineer, enforce_csrf=True).post(page_url(version, "submit/"))
 
     assert response.status_code == 403
     assert ModelVersion.objects.get(pk=version.pk).status == "registered"
@@ -54,7 +49,7 @@ def test_submit_without_csrf_token_is_refused(engineer):
 
 def test_reviewer_sees_no_submit_button_and_cannot_submit(engineer, reviewer):
     version = new_version(uploader=engineer)
-    client = logged_in(reviewer)
+    client = page_client_for(reviewer)
 
     assert "Submit for review" not in client.get(page_url(version)).content.decode()
     assert client.post(page_url(version, "submit/")).status_code == 403
@@ -65,7 +60,7 @@ def test_reviewer_sees_no_submit_button_and_cannot_submit(engineer, reviewer):
 def test_submitting_twice_from_the_page_shows_why(engineer):
     version = submitted_version(uploader=engineer)
 
-    response = logged_in(engineer).post(page_url(version, "submit/"), follow=True)
+    response = page_client_for(engineer).post(page_url(version, "submit/"), follow=True)
 
     assert "only a registered version can be submitted for review" in response.content.decode()
     assert ReviewRequest.objects.filter(version=version).count() == 1
@@ -77,7 +72,7 @@ def test_review_queue_lists_open_reviews_oldest_first(engineer, reviewer):
     done = submitted_version(uploader=engineer, name="done-model")
     decide(reviewer, done, "approve")
 
-    page = logged_in(reviewer).get("/reviews/").content.decode()
+    page = page_client_for(reviewer).get("/reviews/").content.decode()
 
     assert page.index("first-model v1") < page.index("second-model v1")
     assert "done-model" not in page
@@ -89,15 +84,15 @@ def test_queue_tells_the_uploader_why_they_cannot_approve(engineer):
     uploader = give_role(engineer, roles.REVIEWER)
     submitted_version(uploader=uploader, name="own-model")
 
-    page = logged_in(uploader).get("/reviews/").content.decode()
+    page = page_client_for(uploader).get("/reviews/").content.decode()
 
     assert "You uploaded own-model v1; another reviewer must decide on it." in page
 
 
 def test_nav_links_follow_the_roles(reviewer, manager, engineer):
-    assert 'href="/reviews/"' in logged_in(reviewer).get("/models/").content.decode()
-    assert 'href="/dashboard/"' not in logged_in(reviewer).get("/models/").content.decode()
-    assert 'href="/dashboard/"' in logged_in(manager).get("/models/").content.decode()
+    assert 'href="/reviews/"' in page_client_for(reviewer).get("/models/").content.decode()
+    assert 'href="/dashboard/"' not in page_client_for(reviewer).get("/models/").content.decode()
+    assert 'href="/dashboard/"' in page_client_for(manager).get("/models/").content.decode()
 
 
 def test_review_page_shows_card_metrics_digest_and_decisions(engineer, reviewer, reviewer2):
@@ -105,7 +100,7 @@ def test_review_page_shows_card_metrics_digest_and_decisions(engineer, reviewer,
     ModelVersion.objects.filter(pk=version.pk).update(intended_use="评论情感分类", metrics={"accuracy": 0.87})
     decide(reviewer, version, "approve", "<b>calibrated</b> on the holdout")
 
-    page = logged_in(reviewer2).get(page_url(version, "review/")).content.decode()
+    page = page_client_for(reviewer2).get(page_url(version, "review/")).content.decode()
 
     assert "评论情感分类" in page and "accuracy" in page and "0.87" in page
     assert version.artifact_sha256 in page
@@ -118,7 +113,7 @@ def test_approve_button_is_disabled_and_says_why_for_the_uploader(engineer):
     uploader = give_role(engineer, roles.REVIEWER)
     version = submitted_version(uploader=uploader)
 
-    page = logged_in(uploader).get(page_url(version, "review/")).content.decode()
+    page = page_client_for(uploader).get(page_url(version, "review/")).content.decode()
 
     approve = button(page, "approve")
     assert "disabled" in approve and "another reviewer must decide" in approve
@@ -128,7 +123,7 @@ def test_approve_button_is_disabled_and_says_why_for_the_uploader(engineer):
 def test_approve_button_is_disabled_for_missing_evidence_but_reject_is_not(engineer, reviewer):
     version = submitted_version(uploader=engineer, risk_tier="high")
 
-    page = logged_in(reviewer).get(page_url(version, "review/")).content.decode()
+    page = page_client_for(reviewer).get(page_url(version, "review/")).content.decode()
 
     assert "disabled" in button(page, "approve")
     assert "needs a succeeded explanation report for shap, pfi" in page
@@ -138,7 +133,7 @@ def test_approve_button_is_disabled_for_missing_evidence_but_reject_is_not(engin
 def test_engineer_sees_the_review_but_both_buttons_are_disabled(engineer, engineer2):
     version = submitted_version(uploader=engineer)
 
-    page = logged_in(engineer2).get(page_url(version, "review/")).content.decode()
+    page = page_client_for(engineer2).get(page_url(version, "review/")).content.decode()
 
     assert "disabled" in button(page, "approve") and "disabled" in button(page, "reject")
     assert "You cannot approve: Only reviewers may decide on versions." in page
@@ -146,7 +141,7 @@ def test_engineer_sees_the_review_but_both_buttons_are_disabled(engineer, engine
 
 def test_reviewer_approves_through_the_form_with_csrf(engineer, reviewer):
     version = submitted_version(uploader=engineer)
-    client = logged_in(reviewer, enforce_csrf=True)
+    client = page_client_for(reviewer, enforce_csrf=True)
     token = client.get(page_url(version, "review/")).context["csrf_token"]
 
     response = client.post(
@@ -163,7 +158,7 @@ def test_reviewer_approves_through_the_form_with_csrf(engineer, reviewer):
 def test_decision_form_without_csrf_token_is_refused(engineer, reviewer):
     version = submitted_version(uploader=engineer)
 
-    response = logged_in(reviewer, enforce_csrf=True).post(page_url(version, "review/"), {"decision": "approve"})
+    response = page_client_for(reviewer, enforce_csrf=True).post(page_url(version, "review/"), {"decision": "approve"})
 
     assert response.status_code == 403
     assert not Decision.objects.exists()
@@ -172,7 +167,7 @@ def test_decision_form_without_csrf_token_is_refused(engineer, reviewer):
 def test_reject_without_comment_in_the_form_is_400_and_keeps_the_review_open(engineer, reviewer):
     version = submitted_version(uploader=engineer)
 
-    response = logged_in(reviewer).post(page_url(version, "review/"), {"decision": "reject", "comment": " "})
+    response = page_client_for(reviewer).post(page_url(version, "review/"), {"decision": "reject", "comment": " "})
 
     assert response.status_code == 400
     assert "A reject needs a comment that says why." in response.content.decode()
@@ -183,7 +178,7 @@ def test_reject_without_comment_in_the_form_is_400_and_keeps_the_review_open(eng
 def test_review_page_of_a_version_never_submitted(engineer, reviewer):
     version = new_version(uploader=engineer)
 
-    page = logged_in(reviewer).get(page_url(version, "review/")).content.decode()
+    page = page_client_for(reviewer).get(page_url(version, "review/")).content.decode()
 
     assert "has not been submitted for review" in page and "Your decision" not in page
 
@@ -197,12 +192,12 @@ def test_outsider_gets_403_on_every_review_page(engineer, outsider, path):
         "DOSSIER_JSON": page_url(version, "dossier.json"),
     }.get(path, path)
 
-    assert logged_in(outsider).get(path).status_code == 403
+    assert page_client_for(outsider).get(path).status_code == 403
 
 
 def test_outsider_cannot_decide_or_submit_through_the_pages(engineer, outsider):
     version = submitted_version(uploader=engineer)
-    client = logged_in(outsider)
+    client = page_client_for(outsider)
 
     assert client.post(page_url(version, "review/"), {"decision": "approve"}).status_code == 403
     assert client.post(page_url(version, "submit/")).status_code == 403

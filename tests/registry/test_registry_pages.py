@@ -5,12 +5,7 @@ import pytest
 from django.test import Client
 
 from registry.models import ModelVersion
-
-
-def logged_in(user, *, enforce_csrf=False) -> Client:
-    client = Client(enforce_csrf_checks=enforce_csrf)
-    client.force_login(user)
-    return client
+from tests.conftest import page_client_for
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def test_login_page_and_redirect(db, engineer):
 
 
 def test_reviewer_reads_model_and_version_pages(reviewer, uploaded_version):
-    client = logged_in(reviewer)
+    client = page_client_for(reviewer)
     page = client.get("/models/").content.decode()
     assert "zh-sentiment" in page
     page = client.get("/models/zh-sentiment/").content.decode()
@@ -52,16 +47,16 @@ def test_reviewer_reads_model_and_version_pages(reviewer, uploaded_version):
 
 def test_reviewer_and_manager_cannot_open_the_upload_form(reviewer, manager, sentiment_model):
     for user in (reviewer, manager):
-        assert logged_in(user).get("/models/zh-sentiment/upload/").status_code == 403
+        assert page_client_for(user).get("/models/zh-sentiment/upload/").status_code == 403
 
 
 def test_outsider_cannot_read_pages(outsider, sentiment_model):
-    assert logged_in(outsider).get("/models/").status_code == 403
-    assert logged_in(outsider).get("/models/zh-sentiment/").status_code == 403
+    assert page_client_for(outsider).get("/models/").status_code == 403
+    assert page_client_for(outsider).get("/models/zh-sentiment/").status_code == 403
 
 
 def test_engineer_uploads_through_the_form(engineer, sentiment_model, demo_models):
-    client = logged_in(engineer, enforce_csrf=True)
+    client = page_client_for(engineer, enforce_csrf=True)
     form_page = client.get("/models/zh-sentiment/upload/")
     token = form_page.context["csrf_token"]
     with open(demo_models["sklearn_skops"], "rb") as artifact:
@@ -76,7 +71,7 @@ def test_engineer_uploads_through_the_form(engineer, sentiment_model, demo_model
 
 
 def test_upload_form_without_csrf_token_is_refused(engineer, sentiment_model, demo_models):
-    client = logged_in(engineer, enforce_csrf=True)
+    client = page_client_for(engineer, enforce_csrf=True)
     with open(demo_models["sklearn_skops"], "rb") as artifact:
         response = client.post("/models/zh-sentiment/upload/", {"artifact": artifact, "flavor": "sklearn"})
     assert response.status_code == 403
@@ -86,7 +81,7 @@ def test_upload_form_without_csrf_token_is_refused(engineer, sentiment_model, de
 def test_upload_form_shows_a_form_error_for_a_bad_archive(engineer, sentiment_model):
     import io
 
-    client = logged_in(engineer)
+    client = page_client_for(engineer)
     bad = io.BytesIO(b"not an archive" * 50)
     bad.name = "model.zip"
     response = client.post("/models/zh-sentiment/upload/", {"artifact": bad, "flavor": "transformers"})
@@ -103,7 +98,7 @@ def test_dataset_pages(api, engineer, reviewer, demo_models):
     dataset_id = (
         api(engineer).post("/api/v1/datasets/", {"file": handle, "name": "holdout"}, format="multipart").json()["id"]
     )
-    client = logged_in(reviewer)
+    client = page_client_for(reviewer)
     assert "holdout" in client.get("/datasets/").content.decode()
     page = client.get(f"/datasets/{dataset_id}/").content.decode()
     assert "negative" in page and "First rows" in page

@@ -16,25 +16,13 @@ from tests.conftest import wait_for
 from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic, upload_dataset
 
 
-@pytest.fixture
-def watched_model(served_model, engineer, demo_models, serving_env):
-    """zh-serving with v1 deployed and the Chinese held-out set as its reference."""
-    from rollouts import services
-
-    dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
-    version = served_model.versions.get(number=1)
-    services.version_reference_set(actor=engineer, version=version, dataset=dataset)
-    deploy(served_model, version, actor=engineer)
-    return served_model
-
-
-def test_drift_raises_one_alert_per_metric_and_records_it(watched_model, engineer, settings):
-    send_traffic(watched_model, english_texts(200), actor=engineer)
+def test_drift_raises_one_alert_per_metric_and_records_it(referenced_model, engineer, settings):
+    send_traffic(referenced_model, english_texts(200), actor=engineer)
     now = timezone.now() + timedelta(seconds=1)
 
     raised = services.monitor_check(now=now)
 
-    version = watched_model.versions.get(number=1)
+    version = referenced_model.versions.get(number=1)
     metrics = {alert.metric for alert in raised}
     assert "character_js_distance" in metrics
     assert {"error_rate", "latency_p95_ms"}.isdisjoint(metrics)  # served fine, only the inputs moved
@@ -49,8 +37,8 @@ def test_drift_raises_one_alert_per_metric_and_records_it(watched_model, enginee
     assert verify_chain()[1] is None
 
 
-def test_an_open_alert_is_not_raised_again(watched_model, engineer):
-    send_traffic(watched_model, english_texts(200), actor=engineer)
+def test_an_open_alert_is_not_raised_again(referenced_model, engineer):
+    send_traffic(referenced_model, english_texts(200), actor=engineer)
     now = timezone.now() + timedelta(seconds=1)
     first = services.monitor_check(now=now)
     events_before = AuditEvent.objects.count()
@@ -62,12 +50,12 @@ def test_an_open_alert_is_not_raised_again(watched_model, engineer):
     assert AuditEvent.objects.count() == events_before
 
 
-def test_alert_clears_when_traffic_is_back_in_bounds(watched_model, engineer, settings):
-    send_traffic(watched_model, english_texts(200), actor=engineer)
+def test_alert_clears_when_traffic_is_back_in_bounds(referenced_model, engineer, settings):
+    send_traffic(referenced_model, english_texts(200), actor=engineer)
     healthy_since = timezone.now()
     raised = services.monitor_check(now=healthy_since)
     assert raised
-    send_traffic(watched_model, chinese_reviews(200), actor=engineer)
+    send_traffic(referenced_model, chinese_reviews(200), actor=engineer)
 
     # A window that holds only the in-domain traffic.
     cleared = services.monitor_check(now=healthy_since + timedelta(seconds=settings.GLASSBOX_MONITOR_INTERVAL_SECONDS))
@@ -80,21 +68,21 @@ def test_alert_clears_when_traffic_is_back_in_bounds(watched_model, engineer, se
     assert verify_chain()[1] is None
 
 
-def test_too_little_traffic_is_not_judged(watched_model, engineer):
-    send_traffic(watched_model, english_texts(10), actor=engineer)  # under min_requests and min_drift_texts
+def test_too_little_traffic_is_not_judged(referenced_model, engineer):
+    send_traffic(referenced_model, english_texts(10), actor=engineer)  # under min_requests and min_drift_texts
 
     assert services.monitor_check(now=timezone.now() + timedelta(seconds=1)) == []
     assert not Alert.objects.exists()
 
 
-def test_live_accuracy_from_feedback_raises_an_alert(watched_model, engineer, settings):
+def test_live_accuracy_from_feedback_raises_an_alert(referenced_model, engineer, settings):
     settings.GLASSBOX_MONITOR_THRESHOLDS = {**settings.GLASSBOX_MONITOR_THRESHOLDS, "min_live_accuracy": 0.5}
-    answers = send_traffic(watched_model, chinese_reviews(40), actor=engineer)
+    answers = send_traffic(referenced_model, chinese_reviews(40), actor=engineer)
     flipped = {"positive": "negative", "negative": "positive"}
     # Every labelled answer turns out wrong.
     services.feedback_record(
         actor=engineer,
-        model=watched_model,
+        model=referenced_model,
         items=[{"prediction_id": a["prediction_id"], "label": flipped[a["label"]]} for a in answers[:25]],
     )
 

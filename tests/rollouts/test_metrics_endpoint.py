@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from rollouts.models import Alert
 from rollouts.prediction_log import flush_prediction_logs
-from tests.conftest import api_client_for
+from tests.conftest import api_client_for, page_client_for
 from tests.rollouts.rollout_helpers import deploy, start_canary
 
 # The text exposition format, strictly: "# HELP name text", "# TYPE name kind",
@@ -136,8 +136,7 @@ def test_users_without_a_role_are_refused(outsider):
 
 
 def test_a_signed_in_browser_session_may_read(manager):
-    client = Client()
-    client.force_login(manager)
+    client = page_client_for(manager)
     assert metrics(client).status_code == 200
 
 
@@ -153,6 +152,5 @@ def test_no_token_configured_means_no_bearer_access(db, settings):
 
 
 def test_metrics_is_read_only(manager):
-    client = Client()
-    client.force_login(manager)
+    client = page_client_for(manager)
     assert client.post("/metrics").status_code == 405

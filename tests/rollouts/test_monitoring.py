@@ -12,7 +12,7 @@ from rollouts import aggregation, selectors
 from rollouts.models import Feedback, PredictionLog
 from rollouts.services import feedback_record
 from tests.conftest import ModelVersionFactory
-from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic, upload_dataset
+from tests.rollouts.rollout_helpers import chinese_reviews, english_texts, send_traffic
 
 T0 = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -113,18 +113,6 @@ def test_timeseries_refuses_an_empty_or_inverted_range(known_rows):
         selectors.version_timeseries(version=known_rows, since=T0, until=T0, bucket_seconds=60)
     with pytest.raises(InvalidInput):
         selectors.version_timeseries(version=known_rows, since=T0, until=T0 + timedelta(hours=1), bucket_seconds=0)
-
-
-@pytest.fixture
-def referenced_model(served_model, engineer, demo_models, serving_env):
-    """zh-serving with v1 deployed, its reference the Chinese held-out set."""
-    dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
-    from rollouts import services
-
-    version = served_model.versions.get(number=1)
-    services.version_reference_set(actor=engineer, version=version, dataset=dataset)
-    deploy(served_model, version, actor=engineer)
-    return served_model
 
 
 def test_served_traffic_is_counted_with_confidence_and_live_accuracy(referenced_model, engineer):

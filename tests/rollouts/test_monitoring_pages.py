@@ -5,21 +5,14 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
 
 from rollouts import selectors, services
 from rollouts.models import PredictionLog
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, page_client_for
 from tests.rollouts.rollout_helpers import chinese_reviews, deploy, english_texts, send_traffic
 
 SCRIPT_LABEL = '<script>alert("label")</script>'
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def hostile_labels(engineer):
 
 
 def test_charts_render_as_svg_with_escaped_labels(hostile_labels, reviewer):
-    response = client_for(reviewer).get("/models/hostile/monitoring/?window=1h")
+    response = page_client_for(reviewer).get("/models/hostile/monitoring/?window=1h")
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -63,7 +56,7 @@ def test_charts_render_as_svg_with_escaped_labels(hostile_labels, reviewer):
 
 
 def test_window_selector_picks_the_bucket_size(hostile_labels, reviewer):
-    client = client_for(reviewer)
+    client = page_client_for(reviewer)
 
     hour = client.get("/models/hostile/monitoring/?window=1h").content.decode()
     week = client.get("/models/hostile/monitoring/?window=7d").content.decode()
@@ -82,9 +75,9 @@ def test_window_bounds_are_aligned_to_buckets():
 
 
 def test_monitoring_page_refuses_outsiders_and_writes(hostile_labels, outsider, engineer):
-    assert client_for(outsider).get("/models/hostile/monitoring/").status_code == 403
-    assert client_for(engineer).get("/models/nothing-here/monitoring/").status_code == 404
-    assert client_for(engineer).post("/models/hostile/monitoring/").status_code == 405
+    assert page_client_for(outsider).get("/models/hostile/monitoring/").status_code == 403
+    assert page_client_for(engineer).get("/models/nothing-here/monitoring/").status_code == 404
+    assert page_client_for(engineer).post("/models/hostile/monitoring/").status_code == 405
 
 
 def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer, manager, demo_models, serving_env):
@@ -98,11 +91,11 @@ def test_served_traffic_and_open_alerts_show_on_the_page(served_model, engineer,
     raised = services.monitor_check(now=timezone.now() + timedelta(seconds=1))
     assert raised
 
-    html = client_for(manager).get("/models/zh-serving/monitoring/?window=1h").content.decode()
+    html = page_client_for(manager).get("/models/zh-serving/monitoring/?window=1h").content.decode()
 
     panel = html.split('id="version-1"', 1)[1]
     assert "<td>220</td><td>0</td>" in panel  # requests, errors of the window
     assert "character_js_distance" in panel and "out of bounds" in panel
     assert html.count('<tr class="alert-open">') == len(raised)
-    dashboard = client_for(manager).get("/dashboard/").content.decode()
+    dashboard = page_client_for(manager).get("/dashboard/").content.decode()
     assert dashboard.count('<tr class="alert-open">') == len(raised)

@@ -18,8 +18,7 @@ from registry.models import ModelVersion
 from rollouts import routing, services
 from rollouts.analysis import rollout_analyse
 from rollouts.models import AnalysisRun, PredictionLog, Rollout, ServingState
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory
-from tests.rollouts.conftest import approve, upload_skops
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, approve, upload_skops
 from tests.rollouts.rollout_helpers import deploy_first, send_traffic, upload_dataset
 
 # Generous on latency and label shares: those checks are not what these

@@ -6,12 +6,12 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 
 from governance.models import AuditEvent
 from rollouts import services
 from rollouts.analysis import rollout_analyse
 from rollouts.models import Rollout
+from tests.conftest import page_client_for
 from tests.rollouts.rollout_helpers import deploy_first
 
 SCRIPT = "<script>alert('x')</script>"
@@ -20,12 +20,6 @@ STEPS = [
     {"weight": 25, "shadow": False, "bake_seconds": 600},
     {"weight": 100, "shadow": False, "bake_seconds": 600},
 ]
-
-
-def client_for(user, **kwargs) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def _gate_forms(html: str) -> set[str]:
 
 
 def test_rollout_page_shows_timeline_weights_and_buttons(rollout, engineer):
-    response = client_for(engineer).get(f"/rollouts/{rollout.pk}/")
+    response = page_client_for(engineer).get(f"/rollouts/{rollout.pk}/")
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -63,7 +57,7 @@ def test_analysis_runs_show_values_against_thresholds(rollout, engineer):
     )
     assert run is not None and run.verdict == "inconclusive"
 
-    html = client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
+    html = page_client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
 
     assert 'class="run verdict-inconclusive"' in html
     for measurement in run.measurements:
@@ -72,7 +66,7 @@ def test_analysis_runs_show_values_against_thresholds(rollout, engineer):
 
 
 def test_reviewer_sees_the_rollout_but_no_buttons(rollout, reviewer):
-    response = client_for(reviewer).get(f"/rollouts/{rollout.pk}/")
+    response = page_client_for(reviewer).get(f"/rollouts/{rollout.pk}/")
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -81,7 +75,7 @@ def test_reviewer_sees_the_rollout_but_no_buttons(rollout, reviewer):
 
 
 def test_outsider_gets_403_everywhere(rollout, outsider):
-    client = client_for(outsider)
+    client = page_client_for(outsider)
 
     assert client.get(f"/rollouts/{rollout.pk}/").status_code == 403
     assert client.get("/models/zh-serving/rollouts/").status_code == 403
@@ -91,13 +85,13 @@ def test_outsider_gets_403_everywhere(rollout, outsider):
 
 
 def test_actions_are_post_only(rollout, engineer):
-    assert client_for(engineer).get(f"/rollouts/{rollout.pk}/abort/").status_code == 405
-    assert client_for(engineer).get(f"/rollouts/{rollout.pk}/explode/").status_code == 405
-    assert client_for(engineer).post(f"/rollouts/{rollout.pk}/explode/", {"confirm": "on"}).status_code == 404
+    assert page_client_for(engineer).get(f"/rollouts/{rollout.pk}/abort/").status_code == 405
+    assert page_client_for(engineer).get(f"/rollouts/{rollout.pk}/explode/").status_code == 405
+    assert page_client_for(engineer).post(f"/rollouts/{rollout.pk}/explode/", {"confirm": "on"}).status_code == 404
 
 
 def test_action_without_csrf_token_is_refused(rollout, engineer):
-    response = client_for(engineer, enforce_csrf_checks=True).post(f"/rollouts/{rollout.pk}/abort/", {"confirm": "on"})
+    response = page_client_for(engineer, enforce_csrf=True).post(f"/rollouts/{rollout.pk}/abort/", {"confirm": "on"})
 
     assert response.status_code == 403
     rollout.refresh_from_db()
@@ -106,7 +100,7 @@ def test_action_without_csrf_token_is_refused(rollout, engineer):
 
 
 def test_action_needs_the_confirm_box(rollout, engineer):
-    response = client_for(engineer).post(f"/rollouts/{rollout.pk}/abort/", {"reason": "oops"})
+    response = page_client_for(engineer).post(f"/rollouts/{rollout.pk}/abort/", {"reason": "oops"})
 
     assert response.status_code == 400
     assert "Tick the box to confirm." in response.content.decode()
@@ -116,7 +110,7 @@ def test_action_needs_the_confirm_box(rollout, engineer):
 
 
 def test_confirmed_pause_and_resume_go_through_the_services(rollout, engineer):
-    client = client_for(engineer, enforce_csrf_checks=True)
+    client = page_client_for(engineer, enforce_csrf=True)
     page = client.get(f"/rollouts/{rollout.pk}/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
 
@@ -137,18 +131,20 @@ def test_confirmed_pause_and_resume_go_through_the_services(rollout, engineer):
 
 
 def test_confirmed_abort_sends_all_traffic_back_to_stable(rollout, engineer):
-    response = client_for(engineer).post(f"/rollouts/{rollout.pk}/abort/", {"confirm": "on", "reason": "bad answers"})
+    response = page_client_for(engineer).post(
+        f"/rollouts/{rollout.pk}/abort/", {"confirm": "on", "reason": "bad answers"}
+    )
 
     rollout.refresh_from_db()
     assert response.status_code == 302
     assert (rollout.status, rollout.candidate_weight, rollout.status_reason) == ("aborted", 0, "bad answers")
-    html = client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
+    html = page_client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
     assert 'id="stable-weight">100 %' in html and 'class="step step-stopped"' in html
     assert "The rollout is aborted; it cannot be promoted now." in html
 
 
 def test_a_move_the_state_does_not_allow_shows_the_error_in_the_form(rollout, engineer):
-    response = client_for(engineer).post(f"/rollouts/{rollout.pk}/resume/", {"confirm": "on"})
+    response = page_client_for(engineer).post(f"/rollouts/{rollout.pk}/resume/", {"confirm": "on"})
 
     assert response.status_code == 409
     assert "only a paused rollout can resume" in response.content.decode()
@@ -156,7 +152,7 @@ def test_a_move_the_state_does_not_allow_shows_the_error_in_the_form(rollout, en
 
 
 def test_reviewer_action_is_refused_and_recorded(rollout, reviewer):
-    response = client_for(reviewer).post(f"/rollouts/{rollout.pk}/abort/", {"confirm": "on"})
+    response = page_client_for(reviewer).post(f"/rollouts/{rollout.pk}/abort/", {"confirm": "on"})
 
     assert response.status_code == 403
     rollout.refresh_from_db()
@@ -166,9 +162,9 @@ def test_reviewer_action_is_refused_and_recorded(rollout, reviewer):
 
 
 def test_script_in_a_reason_renders_inert(rollout, engineer):
-    client_for(engineer).post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": SCRIPT})
+    page_client_for(engineer).post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": SCRIPT})
 
-    html = client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
+    html = page_client_for(engineer).get(f"/rollouts/{rollout.pk}/").content.decode()
     assert SCRIPT not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
 
@@ -178,7 +174,7 @@ def test_script_in_a_reason_renders_inert(rollout, engineer):
 
 def test_engineer_starts_a_rollout_from_the_list_page(served_model, engineer):
     deploy_first(served_model, actor=engineer)
-    client = client_for(engineer)
+    client = page_client_for(engineer)
     page = client.get("/models/zh-serving/rollouts/").content.decode()
     assert 'id="start-rollout"' in page and ">v2</option>" in page and ">v1</option>" not in page
 
@@ -204,7 +200,7 @@ def test_start_form_shows_service_refusals_and_changes_nothing(served_model, eng
     deploy_first(served_model, actor=engineer)
     candidate = served_model.versions.get(number=2)
 
-    response = client_for(engineer).post(
+    response = page_client_for(engineer).post(
         "/models/zh-serving/rollouts/",
         {
             "candidate": candidate.pk,
@@ -219,15 +215,14 @@ def test_start_form_shows_service_refusals_and_changes_nothing(served_model, eng
 
 
 def test_second_active_rollout_is_refused_in_the_form(rollout, engineer, engineer2, reviewer):
-    from tests.conftest import ModelVersionFactory
-    from tests.rollouts.conftest import approve
+    from tests.conftest import ModelVersionFactory, approve
 
     # A third approved version (the refusal comes before anything would load it).
     third = approve(
         ModelVersionFactory(model=rollout.model, created_by=engineer), submitter=engineer2, reviewer=reviewer
     )
 
-    response = client_for(engineer).post(
+    response = page_client_for(engineer).post(
         "/models/zh-serving/rollouts/", {"candidate": third.pk, "steps_preset": "default"}
     )
 
@@ -238,7 +233,7 @@ def test_second_active_rollout_is_refused_in_the_form(rollout, engineer, enginee
 
 def test_reviewer_gets_no_start_form_and_cannot_post_one(served_model, reviewer):
     candidate = served_model.versions.get(number=1)
-    client = client_for(reviewer)
+    client = page_client_for(reviewer)
 
     assert 'id="start-rollout"' not in client.get("/models/zh-serving/rollouts/").content.decode()
     response = client.post("/models/zh-serving/rollouts/", {"candidate": candidate.pk, "steps_preset": "default"})
@@ -252,25 +247,25 @@ def test_rollout_history_joins_the_dossier(rollout, engineer, manager):
     services.rollout_abort(actor=engineer, rollout=rollout, reason="not today")
     candidate = rollout.candidate
 
-    data = client_for(manager).get(f"/models/zh-serving/versions/{candidate.number}/dossier.json").json()
-    page = client_for(manager).get(f"/models/zh-serving/versions/{candidate.number}/dossier/").content.decode()
+    data = page_client_for(manager).get(f"/models/zh-serving/versions/{candidate.number}/dossier.json").json()
+    page = page_client_for(manager).get(f"/models/zh-serving/versions/{candidate.number}/dossier/").content.decode()
 
     [entry] = data["rollouts"]
     assert (entry["id"], entry["role"], entry["status"], entry["stable"]) == (rollout.pk, "candidate", "aborted", 1)
     assert (entry["steps_reached"], entry["steps_total"], entry["status_reason"]) == (1, 3, "not today")
     assert f'href="/rollouts/{rollout.pk}/"' in page and "not today" in page
     # v1 was the stable side of that rollout and the candidate of its own first deployment.
-    stable_side = client_for(manager).get("/models/zh-serving/versions/1/dossier.json").json()["rollouts"]
+    stable_side = page_client_for(manager).get("/models/zh-serving/versions/1/dossier.json").json()["rollouts"]
     assert sorted(item["role"] for item in stable_side) == ["candidate", "stable"]
 
 
 def test_dashboard_shows_active_rollouts(rollout, manager):
-    html = client_for(manager).get("/dashboard/").content.decode()
+    html = page_client_for(manager).get("/dashboard/").content.decode()
 
     assert 'id="active-rollouts"' in html and f'href="/rollouts/{rollout.pk}/"' in html
 
 
 def test_model_page_links_to_rollouts_and_monitoring(served_model, reviewer):
-    html = client_for(reviewer).get("/models/zh-serving/").content.decode()
+    html = page_client_for(reviewer).get("/models/zh-serving/").content.decode()
 
     assert 'href="/models/zh-serving/rollouts/"' in html and 'href="/models/zh-serving/monitoring/"' in html

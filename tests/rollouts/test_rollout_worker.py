@@ -11,7 +11,6 @@ from rollouts.models import AnalysisRun, Rollout, ServingState
 from rollouts.prediction_log import flush_prediction_logs
 from rollouts.serving import predict
 from tests.conftest import wait_for
-from tests.explanations.conftest import worker_pool  # noqa: F401  (the fixture: real workers, with beat)
 from tests.rollouts.rollout_helpers import deploy_first
 
 pytestmark = pytest.mark.worker
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.worker
 def test_worker_with_beat_walks_a_healthy_rollout_to_promotion(
     served_model,
     engineer,
-    worker_pool,  # noqa: F811  (the imported fixture)
+    worker_pool,
     settings,
     demo_models,
 ):

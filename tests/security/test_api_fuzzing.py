@@ -33,7 +33,6 @@ from schemathesis.generation import GenerationMode
 from glassbox.wsgi import application
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory
 from tests.explanations.reporting import make_report
-from tests.rollouts.conftest import resaved_demo_skops, served_model, serving_env  # noqa: F401 (fixtures)
 from tests.rollouts.rollout_helpers import deploy, start_canary, upload_dataset
 
 pytestmark = pytest.mark.fuzz
@@ -101,7 +100,7 @@ class FuzzWorld:
 
 
 @pytest.fixture
-def fuzz_world(served_model, serving_env, engineer, engineer2, manager, demo_models):  # noqa: F811 (fixtures)
+def fuzz_world(served_model, serving_env, engineer, engineer2, manager, demo_models):
     v1, v2 = served_model.versions.order_by("number")
     deploy(served_model, v1, actor=engineer)
     rollout = start_canary(served_model, v2, actor=engineer, weight=50)

@@ -25,7 +25,7 @@ from governance.models import AuditEvent
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from rollouts import services as rollout_services
 from rollouts.models import PredictionLog, Rollout
-from tests.conftest import ModelVersionFactory, api_client_for, stored_files, unpack_zip
+from tests.conftest import ModelVersionFactory, api_client_for, page_client_for, stored_files, unpack_zip
 from tests.explanations.reporting import local_results, make_report
 from tests.security import corpus
 from tests.security.corpus import (
@@ -43,12 +43,7 @@ from tests.security.corpus import (
     zip_of,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _print_summary(request):
-    yield
-    path = corpus.write_summary()
-    corpus.print_summary(request.config, path)
+pytestmark = pytest.mark.usefixtures("corpus_summary")
 
 
 def _rows() -> dict[str, int]:
@@ -472,8 +467,7 @@ def hostile_world(engineer, engineer2, reviewer, reviewer2, manager, demo_models
     v1.refresh_from_db()
     rollout_services.rollout_start(actor=engineer, model=v1.model, candidate=v1)  # first deployment
     rollout = rollout_services.rollout_start(actor=engineer, model=v1.model, candidate=v2)
-    client = Client()
-    client.force_login(engineer)
+    client = page_client_for(engineer)
     paused = client.post(f"/rollouts/{rollout.pk}/pause/", {"confirm": "on", "reason": _payloads("rollout-reason")})
     assert paused.status_code == 302, paused.content
 
@@ -524,8 +518,7 @@ def test_script_payloads_render_inert_on_every_page(hostile_world, engineer, rev
     users = {"engineer": engineer, "reviewer": reviewer, "manager": manager}
     shown_somewhere = set()
     for role, path in _hostile_pages(hostile_world):
-        client = Client()
-        client.force_login(users[role])
+        client = page_client_for(users[role])
         response = client.get(path)
         assert response.status_code == 200, (path, response.status_code)
         html = response.content.decode()

@@ -5,18 +5,14 @@ with 403 before the view runs, and accepts the token the page hands out."""
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 
 from governance.models import AuditEvent
+from tests.conftest import page_client_for
 from tests.governance.test_audit_coverage import all_routes, write_methods
 from tests.security import corpus
 from tests.security.test_route_permissions import EXPECTED, World
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _print_summary(request):
-    yield
-    corpus.print_summary(request.config, corpus.write_summary())
+pytestmark = pytest.mark.usefixtures("corpus_summary")
 
 
 def _form_routes() -> list:
@@ -53,8 +49,7 @@ def test_form_post_without_csrf_token_is_refused(db, route_key):
     path = world.path_of(route)
     form = world.body_for(route_key)
 
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(root)
+    client = page_client_for(root, enforce_csrf=True)
     events_before = AuditEvent.objects.count()
     refused = client.post(path, form)
 

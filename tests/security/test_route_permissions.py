@@ -33,10 +33,7 @@ from tests.security.corpus import upload_dataset
 PERSONAS = ("anonymous", "outsider", "engineer", "reviewer", "manager")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _print_summary(request):
-    yield
-    corpus.print_summary(request.config, corpus.write_summary())
+pytestmark = pytest.mark.usefixtures("corpus_summary")
 
 
 def staff_only(*methods: str) -> dict[str, tuple[int, ...]]:
