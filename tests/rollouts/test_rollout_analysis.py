@@ -183,11 +183,14 @@ def test_no_traffic_is_inconclusive_and_pauses(engineer, inline_logs):
     verdicts = {m["name"]: m["verdict"] for m in run.measurements}
     assert verdicts == {
         "error_rate": "inconclusive",
-        "latency_p95_ratio": "inconclusive",
+        "latency_p95_ratio": "not_measured",  # a shadow step: mirrored calls are no latency evidence
         "label_divergence": "inconclusive",
         "shadow_agreement": "inconclusive",
         "input_drift": "not_measured",
     }
+    reasons = {m["name"]: m.get("reason") for m in run.measurements if m["verdict"] == "not_measured"}
+    assert "latency is compared on live traffic only" in reasons["latency_p95_ratio"]
+    assert "no reference dataset" in reasons["input_drift"]
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.PAUSED and rollout.current_step == 0
     assert "0 candidate requests < min_requests 20" in rollout.status_reason

@@ -1,0 +1,190 @@
+"""Transformers candidates under the default rollout (the default step shape:
+shadow, 5, 25, 50, 100 %, and the default thresholds; only the bake times and
+the analysis interval are cut to seconds), driven by a real worker with beat
+while steady live traffic flows through the serving path:
+
+- a candidate with the stable's very weights (another upload of the same
+  files) walks every step to promotion: its mirrored calls, timed in the
+  background pool, are no latency evidence;
+- a candidate with the same answers that is many times slower (a deeper,
+  wider network) passes the shadow step and fails on latency at its first
+  live step;
+- a label-permuted candidate still aborts at the shadow step.
+"""
+
+import csv
+import itertools
+
+import pytest
+
+from rollouts import routing, services
+from rollouts.analysis import SHADOW_LATENCY_REASON
+from rollouts.models import DEFAULT_STEPS, DEFAULT_THRESHOLDS, AnalysisRun, Rollout, ServingState
+from rollouts.prediction_log import flush_prediction_logs
+from rollouts.serving import predict
+from tests.conftest import RegisteredModelFactory, api_client_for, wait_for
+from tests.explanations.conftest import worker_pool  # noqa: F401  (the fixture: real workers, with beat)
+from tests.rollouts.conftest import approve
+from tests.rollouts.rollout_helpers import deploy
+from tests.rollouts.transformers_variants import deeper_wider, label_permuted, repacked
+
+pytestmark = pytest.mark.worker
+
+BAKE_SECONDS = 4
+INTERVAL_SECONDS = 2
+# Inputs per call: one call to the candidate in a window is min_requests rows.
+BATCH = DEFAULT_THRESHOLDS["min_requests"]
+
+
+@pytest.fixture(scope="session")
+def bert_candidates(demo_models, tmp_path_factory) -> dict[str, bytes]:
+    """The demo BERT's variants, built once per session (seconds)."""
+    bert = demo_models["bert_zip"]
+    return {"identical": repacked(bert), "slower": deeper_wider(bert), "permuted": label_permuted(bert)}
+
+
+@pytest.fixture
+def holdout_texts(demo_models) -> list[str]:
+    with open(demo_models["holdout_csv"], encoding="utf-8") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def _upload_approved(model, data: bytes, *, engineer, engineer2, reviewer):
+    import io
+
+    handle = io.BytesIO(data)
+    handle.name = "bert.zip"
+    response = api_client_for(engineer).post(
+        f"/api/v1/models/{model.name}/versions/", {"artifact": handle, "flavor": "transformers"}, format="multipart"
+    )
+    assert response.status_code == 201, response.json()
+    return approve(model.versions.get(number=response.json()["version"]), submitter=engineer2, reviewer=reviewer)
+
+
+@pytest.fixture
+def bert_rollout(engineer, engineer2, reviewer, demo_models, worker_pool, settings):  # noqa: F811
+    """`zh-bert` serving the demo BERT (v1), a worker with beat ticking every
+    second, and a function that rolls a candidate's archive out with the
+    default steps and thresholds."""
+    settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = 1
+    model = RegisteredModelFactory(name="zh-bert", created_by=engineer)
+    stable = _upload_approved(
+        model, demo_models["bert_zip"].read_bytes(), engineer=engineer, engineer2=engineer2, reviewer=reviewer
+    )
+    deploy(model, stable, actor=engineer)
+    worker_pool.start(
+        "analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1", "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"}
+    )
+
+    def start(data: bytes) -> Rollout:
+        candidate = _upload_approved(model, data, engineer=engineer, engineer2=engineer2, reviewer=reviewer)
+        rollout = services.rollout_start(
+            actor=engineer,
+            model=model,
+            candidate=candidate,
+            steps=[{**step, "bake_seconds": BAKE_SECONDS} for step in DEFAULT_STEPS],
+            analysis_interval_seconds=INTERVAL_SECONDS,
+        )
+        routing.warm_versions(model)  # loaded before it takes traffic, as a serving process does
+        return rollout
+
+    start.model = model
+    return start
+
+
+def _even_keys(rollout: Rollout, count: int = 20) -> list[str]:
+    """One key per 100/count % of the rollout's key space, in order: cycling
+    through them sends the candidate exactly its weight's share of calls
+    (steady traffic from `count` users) instead of a random share."""
+    keys: dict[int, str] = {}
+    for n in itertools.count():
+        key = f"user-{n}"
+        keys.setdefault(int(routing.route_key(rollout.pk, key) * count / 100), key)
+        if len(keys) == count:
+            return [keys[bucket] for bucket in range(count)]
+
+
+def _serve_until_finished(rollout: Rollout, texts: list[str], *, actor, timeout: float = 240) -> list[AnalysisRun]:
+    """Steady live traffic until the platform promotes or aborts the rollout
+    on its own; a pause (an inconclusive analysis) fails the test."""
+    model = rollout.model
+    keys = itertools.cycle(_even_keys(rollout))
+    inputs = itertools.cycle(range(0, len(texts) - BATCH, BATCH))
+
+    def finished() -> bool:
+        for _ in range(20):
+            # Each call sees the rollout's current step, as every process does within a second.
+            routing.invalidate_routing(model.pk)
+            start = next(inputs)
+            predict(actor=actor, model=model, inputs=texts[start : start + BATCH], key=next(keys))
+        flush_prediction_logs(timeout=10)
+        rollout.refresh_from_db()
+        assert rollout.status != Rollout.Status.PAUSED, rollout.status_reason
+        return not rollout.is_active
+
+    wait_for(finished, timeout=timeout, interval=0, what=f"the worker to finish {rollout}")
+    runs = list(AnalysisRun.objects.filter(rollout=rollout).order_by("window_end"))
+    for run in runs:  # the figures behind each decision, for whoever reads a failure
+        latency = next(m for m in run.measurements if m["name"] == "latency_p95_ratio")
+        print(f"step {run.step_index}: {run.verdict} -> {run.action}; latency {latency['value']} {latency['detail']}")
+    return runs
+
+
+def _by_name(run: AnalysisRun) -> dict[str, dict]:
+    return {m["name"]: m for m in run.measurements}
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_a_candidate_with_the_stables_weights_walks_every_default_step_to_promotion(
+    bert_rollout, bert_candidates, holdout_texts, engineer
+):
+    rollout = bert_rollout(bert_candidates["identical"])
+
+    runs = _serve_until_finished(rollout, holdout_texts, actor=engineer)
+
+    assert rollout.status == Rollout.Status.PROMOTED, rollout.status_reason
+    assert [run.action for run in runs if run.action != "none"] == ["advanced"] * 4 + ["promoted"]
+    assert all(run.verdict == "successful" for run in runs), [run.measurements for run in runs]
+    shadow_runs = [_by_name(run) for run in runs if run.step_index == 0]
+    assert all(run["shadow_agreement"]["value"] == 1.0 for run in shadow_runs)
+    # Mirrored calls are not compared with live ones; every live step compared latency.
+    assert all(run["latency_p95_ratio"]["reason"] == SHADOW_LATENCY_REASON for run in shadow_runs)
+    live = [_by_name(run)["latency_p95_ratio"] for run in runs if run.step_index > 0]
+    assert {m["verdict"] for m in live} == {"successful"}
+    assert ServingState.objects.get(model=rollout.model).stable_version == rollout.candidate
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_a_much_slower_candidate_with_the_same_answers_fails_on_latency_at_its_first_live_step(
+    bert_rollout, bert_candidates, holdout_texts, engineer
+):
+    rollout = bert_rollout(bert_candidates["slower"])
+
+    runs = _serve_until_finished(rollout, holdout_texts, actor=engineer)
+
+    assert rollout.status == Rollout.Status.ABORTED
+    assert "latency_p95_ratio" in rollout.status_reason
+    shadow_runs = [run for run in runs if run.step_index == 0]
+    assert shadow_runs[-1].action == "advanced"  # the same answers: the shadow step passed
+    assert all(_by_name(run)["shadow_agreement"]["value"] == 1.0 for run in shadow_runs)
+    last = runs[-1]
+    assert (last.step_index, last.verdict, last.action) == (1, "failed", "aborted")
+    latency = _by_name(last)["latency_p95_ratio"]
+    assert latency["verdict"] == "failed" and latency["value"] > DEFAULT_THRESHOLDS["max_latency_p95_ratio"]
+    assert ServingState.objects.get(model=rollout.model).stable_version.number == 1
+
+
+@pytest.mark.usefixtures("committed_db")
+def test_a_label_permuted_candidate_aborts_at_the_shadow_step(bert_rollout, bert_candidates, holdout_texts, engineer):
+    rollout = bert_rollout(bert_candidates["permuted"])
+
+    runs = _serve_until_finished(rollout, holdout_texts, actor=engineer)
+
+    assert rollout.status == Rollout.Status.ABORTED
+    assert [run.step_index for run in runs] == [0]
+    measurements = _by_name(runs[0])
+    assert measurements["shadow_agreement"]["verdict"] == "failed"
+    assert measurements["shadow_agreement"]["value"] < DEFAULT_THRESHOLDS["min_shadow_agreement"]
+    assert measurements["latency_p95_ratio"]["verdict"] == "not_measured"
+    assert "shadow_agreement" in rollout.status_reason
+    assert rollout.candidate_weight == 0
