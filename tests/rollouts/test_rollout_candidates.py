@@ -14,6 +14,8 @@ while steady live traffic flows through the serving path:
 
 import csv
 import itertools
+import math
+import time
 
 import pytest
 
@@ -21,7 +23,7 @@ from rollouts import routing, services
 from rollouts.analysis import SHADOW_LATENCY_REASON
 from rollouts.models import DEFAULT_STEPS, DEFAULT_THRESHOLDS, AnalysisRun, Rollout, ServingState
 from rollouts.prediction_log import flush_prediction_logs
-from rollouts.serving import predict
+from rollouts.serving import predict, wait_for_shadow
 from tests.conftest import RegisteredModelFactory, api_client_for, wait_for
 from tests.explanations.conftest import worker_pool  # noqa: F401  (the fixture: real workers, with beat)
 from tests.rollouts.conftest import approve
@@ -30,10 +32,10 @@ from tests.rollouts.transformers_variants import deeper_wider, label_permuted, r
 
 pytestmark = pytest.mark.worker
 
-BAKE_SECONDS = 4
-INTERVAL_SECONDS = 2
 # Inputs per call: one call to the candidate in a window is min_requests rows.
 BATCH = DEFAULT_THRESHOLDS["min_requests"]
+# Calls per cycle of steady traffic: the 5 % step's candidate answers one of them.
+CYCLE = 20
 
 
 @pytest.fixture(scope="session")
@@ -62,16 +64,30 @@ def _upload_approved(model, data: bytes, *, engineer, engineer2, reviewer):
 
 
 @pytest.fixture
-def bert_rollout(engineer, engineer2, reviewer, demo_models, worker_pool, settings):  # noqa: F811
+def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, worker_pool, settings):  # noqa: F811
     """`zh-bert` serving the demo BERT (v1), a worker with beat ticking every
     second, and a function that rolls a candidate's archive out with the
     default steps and thresholds."""
     settings.GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS = 1
+    # A short mirror backlog: a slow candidate's mirrors are skipped rather than queued for minutes.
+    settings.GLASSBOX_SHADOW_MAX_PENDING = 5 * BATCH
     model = RegisteredModelFactory(name="zh-bert", created_by=engineer)
     stable = _upload_approved(
         model, demo_models["bert_zip"].read_bytes(), engineer=engineer, engineer2=engineer2, reviewer=reviewer
     )
     deploy(model, stable, actor=engineer)
+    # Every analysis window must hold a few cycles of traffic (the 5 % step's
+    # candidate answers one call per cycle; fewer than min_requests answers is
+    # inconclusive, which pauses): seconds on a quiet machine, more on a busy
+    # one. Timed here to size the interval, never asserted on.
+    texts = holdout_texts[:BATCH]
+    predict(actor=engineer, model=model, inputs=texts, key="warm-up")  # this process's first call pays once
+    started = time.monotonic()
+    for n in range(CYCLE):
+        predict(actor=engineer, model=model, inputs=texts, key=f"warm-up-{n}")
+    cycle_seconds = time.monotonic() - started
+    interval = max(2, math.ceil(3 * cycle_seconds))
+    print(f"one cycle of {CYCLE} calls of {BATCH} inputs: {cycle_seconds:.2f} s; analysis every {interval} s")
     worker_pool.start(
         "analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1", "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"}
     )
@@ -82,8 +98,8 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, worker_pool, settin
             actor=engineer,
             model=model,
             candidate=candidate,
-            steps=[{**step, "bake_seconds": BAKE_SECONDS} for step in DEFAULT_STEPS],
-            analysis_interval_seconds=INTERVAL_SECONDS,
+            steps=[{**step, "bake_seconds": 2 * interval} for step in DEFAULT_STEPS],
+            analysis_interval_seconds=interval,
         )
         routing.warm_versions(model)  # loaded before it takes traffic, as a serving process does
         return rollout
@@ -92,7 +108,7 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, worker_pool, settin
     return start
 
 
-def _even_keys(rollout: Rollout, count: int = 20) -> list[str]:
+def _even_keys(rollout: Rollout, count: int = CYCLE) -> list[str]:
     """One key per 100/count % of the rollout's key space, in order: cycling
     through them sends the candidate exactly its weight's share of calls
     (steady traffic from `count` users) instead of a random share."""
@@ -104,15 +120,17 @@ def _even_keys(rollout: Rollout, count: int = 20) -> list[str]:
             return [keys[bucket] for bucket in range(count)]
 
 
-def _serve_until_finished(rollout: Rollout, texts: list[str], *, actor, timeout: float = 240) -> list[AnalysisRun]:
+def _serve_until_finished(rollout: Rollout, texts: list[str], *, actor) -> list[AnalysisRun]:
     """Steady live traffic until the platform promotes or aborts the rollout
     on its own; a pause (an inconclusive analysis) fails the test."""
     model = rollout.model
     keys = itertools.cycle(_even_keys(rollout))
     inputs = itertools.cycle(range(0, len(texts) - BATCH, BATCH))
+    # Each step bakes two intervals; a slack of three more per step for windows that straddle a step.
+    timeout = 60 + len(rollout.steps) * 5 * rollout.analysis_interval_seconds
 
     def finished() -> bool:
-        for _ in range(20):
+        for _ in range(CYCLE):
             # Each call sees the rollout's current step, as every process does within a second.
             routing.invalidate_routing(model.pk)
             start = next(inputs)
@@ -122,7 +140,12 @@ def _serve_until_finished(rollout: Rollout, texts: list[str], *, actor, timeout:
         assert rollout.status != Rollout.Status.PAUSED, rollout.status_reason
         return not rollout.is_active
 
-    wait_for(finished, timeout=timeout, interval=0, what=f"the worker to finish {rollout}")
+    try:
+        wait_for(finished, timeout=timeout, interval=0, what=f"the worker to finish {rollout}")
+    finally:
+        # Mirrors still queued would log rows after the test's database is gone.
+        assert wait_for_shadow(timeout=120)
+        assert flush_prediction_logs(timeout=30)
     runs = list(AnalysisRun.objects.filter(rollout=rollout).order_by("window_end"))
     for run in runs:  # the figures behind each decision, for whoever reads a failure
         latency = next(m for m in run.measurements if m["name"] == "latency_p95_ratio")
