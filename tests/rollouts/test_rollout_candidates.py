@@ -80,11 +80,12 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, work
     # candidate answers one call per cycle; fewer than min_requests answers is
     # inconclusive, which pauses): seconds on a quiet machine, more on a busy
     # one. Timed here to size the interval, never asserted on.
-    texts = holdout_texts[:BATCH]
-    predict(actor=engineer, model=model, inputs=texts, key="warm-up")  # this process's first call pays once
+    batches = [holdout_texts[start : start + BATCH] for start in _starts(holdout_texts)]
+    for n, texts in enumerate(batches):  # a process's first call of each shape pays once (seconds)
+        predict(actor=engineer, model=model, inputs=texts, key=f"warm-up-{n}")
     started = time.monotonic()
     for n in range(CYCLE):
-        predict(actor=engineer, model=model, inputs=texts, key=f"warm-up-{n}")
+        predict(actor=engineer, model=model, inputs=batches[n % len(batches)], key=f"cycle-{n}")
     cycle_seconds = time.monotonic() - started
     interval = max(2, math.ceil(3 * cycle_seconds))
     print(f"one cycle of {CYCLE} calls of {BATCH} inputs: {cycle_seconds:.2f} s; analysis every {interval} s")
@@ -108,6 +109,10 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, work
     return start
 
 
+def _starts(texts: list[str]) -> range:
+    return range(0, len(texts) - BATCH + 1, BATCH)
+
+
 def _even_keys(rollout: Rollout, count: int = CYCLE) -> list[str]:
     """One key per 100/count % of the rollout's key space, in order: cycling
     through them sends the candidate exactly its weight's share of calls
@@ -125,7 +130,7 @@ def _serve_until_finished(rollout: Rollout, texts: list[str], *, actor) -> list[
     on its own; a pause (an inconclusive analysis) fails the test."""
     model = rollout.model
     keys = itertools.cycle(_even_keys(rollout))
-    inputs = itertools.cycle(range(0, len(texts) - BATCH, BATCH))
+    inputs = itertools.cycle(_starts(texts))
     # Each step bakes two intervals; a slack of three more per step for windows that straddle a step.
     timeout = 60 + len(rollout.steps) * 5 * rollout.analysis_interval_seconds
 
