@@ -76,25 +76,24 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, work
         model, demo_models["bert_zip"].read_bytes(), engineer=engineer, engineer2=engineer2, reviewer=reviewer
     )
     deploy(model, stable, actor=engineer)
-    # Every analysis window must hold a few cycles of traffic (the 5 % step's
-    # candidate answers one call per cycle; fewer than min_requests answers is
-    # inconclusive, which pauses): seconds on a quiet machine, more on a busy
-    # one. Timed here to size the interval, never asserted on.
-    batches = [holdout_texts[start : start + BATCH] for start in _starts(holdout_texts)]
-    for n, texts in enumerate(batches):  # a process's first call of each shape pays once (seconds)
-        predict(actor=engineer, model=model, inputs=texts, key=f"warm-up-{n}")
-    started = time.monotonic()
-    for n in range(CYCLE):
-        predict(actor=engineer, model=model, inputs=batches[n % len(batches)], key=f"cycle-{n}")
-    cycle_seconds = time.monotonic() - started
-    interval = max(2, math.ceil(3 * cycle_seconds))
-    print(f"one cycle of {CYCLE} calls of {BATCH} inputs: {cycle_seconds:.2f} s; analysis every {interval} s")
     worker_pool.start(
         "analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "1", "GLASSBOX_ROLLOUT_MIN_INTERVAL_SECONDS": "1"}
     )
+    batches = [holdout_texts[begin : begin + BATCH] for begin in _starts(holdout_texts)]
 
     def start(data: bytes) -> Rollout:
         candidate = _upload_approved(model, data, engineer=engineer, engineer2=engineer2, reviewer=reviewer)
+        # Every analysis window must hold a cycle of traffic or more (the 5 %
+        # step's candidate answers one call per cycle; fewer than min_requests
+        # answers is inconclusive, which pauses), and the shadow step mirrors
+        # every call: seconds on a quiet machine, more on a busy one or with a
+        # slow candidate. Timed here to size the interval, never asserted on.
+        stable_seconds, candidate_seconds = _cycle_seconds(stable, batches), _cycle_seconds(candidate, batches)
+        interval = max(2, math.ceil(1.5 * (stable_seconds + candidate_seconds)))
+        print(
+            f"{CYCLE} calls of {BATCH} inputs: stable {stable_seconds:.2f} s, candidate {candidate_seconds:.2f} s; "
+            f"analysis every {interval} s"
+        )
         rollout = services.rollout_start(
             actor=engineer,
             model=model,
@@ -107,6 +106,20 @@ def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, work
 
     start.model = model
     return start
+
+
+def _cycle_seconds(version, batches: list[list[str]]) -> float:
+    """Seconds one cycle of calls takes this version's predictor in this
+    process, after a first call of each batch shape (which pays once)."""
+    from registry.selectors import version_predictor
+
+    predictor = version_predictor(version)
+    for texts in batches:
+        predictor.predict_proba(texts)
+    started = time.monotonic()
+    for n in range(CYCLE):
+        predictor.predict_proba(batches[n % len(batches)])
+    return time.monotonic() - started
 
 
 def _starts(texts: list[str]) -> range:
