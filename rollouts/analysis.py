@@ -8,17 +8,28 @@ Argo Rollouts' semantics (rollouts.services.rollout_record_analysis):
 - successful: within its threshold;
 - failed: past its threshold (enough failures abort the rollout);
 - inconclusive: too little data to say (the rollout pauses; never a pass);
-- not_measured: input drift when the candidate has no reference dataset.
-  Shown as such on the run; it neither passes nor blocks.
+- not_measured: a measurement that cannot be taken fairly here, with its
+  `reason` stored on the run (input drift when the candidate has no reference
+  dataset; latency during a shadow step). It neither passes nor blocks.
 
-Measurements: candidate error rate; p95 latency ratio candidate/stable;
-Jensen-Shannon distance of predicted-label shares candidate vs stable;
-during a shadow step, agreement of the candidate's mirrored answers with the
-live ones; input drift of the candidate's inputs vs its reference.
+Measurements: candidate error rate; p95 latency ratio candidate/stable (live
+traffic only, see below); Jensen-Shannon distance of predicted-label shares
+candidate vs stable; during a shadow step, agreement of the candidate's
+mirrored answers with the live ones; input drift of the candidate's inputs
+vs its reference.
 
 The stable baseline is the window's stable traffic; when the window holds
 too little of it (the 100 % step sends the stable nothing) it falls back to
-the stable's traffic since the rollout began.
+the stable's traffic since the rollout began (for latency: since its first
+live step).
+
+Latency is compared only between calls timed the same way. Mirrored calls
+run in a background pool after the live answer, competing with the next live
+calls for the same cores, so a candidate with the stable's very weights
+looked three times slower there: a shadow step does not measure latency, and
+its stable traffic is no latency baseline either. The first live step (the
+candidate answering real calls on the request path, like the stable) is
+where a slow candidate fails.
 """
 
 from __future__ import annotations
@@ -106,6 +117,12 @@ def window_stats(
     }
 
 
+SHADOW_LATENCY_REASON = (
+    "mirrored calls are timed in a background pool that competes with live calls for the same cores; "
+    "latency is compared on live traffic only (from the first live step)"
+)
+
+
 def _measurement(name, value, threshold, comparison, verdict, detail="", **extra) -> dict:
     return {
         "name": name,
@@ -116,6 +133,11 @@ def _measurement(name, value, threshold, comparison, verdict, detail="", **extra
         "detail": detail,
         **extra,
     }
+
+
+def _not_measured(name, threshold, comparison, reason: str) -> dict:
+    """A measurement deliberately not taken, saying why (shown on the run)."""
+    return _measurement(name, None, threshold, comparison, "not_measured", reason, reason=reason)
 
 
 def _judge(name, value, threshold, comparison, **extra) -> dict:
@@ -132,7 +154,8 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
     )
     stable = window_stats(version=rollout.stable, since=since, until=until, routes=["stable"])
     baseline_note = "stable in this window"
-    if stable["answered"] < min_requests:
+    fell_back = stable["answered"] < min_requests
+    if fell_back:
         stable = window_stats(version=rollout.stable, since=rollout.created_at, until=until, routes=["stable"])
         baseline_note = "stable since the rollout began (too little stable traffic in this window)"
     few_candidate = f"{candidate['requests']} candidate requests < min_requests {min_requests}"
@@ -157,20 +180,17 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
             )
         )
 
-    limit = thresholds["max_latency_p95_ratio"]
-    candidate_p95, stable_p95 = candidate["latency_ms"]["p95"], stable["latency_ms"]["p95"]
-    if not enough_answers or not stable_p95:
-        results.append(_measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", few_answered))
-    else:
+    if shadow:
         results.append(
-            _judge(
-                "latency_p95_ratio",
-                candidate_p95 / stable_p95,
-                limit,
-                "<=",
-                detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})",
-            )
+            _not_measured("latency_p95_ratio", thresholds["max_latency_p95_ratio"], "<=", SHADOW_LATENCY_REASON)
         )
+    elif fell_back:
+        # Not "since the rollout began": a shadow step's stable calls competed with the mirror pool.
+        live_stable = window_stats(version=rollout.stable, since=_live_since(rollout), until=until, routes=["stable"])
+        note = "stable since the first live step (too little stable traffic in this window)"
+        results.append(_latency(candidate, live_stable, note, thresholds))
+    else:
+        results.append(_latency(candidate, stable, baseline_note, thresholds))
 
     limit = thresholds["max_label_divergence"]
     if not enough_answers:
@@ -208,17 +228,48 @@ def measure(rollout: Rollout, *, since: datetime, until: datetime) -> list[dict]
     return results
 
 
+def _live_since(rollout: Rollout) -> datetime:
+    """When the rollout's first live step began: after a shadow step, the
+    end of the analysis that advanced past it."""
+    if not rollout.steps or not rollout.steps[0].get("shadow"):
+        return rollout.created_at
+    advanced = (
+        AnalysisRun.objects.filter(rollout=rollout, step_index=0, action="advanced")
+        .order_by("window_end")
+        .values_list("window_end", flat=True)
+        .first()
+    )
+    return advanced or rollout.step_started_at
+
+
+def _latency(candidate: dict, stable: dict, baseline_note: str, thresholds: dict) -> dict:
+    """p95 of the candidate's live calls against the stable's: both answered
+    on the request path, so both are timed the same way."""
+    limit, min_requests = thresholds["max_latency_p95_ratio"], int(thresholds["min_requests"])
+    if candidate["answered"] < min_requests or stable["answered"] < min_requests:
+        detail = (
+            f"{candidate['answered']} answered candidate requests and {stable['answered']} stable "
+            f"< min_requests {min_requests}"
+        )
+        return _measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", detail)
+    candidate_p95, stable_p95 = candidate["latency_ms"]["p95"], stable["latency_ms"]["p95"]
+    if not stable_p95:
+        return _measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", "stable p95 latency is 0 ms")
+    return _judge(
+        "latency_p95_ratio",
+        candidate_p95 / stable_p95,
+        limit,
+        "<=",
+        detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})",
+    )
+
+
 def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: int) -> dict:
     limit = thresholds["max_input_drift"]
     reference = VersionReference.objects.filter(version=rollout.candidate).first()
     if reference is None:
-        return _measurement(
-            "input_drift",
-            None,
-            limit,
-            "<=",
-            "not_measured",
-            "no reference dataset for the candidate (never counted as a pass)",
+        return _not_measured(
+            "input_drift", limit, "<=", "no reference dataset for the candidate (never counted as a pass)"
         )
     texts = [text for text in texts if text]
     if len(texts) < min_requests:

@@ -96,8 +96,12 @@ def test_a_healthy_candidate_walks_every_step_and_is_promoted(
     shadow_run = _by_name(runs[0])
     assert shadow_run["shadow_agreement"]["value"] == 1.0  # the same pipeline, saved twice
     assert all(_by_name(run)["input_drift"]["verdict"] == "successful" for run in runs)
-    # At 100 % the stable version answers nothing; its baseline is its traffic since the start.
+    # At 100 % the stable version answers nothing; its baseline is its traffic since the start,
+    # and for latency since its first live step (mirroring slowed its shadow-step calls).
     assert "since the rollout began" in _by_name(runs[3])["label_divergence"]["detail"]
+    assert "since the first live step" in _by_name(runs[3])["latency_p95_ratio"]["detail"]
+    assert shadow_run["latency_p95_ratio"]["verdict"] == "not_measured"
+    assert [_by_name(run)["latency_p95_ratio"]["verdict"] for run in runs[1:]] == ["successful"] * 3
 
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.PROMOTED
@@ -182,11 +186,14 @@ def test_no_traffic_is_inconclusive_and_pauses(engineer, inline_logs):
     verdicts = {m["name"]: m["verdict"] for m in run.measurements}
     assert verdicts == {
         "error_rate": "inconclusive",
-        "latency_p95_ratio": "inconclusive",
+        "latency_p95_ratio": "not_measured",  # a shadow step: mirrored calls are no latency evidence
         "label_divergence": "inconclusive",
         "shadow_agreement": "inconclusive",
         "input_drift": "not_measured",
     }
+    reasons = {m["name"]: m.get("reason") for m in run.measurements if m["verdict"] == "not_measured"}
+    assert "latency is compared on live traffic only" in reasons["latency_p95_ratio"]
+    assert "no reference dataset" in reasons["input_drift"]
     rollout.refresh_from_db()
     assert rollout.status == Rollout.Status.PAUSED and rollout.current_step == 0
     assert "0 candidate requests < min_requests 20" in rollout.status_reason

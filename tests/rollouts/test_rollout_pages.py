@@ -63,6 +63,10 @@ def test_analysis_runs_show_values_against_thresholds(rollout, engineer):
     for measurement in run.measurements:
         assert f"<td>{measurement['name']}</td>" in html
     assert '<span id="rollout-status" class="status status-paused">paused</span>' in html
+    # A measurement not taken says why on the page (latency is not compared on mirrored calls).
+    latency = next(m for m in run.measurements if m["name"] == "latency_p95_ratio")
+    assert latency["verdict"] == "not_measured"
+    assert f'<span class="not-measured-reason">not measured: {latency["reason"]}</span>' in html
 
 
 def test_reviewer_sees_the_rollout_but_no_buttons(rollout, reviewer):
