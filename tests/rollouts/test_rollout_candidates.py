@@ -23,10 +23,9 @@ from rollouts import routing, services
 from rollouts.analysis import SHADOW_LATENCY_REASON
 from rollouts.models import DEFAULT_STEPS, DEFAULT_THRESHOLDS, AnalysisRun, Rollout, ServingState
 from rollouts.prediction_log import flush_prediction_logs
-from rollouts.serving import predict, wait_for_shadow
-from tests.conftest import RegisteredModelFactory, api_client_for, wait_for
-from tests.explanations.conftest import worker_pool  # noqa: F401  (the fixture: real workers, with beat)
-from tests.rollouts.conftest import approve
+from rollouts.serving import predict
+from rollouts.shadow import wait_for_shadow
+from tests.conftest import RegisteredModelFactory, api_client_for, approve, wait_for
 from tests.rollouts.rollout_helpers import deploy
 from tests.rollouts.transformers_variants import deeper_wider, label_permuted, repacked
 
@@ -64,7 +63,7 @@ def _upload_approved(model, data: bytes, *, engineer, engineer2, reviewer):
 
 
 @pytest.fixture
-def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, worker_pool, settings):  # noqa: F811
+def bert_rollout(engineer, engineer2, reviewer, demo_models, holdout_texts, worker_pool, settings):
     """`zh-bert` serving the demo BERT (v1), a worker with beat ticking every
     second, and a function that rolls a candidate's archive out with the
     default steps and thresholds."""
