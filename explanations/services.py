@@ -21,6 +21,7 @@ from explanations import selectors
 from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
+from governance.audit_actions import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def report_request(
     write the report and its chunks and enqueue it after commit. A version
     whose artifact is known to be unloadable gets a failed report saying why."""
     if not (actor.is_authenticated and actor.has_perm("explanations.add_explanationreport")):
-        record_refusal(actor=actor, action="explanation.request", reason="not permitted", obj=version)
+        record_refusal(actor=actor, action=AuditAction.EXPLANATION_REQUEST, reason="not permitted", obj=version)
         raise NotPermitted("Only engineers and reviewers may request explanation reports.")
     if not version.model.can_be_viewed_by(actor):
         raise NotPermitted("You may not read this model.")
@@ -166,7 +167,7 @@ def report_request(
         )
         record_event(
             actor=actor,
-            action="explanation.request",
+            action=AuditAction.EXPLANATION_REQUEST,
             obj=report,
             changes={"after": {"status": report.status, "method": method}},
             detail={
@@ -178,7 +179,7 @@ def report_request(
         )
         if problem:
             report = report_move(
-                actor=None, report=report, to_status=Status.FAILED, action="explanation.fail", error=problem
+                actor=None, report=report, to_status=Status.FAILED, action=AuditAction.EXPLANATION_FAIL, error=problem
             )
         else:
             report_id = report.pk
@@ -189,12 +190,12 @@ def report_request(
 def report_cancel(*, actor, report: ExplanationReport) -> ExplanationReport:
     refusal = report.cancel_refusal(actor)
     if isinstance(refusal, NotPermitted):
-        record_refusal(actor=actor, action="explanation.cancel", reason=refusal.message, obj=report)
+        record_refusal(actor=actor, action=AuditAction.EXPLANATION_CANCEL, reason=refusal.message, obj=report)
     if refusal is not None:
         raise refusal
     # Chunks still queued see the status and skip; running ones stop at their
     # next progress report.
-    return report_move(actor=actor, report=report, to_status=Status.CANCELLED, action="explanation.cancel")
+    return report_move(actor=actor, report=report, to_status=Status.CANCELLED, action=AuditAction.EXPLANATION_CANCEL)
 
 
 # --- the one transition service --------------------------------------------------------
@@ -205,7 +206,7 @@ def report_move(
     actor,
     report: ExplanationReport,
     to_status: str,
-    action: str,
+    action: AuditAction,
     error: str = "",
     fields: dict[str, Any] | None = None,
     detail: dict | None = None,
@@ -256,7 +257,9 @@ def report_fail(*, report_id: int, reason: str) -> bool:
     if report is None:
         return False
     try:
-        report_move(actor=None, report=report, to_status=Status.FAILED, action="explanation.fail", error=reason)
+        report_move(
+            actor=None, report=report, to_status=Status.FAILED, action=AuditAction.EXPLANATION_FAIL, error=reason
+        )
     except Conflict:
         return False
     return True
@@ -276,7 +279,7 @@ def report_start(*, report_id: int) -> ExplanationReport | None:
             actor=None,
             report=report,
             to_status=Status.RUNNING,
-            action="explanation.start",
+            action=AuditAction.EXPLANATION_START,
             fields={
                 "timings": {
                     **report.timings,
@@ -336,7 +339,7 @@ def chunk_start(*, chunk_id: int, worker: str) -> ExplanationChunk | None:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action="explanation.fail",
+            action=AuditAction.EXPLANATION_FAIL,
             error=f"Chunk {chunk.index} was started {chunk.attempts} times without finishing "
             f"(last worker: {chunk.worker or 'unknown'}); giving up.",
         )
@@ -426,7 +429,7 @@ def report_finalize_start(*, report_id: int) -> ExplanationReport | None:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action="explanation.fail",
+            action=AuditAction.EXPLANATION_FAIL,
             error=f"Combining the results was started {report.finalize_attempts} times without finishing; giving up.",
         )
         return None
@@ -450,7 +453,7 @@ def report_succeed(*, report_id: int, results: dict, fidelity: dict, timings: di
             actor=None,
             report=report,
             to_status=Status.SUCCEEDED,
-            action="explanation.succeed",
+            action=AuditAction.EXPLANATION_SUCCEED,
             fields={"results": json_safe(results), "fidelity": json_safe(fidelity), "timings": json_safe(timings)},
             detail={"timings": json_safe(timings)},
         )
@@ -530,7 +533,7 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
             actor=None,
             report=report,
             to_status=Status.FAILED,
-            action="explanation.fail",
+            action=AuditAction.EXPLANATION_FAIL,
             error=f"Chunk {chunk.index} was lost {chunk.attempts} times (last worker: "
             f"{chunk.worker or 'unknown'}, silent since {chunk.heartbeat_at:%H:%M:%S} UTC); giving up.",
         )
@@ -544,7 +547,7 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
     chunk.save(update_fields=["status", "worker", "progress", "heartbeat_at", "enqueued_at"])
     record_event(
         actor=None,
-        action="explanation.requeue",
+        action=AuditAction.EXPLANATION_REQUEUE,
         obj=report,
         detail={
             "chunk": chunk.index,

@@ -11,6 +11,7 @@ from django.db.models import Max
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
+from governance.audit_actions import AuditAction
 from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
@@ -30,7 +31,9 @@ def model_create(
     *, actor, name: str, risk_tier: str, task: str = RegisteredModel.Task.TEXT_CLASSIFICATION, description: str = ""
 ) -> RegisteredModel:
     if not (actor.is_authenticated and actor.has_perm("registry.add_registeredmodel")):
-        record_refusal(actor=actor, action="model.create", reason="not permitted", object_label=str(name)[:100])
+        record_refusal(
+            actor=actor, action=AuditAction.MODEL_CREATE, reason="not permitted", object_label=str(name)[:100]
+        )
         raise NotPermitted("Only engineers may register models.")
     _check_name(name, what="model")
     if risk_tier not in RegisteredModel.RiskTier.values:
@@ -44,7 +47,7 @@ def model_create(
             )
             record_event(
                 actor=actor,
-                action="model.create",
+                action=AuditAction.MODEL_CREATE,
                 obj=model,
                 changes={"after": {"name": name, "task": task, "risk_tier": risk_tier}},
             )
@@ -71,7 +74,7 @@ def version_upload_precheck(*, actor, model: RegisteredModel) -> None:
     if not model.can_receive_version_from(actor):
         record_refusal(
             actor=actor,
-            action="version.create",
+            action=AuditAction.VERSION_CREATE,
             reason="not permitted",
             object_type="registry.registeredmodel",
             object_id=model.pk,
@@ -100,7 +103,7 @@ def version_create(
         "model_name": model.name,
         "detail": {"filename": upload.filename[:255]},
     }
-    with _upload_attempt(actor=actor, action="version.create", upload=upload, refusal=refusal) as attempt:
+    with _upload_attempt(actor=actor, action=AuditAction.VERSION_CREATE, upload=upload, refusal=refusal) as attempt:
         if not model.can_receive_version_from(actor):
             raise NotPermitted("Only engineers may upload model versions.")
         if flavor not in ModelVersion.Flavor.values:
@@ -139,7 +142,7 @@ def version_create(
                 )
                 record_event(
                     actor=actor,
-                    action="version.create",
+                    action=AuditAction.VERSION_CREATE,
                     obj=version,
                     changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
                     detail={"size": upload.size, "labels": prepared.labels},
@@ -166,7 +169,7 @@ class _UploadAttempt:
 
 
 @contextmanager
-def _upload_attempt(*, actor, action: str, upload: UploadedArtifact, refusal: dict[str, Any]):
+def _upload_attempt(*, actor, action: AuditAction, upload: UploadedArtifact, refusal: dict[str, Any]):
     """The one cleanup of every upload service: on any failure the blob this
     attempt stored is deleted, and a refusal (a GlassboxError) is recorded as
     a `denied` event with the upload's digest and size; the uploaded file is
@@ -202,7 +205,7 @@ def version_move(
     actor,
     version: ModelVersion,
     to_status: str,
-    action: str,
+    action: AuditAction,
     detail: dict | None = None,
     fields: dict[str, Any] | None = None,
 ) -> ModelVersion:
@@ -237,7 +240,9 @@ def dataset_upload_precheck(*, actor) -> None:
     """Refuse (and record it) before the body of an upload is even read: a
     caller who may not upload must not make the server stream a file to disk."""
     if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
-        record_refusal(actor=actor, action="dataset.create", reason="not permitted", object_type="registry.dataset")
+        record_refusal(
+            actor=actor, action=AuditAction.DATASET_CREATE, reason="not permitted", object_type="registry.dataset"
+        )
         raise NotPermitted("Only engineers may upload datasets.")
 
 
@@ -245,7 +250,7 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
     from django.conf import settings
 
     refusal = {"object_type": "registry.dataset", "object_label": str(name)[:100]}
-    with _upload_attempt(actor=actor, action="dataset.create", upload=upload, refusal=refusal) as attempt:
+    with _upload_attempt(actor=actor, action=AuditAction.DATASET_CREATE, upload=upload, refusal=refusal) as attempt:
         if not (actor.is_authenticated and actor.has_perm("registry.add_dataset")):
             raise NotPermitted("Only engineers may upload datasets.")
         _check_name(name, what="dataset")
@@ -269,7 +274,7 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
             )
             record_event(
                 actor=actor,
-                action="dataset.create",
+                action=AuditAction.DATASET_CREATE,
                 obj=dataset,
                 changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
             )

@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_event, record_refusal
+from governance.audit_actions import AuditAction
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
 from rollouts import prediction_log, selectors
@@ -225,7 +226,7 @@ def _retire(version: ModelVersion, *, actor, reason: str) -> None:
         actor=actor,
         version=version,
         to_status=ModelVersion.Status.RETIRED,
-        action="version.retire",
+        action=AuditAction.VERSION_RETIRE,
         detail={"reason": reason},
     )
 
@@ -238,7 +239,7 @@ def _promote(state: ServingState, rollout: Rollout, *, actor, reason: str, now: 
         actor=actor,
         version=candidate,
         to_status=ModelVersion.Status.DEPLOYED,
-        action="version.deploy",
+        action=AuditAction.VERSION_DEPLOY,
         detail={"rollout": rollout.pk},
     )
     old_stable, old_previous = state.stable_version, state.previous_version
@@ -296,7 +297,7 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
     )
     record_event(
         actor=actor,
-        action="version.reference_set",
+        action=AuditAction.VERSION_REFERENCE_SET,
         obj=version,
         changes={"before": before, "after": {"dataset": dataset.pk}},
         detail={"dataset": str(dataset), "texts": profile.get("texts")},
@@ -307,7 +308,7 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
 def version_reference_set(*, actor, version: ModelVersion, dataset: Dataset) -> VersionReference:
     """Set the dataset that a version's live inputs are compared with for drift."""
     if not _may_change(actor, version.model, "rollouts.add_rollout"):
-        record_refusal(actor=actor, action="version.reference_set", reason="not permitted", obj=version)
+        record_refusal(actor=actor, action=AuditAction.VERSION_REFERENCE_SET, reason="not permitted", obj=version)
         raise NotPermitted("Only engineers may set a version's reference dataset.")
     profile = reference_profile(version=version, dataset=dataset)
     with transaction.atomic():
@@ -340,7 +341,7 @@ def rollout_start(
     except GlassboxError as exc:
         record_refusal(
             actor=actor,
-            action="rollout.start",
+            action=AuditAction.ROLLOUT_START,
             reason=exc.message,
             obj=model,
             detail={"candidate": getattr(candidate, "number", None)},
@@ -404,7 +405,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
             rollout.save()
             record_event(
                 actor=actor,
-                action="rollout.start",
+                action=AuditAction.ROLLOUT_START,
                 obj=rollout,
                 changes={"after": _snapshot(rollout)},
                 detail={
@@ -439,7 +440,7 @@ def _refused_gate(rollout: Rollout, gate: str) -> Conflict:
     return Conflict(message, current_status=rollout.status)
 
 
-def _act(*, actor, rollout: Rollout, gate: str, action: str, apply, reason: str = "") -> Rollout:
+def _act(*, actor, rollout: Rollout, gate: str, action: AuditAction, apply, reason: str = "") -> Rollout:
     """Run one manual gate (a key of Rollout.ACTION_TARGETS) under the
     locks; refusals are recorded."""
     try:
@@ -475,7 +476,9 @@ def rollout_promote(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _promote(state, locked, actor=actor, reason=reason or "promoted by hand", now=timezone.now())
 
-    return _act(actor=actor, rollout=rollout, gate="promote", action="rollout.promote", apply=apply, reason=reason)
+    return _act(
+        actor=actor, rollout=rollout, gate="promote", action=AuditAction.ROLLOUT_PROMOTE, apply=apply, reason=reason
+    )
 
 
 def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -484,7 +487,9 @@ def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.PAUSED, reason=reason or "paused by hand")
 
-    return _act(actor=actor, rollout=rollout, gate="pause", action="rollout.pause", apply=apply, reason=reason)
+    return _act(
+        actor=actor, rollout=rollout, gate="pause", action=AuditAction.ROLLOUT_PAUSE, apply=apply, reason=reason
+    )
 
 
 def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
@@ -498,7 +503,7 @@ def rollout_resume(*, actor, rollout: Rollout) -> Rollout:
         locked.last_analysis_at = now
         return {"step": locked.current_step}
 
-    return _act(actor=actor, rollout=rollout, gate="resume", action="rollout.resume", apply=apply)
+    return _act(actor=actor, rollout=rollout, gate="resume", action=AuditAction.ROLLOUT_RESUME, apply=apply)
 
 
 def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
@@ -508,7 +513,9 @@ def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     def apply(state, locked):
         _move(locked, Status.ABORTED, reason=reason or "aborted by hand")
 
-    return _act(actor=actor, rollout=rollout, gate="abort", action="rollout.abort", apply=apply, reason=reason)
+    return _act(
+        actor=actor, rollout=rollout, gate="abort", action=AuditAction.ROLLOUT_ABORT, apply=apply, reason=reason
+    )
 
 
 # --- what the analysis does (actor None: the platform) -----------------------------------
@@ -551,7 +558,7 @@ def rollout_record_analysis(
                     reason=f"analysis failed ({failed}); failures {locked.failures} "
                     f"> limit {thresholds['failure_limit']}: traffic back to stable",
                 )
-                action, event = "aborted", "rollout.abort"
+                action, event = "aborted", AuditAction.ROLLOUT_ABORT
         elif verdict == AnalysisRun.Verdict.INCONCLUSIVE:
             unclear = ", ".join(
                 f"{m['name']} ({m.get('detail') or 'inconclusive'})"
@@ -559,7 +566,7 @@ def rollout_record_analysis(
                 if m["verdict"] == "inconclusive"
             )
             _move(locked, Status.PAUSED, reason=f"analysis inconclusive: {unclear}; a person decides")
-            action, event = "paused", "rollout.pause"
+            action, event = "paused", AuditAction.ROLLOUT_PAUSE
         else:
             baked = (now - locked.step_started_at).total_seconds() >= int(step.get("bake_seconds", 0))
             failed_in_step = AnalysisRun.objects.filter(
@@ -572,10 +579,10 @@ def rollout_record_analysis(
                 if locked.current_step + 1 < len(locked.steps):
                     locked.current_step += 1
                     locked.step_started_at = now
-                    action, event = "advanced", "rollout.advance"
+                    action, event = "advanced", AuditAction.ROLLOUT_ADVANCE
                 else:
                     _promote(state, locked, actor=None, reason="all steps passed analysis", now=now)
-                    action, event = "promoted", "rollout.promote"
+                    action, event = "promoted", AuditAction.ROLLOUT_PROMOTE
         run = AnalysisRun.objects.create(
             rollout=locked,
             step_index=expected_step,
@@ -589,7 +596,7 @@ def rollout_record_analysis(
         locked.save()
         record_event(
             actor=None,
-            action="rollout.analysis",
+            action=AuditAction.ROLLOUT_ANALYSIS,
             obj=locked,
             detail={
                 "analysis_run": run.pk,
@@ -618,7 +625,9 @@ def rollout_analysis_failed(*, rollout_id: int, reason: str) -> None:
     if rollout is None:
         return
     with transaction.atomic():
-        record_event(actor=None, action="rollout.analysis_failed", obj=rollout, detail={"reason": reason[:1000]})
+        record_event(
+            actor=None, action=AuditAction.ROLLOUT_ANALYSIS_FAILED, obj=rollout, detail={"reason": reason[:1000]}
+        )
 
 
 def serving_retire_previous(*, now: datetime | None = None) -> list[ModelVersion]:
@@ -736,13 +745,13 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                 by_version[str(f.prediction.version.number)] = by_version.get(str(f.prediction.version.number), 0) + 1
             record_event(
                 actor=actor,
-                action="feedback.record",
+                action=AuditAction.FEEDBACK_RECORD,
                 obj=model,
                 detail={"items": len(feedback), "correct": correct, "by_version": by_version},
             )
         return {"recorded": len(feedback), "correct": correct, "incorrect": len(feedback) - correct}
     except GlassboxError as exc:
-        record_refusal(actor=actor, action="feedback.record", reason=exc.message, obj=model)
+        record_refusal(actor=actor, action=AuditAction.FEEDBACK_RECORD, reason=exc.message, obj=model)
         raise
 
 
@@ -811,14 +820,20 @@ def _apply_measurements(
                 raised_at=now,
             )
             record_event(
-                actor=None, action="monitor.alert_raised", obj=alert, detail={**measurement, "window": detail_window}
+                actor=None,
+                action=AuditAction.MONITOR_ALERT_RAISED,
+                obj=alert,
+                detail={**measurement, "window": detail_window},
             )
             changed.append(alert)
         elif breached is False and alert is not None:
             alert.cleared_at = now
             alert.save(update_fields=["cleared_at"])
             record_event(
-                actor=None, action="monitor.alert_cleared", obj=alert, detail={**measurement, "window": detail_window}
+                actor=None,
+                action=AuditAction.MONITOR_ALERT_CLEARED,
+                obj=alert,
+                detail={**measurement, "window": detail_window},
             )
             changed.append(alert)
     return changed
@@ -835,7 +850,7 @@ def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
         alert.save(update_fields=["cleared_at"])
         record_event(
             actor=None,
-            action="monitor.alert_cleared",
+            action=AuditAction.MONITOR_ALERT_CLEARED,
             obj=alert,
             detail={"reason": f"the version is {version.status}, no longer serving"},
         )

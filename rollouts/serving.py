@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_refusal
+from governance.audit_actions import AuditAction
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import prediction_log
 from rollouts.routing import RoutingTable, routing_table
@@ -59,7 +60,7 @@ def require_serving_permission(actor, model_name: str = "") -> None:
         message = "You have no role that may request predictions."
         record_refusal(
             actor=actor,
-            action="prediction.request",
+            action=AuditAction.PREDICTION_REQUEST,
             reason=message,
             object_type="registry.registeredmodel",
             model_name=model_name,
@@ -99,7 +100,9 @@ def _checked_key(key) -> str | None:
 def _pinned_version(actor, model: RegisteredModel, number: int) -> ModelVersion:
     if not has_serving_perm(actor, "rollouts.pin_version"):
         message = "You have no role that may pin the version that answers."
-        record_refusal(actor=actor, action="prediction.pin", reason=message, obj=model, detail={"version": number})
+        record_refusal(
+            actor=actor, action=AuditAction.PREDICTION_PIN, reason=message, obj=model, detail={"version": number}
+        )
         raise NotPermitted(message)
     version = ModelVersion.objects.select_related("model").filter(model_id=model.pk, number=number).first()
     if version is None:
