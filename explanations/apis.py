@@ -3,7 +3,9 @@ serializers, no rules here (services and selectors hold them)."""
 
 import json
 
+from django.conf import settings
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -26,6 +28,9 @@ class ReportSummarySerializer(serializers.ModelSerializer):
     dataset = serializers.IntegerField(source="dataset_id", allow_null=True)
     requested_by = serializers.CharField(source="requested_by.username")
     chunks = serializers.SerializerMethodField()
+    remaining_seconds = serializers.SerializerMethodField(
+        help_text="while queued or running: seconds left, from the pace so far (or the estimate before any progress)"
+    )
 
     class Meta:
         model = ExplanationReport
@@ -47,6 +52,8 @@ class ReportSummarySerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "chunks",
+            "estimate",
+            "remaining_seconds",
         ]
 
     def get_url(self, report: ExplanationReport) -> str:
@@ -54,6 +61,9 @@ class ReportSummarySerializer(serializers.ModelSerializer):
 
     def get_page(self, report: ExplanationReport) -> str:
         return report.get_absolute_url()
+
+    def get_remaining_seconds(self, report: ExplanationReport) -> int | None:
+        return report.remaining_seconds(timezone.now())
 
     def get_chunks(self, report: ExplanationReport) -> dict:
         total = getattr(report, "chunks_total", None)
@@ -70,7 +80,7 @@ class ReportOutputSerializer(ReportSummarySerializer):
 
 
 class ReportRequestInputSerializer(serializers.Serializer):
-    method = serializers.CharField(max_length=40, help_text="shap, lime or pfi")
+    method = serializers.CharField(max_length=40, help_text="shap, lime, pfi or ig (transformers versions)")
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="a dataset id, or")
     texts = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
@@ -80,6 +90,37 @@ class ReportRequestInputSerializer(serializers.Serializer):
         help_text="texts to explain",
     )
     params = serializers.DictField(required=False, default=dict, help_text="method parameters; defaults if empty")
+    sample = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='{"n": texts, "seed": 0}: explain n texts of the dataset drawn at random, stratified by label',
+    )
+
+
+class ReportEstimateSerializer(serializers.Serializer):
+    estimate = serializers.DictField(help_text="seconds, rows_per_second, model_rows, texts, basis")
+    text_count = serializers.IntegerField()
+    max_texts = serializers.IntegerField()
+
+
+def _request_arguments(request, version) -> dict:
+    data = ReportRequestInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    dataset = None
+    if values.get("dataset") is not None:
+        dataset = Dataset.objects.filter(pk=values["dataset"]).first()
+        if dataset is None:
+            raise InvalidInput(f"No dataset {values['dataset']}.", field="dataset")
+    return {
+        "actor": request.user,
+        "version": version,
+        "method": values["method"],
+        "dataset": dataset,
+        "texts": values.get("texts"),
+        "params": values.get("params") or {},
+        "sample": values.get("sample"),
+    }
 
 
 class ReportListCreateApi(APIView):
@@ -95,24 +136,28 @@ class ReportListCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
     def post(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        dataset = None
-        if values.get("dataset") is not None:
-            dataset = Dataset.objects.filter(pk=values["dataset"]).first()
-            if dataset is None:
-                raise InvalidInput(f"No dataset {values['dataset']}.")
-        report = services.report_request(
-            actor=request.user,
-            version=version,
-            method=values["method"],
-            dataset=dataset,
-            texts=values.get("texts"),
-            params=values.get("params") or {},
-        )
+        report = services.report_request(**_request_arguments(request, version))
         report = selectors.report_get(user=request.user, pk=report.pk)
         return Response(ReportOutputSerializer(report).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportEstimateApi(APIView):
+    """What a report request would cost, checked as the request itself is, without queuing anything."""
+
+    @extend_schema(
+        request=ReportRequestInputSerializer,
+        responses=ReportEstimateSerializer,
+        operation_id="explanations_estimate",
+    )
+    def post(self, request, name: str, number: int):
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        plan = services.report_plan(**_request_arguments(request, version))
+        body = {
+            "estimate": plan.estimate,
+            "text_count": plan.n_texts,
+            "max_texts": settings.GLASSBOX_MAX_REPORT_TEXTS,
+        }
+        return Response(ReportEstimateSerializer(body).data)
 
 
 class ReportDetailApi(APIView):
