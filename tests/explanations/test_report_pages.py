@@ -162,3 +162,18 @@ def test_comparison_says_what_is_missing(engineer, version):
     ModelVersionFactory(model=version.model, labels=version.labels)
     page = browser(engineer).get(f"/models/{version.model.name}/explanations/compare/").content.decode()
     assert "Each version needs a succeeded shap report" in page
+
+
+def test_ig_reports_show_completeness_and_compare_across_versions(engineer, version):
+    new_version = ModelVersionFactory(model=version.model, labels=version.labels)
+    results = local_results(["这个很好"])
+    results["texts"][0]["completeness_error"] = 3.2e-7
+    fidelity = {"comprehensiveness": {"aopc": 0.2}, "completeness_max_error": 3.2e-7}
+    make_report(version=version, requested_by=engineer, method="ig", results=results, fidelity=fidelity)
+    report = make_report(version=new_version, requested_by=engineer, method="ig", results=results, fidelity=fidelity)
+
+    page = browser(engineer).get(report.get_absolute_url()).content.decode()
+    assert "integrated gradients report" in page and "IG completeness" in page and "3.20e-07" in page
+    assert "completeness error 3.2e-07" in page and page.count('class="token"') == 4
+    page = browser(engineer).get(f"/models/{version.model.name}/explanations/compare/?a=1&b=2&method=ig").content
+    assert b'<option value="ig" selected>' in page and b"Each version needs" not in page
