@@ -72,6 +72,8 @@ class IntegratedGradientsExplainer(LocalExplainer):
         ),
         "baseline": Param(str, DEFAULT_BASELINE, choices=BASELINES),
         "target": Param(str, "predicted", choices=("predicted", "all")),
+        # Recorded with every report: gradients need the torch model, whichever backend serves.
+        "gradients_backend": Param(str, "torch", choices=("torch",), help="IG always runs on torch"),
         "seed": Param(int, 0, 0, 2**31 - 1, help="seeds the random ranking fidelity compares against"),
         "chunk_size": Param(int, 25, 1, 1000, help="texts per chunk"),
         "batch_size": Param(int, 128, 1, 4096, help="rows per forward pass of the fidelity check"),
@@ -248,6 +250,8 @@ class IntegratedGradientsExplainer(LocalExplainer):
         results = super().combine(predictor, texts, labels, chunk_results, params)
         results["completeness_max_error"] = completeness_max(results["texts"])
         results["gradients_backend"] = "torch"
+        # Fidelity and the served predictions come from the serving backend (ONNX Runtime or torch).
+        results["serving_backend"] = getattr(predictor, "backend", "torch")
         return results
 
     def fidelity(self, predictor, texts, labels, results: dict, params: dict) -> dict:

@@ -11,6 +11,7 @@ import pytest
 from explanations.explainers import get_explainer
 from glassbox.errors import InvalidInput
 from registry.predictors import load_predictor
+from tests.explanations.keyword_model import KeywordModel
 from tests.explanations.reporting import stored_version
 
 # The stated tolerance: |Σ attributions − (f(x) − f(baseline))| within 5 % of
@@ -35,6 +36,15 @@ def holdout_texts(demo_models):
     return [row["text"] for row in rows if 10 <= len(row["text"]) <= 40][:6]
 
 
+@pytest.fixture(scope="module")
+def explained(quick_bert, holdout_texts):
+    """One report's worth at the default parameters, in chunks of four; the
+    last text is longer than the model reads."""
+    texts = holdout_texts + ["屏幕很清晰，" * 40]
+    explainer, params, results = explain(quick_bert, texts, chunk_size=4)
+    return texts, explainer, params, results
+
+
 def explain(predictor, texts, **params):
     explainer = get_explainer("ig")
     params = explainer.validate_params(params)
@@ -47,9 +57,8 @@ def within_tolerance(entry) -> bool:
     return entry["completeness_error"] <= RELATIVE_TOLERANCE * entry["completeness_delta"] + FLOAT32_SLACK
 
 
-def test_attributions_sum_to_the_change_from_the_baseline(quick_bert, holdout_texts):
-    texts = holdout_texts + ["屏幕很清晰，" * 40]  # the last is longer than the model reads
-    _, _, results = explain(quick_bert, texts, chunk_size=4)
+def test_attributions_sum_to_the_change_from_the_baseline(explained):
+    texts, _, _, results = explained
 
     assert [entry["index"] for entry in results["texts"]] == list(range(len(texts)))
     for entry in results["texts"]:
@@ -62,9 +71,9 @@ def test_attributions_sum_to_the_change_from_the_baseline(quick_bert, holdout_te
     assert results["texts"][-1]["truncated"] and results["truncated_count"] == 1
 
 
-def test_results_have_the_schema_shap_reports_have(quick_bert, holdout_texts):
-    _, _, results = explain(quick_bert, holdout_texts[:3])
-    served = quick_bert.predict_proba(holdout_texts[:3])
+def test_results_have_the_schema_shap_reports_have(quick_bert, explained):
+    texts, _, _, results = explained
+    served = quick_bert.predict_proba(texts)
     for entry, probabilities in zip(results["texts"], served):
         assert set(entry["values"]) == {"negative", "positive"}
         assert all(entry["text"][token["start"] : token["end"]] == token["text"] for token in entry["tokens"])
@@ -79,9 +88,9 @@ def test_results_have_the_schema_shap_reports_have(quick_bert, holdout_texts):
 
 
 def test_every_label_as_target_is_complete_for_each(quick_bert, holdout_texts):
-    _, _, results = explain(quick_bert, holdout_texts[:2], target="all", n_steps=16, baseline="mask")
+    _, _, results = explain(quick_bert, holdout_texts[:2], target="all", n_steps=8, baseline="mask")
     for entry in results["texts"]:
-        assert entry["evaluations"] == 2 * 16
+        assert entry["evaluations"] == 2 * 8
         for label in quick_bert.labels:
             change = entry["probabilities"][label] - entry["base_values"][label]
             assert sum(entry["values"][label]) == pytest.approx(
@@ -90,23 +99,23 @@ def test_every_label_as_target_is_complete_for_each(quick_bert, holdout_texts):
 
 
 def test_chunking_does_not_change_the_values(quick_bert, holdout_texts):
-    _, _, together = explain(quick_bert, holdout_texts[:4], chunk_size=4)
-    _, _, apart = explain(quick_bert, holdout_texts[:4], chunk_size=1)
+    _, _, together = explain(quick_bert, holdout_texts[:3], chunk_size=3, n_steps=8)
+    _, _, apart = explain(quick_bert, holdout_texts[:3], chunk_size=1, n_steps=8)
     for a, b in zip(together["texts"], apart["texts"]):
         assert a["values"]["positive"] == pytest.approx(b["values"]["positive"], abs=1e-6)
 
 
-def test_ig_ranks_tokens_better_than_random(quick_bert, holdout_texts):
-    explainer, params, results = explain(quick_bert, holdout_texts)
-    fidelity = explainer.fidelity(quick_bert, holdout_texts, None, results, params)
-    assert fidelity["texts"] == len(holdout_texts)
+def test_ig_ranks_tokens_better_than_random(quick_bert, explained):
+    texts, explainer, params, results = explained
+    fidelity = explainer.fidelity(quick_bert, texts, None, results, params)
+    assert fidelity["texts"] == len(texts)
     assert fidelity["comprehensiveness"]["aopc"] > fidelity["random_baseline"]["comprehensiveness"]["aopc"]
     assert fidelity["sufficiency"]["aopc"] < fidelity["random_baseline"]["sufficiency"]["aopc"]
     assert fidelity["completeness_max_error"] == results["completeness_max_error"]
 
 
-def test_a_scikit_learn_model_has_no_gradients_to_integrate(demo_models):
-    predictor = load_predictor(demo_models["sklearn_skops"], "sklearn")
+def test_a_model_without_torch_has_no_gradients_to_integrate():
+    predictor = KeywordModel()  # predicts, but has no torch model behind it
     explainer = get_explainer("ig")
     with pytest.raises(InvalidInput, match="needs the gradients of a transformers model") as refused:
         explainer.run_chunk(predictor, ["很好"], None, {"start": 0, "stop": 1}, explainer.validate_params({}))
@@ -137,6 +146,7 @@ def test_asking_ig_of_a_scikit_learn_version_answers_400_naming_the_method(api, 
         ({"baseline": "zeros"}, "params.baseline"),
         ({"target": "negative"}, "params.target"),
         ({"steps": 32}, "params.steps"),
+        ({"gradients_backend": "onnx"}, "params.gradients_backend"),
     ],
 )
 def test_bad_ig_parameters_are_refused_naming_the_field(params, field):
@@ -151,6 +161,7 @@ def test_the_defaults_come_from_the_measurements():
         "internal_batch_size": 0,
         "baseline": "pad",
         "target": "predicted",
+        "gradients_backend": "torch",
         "seed": 0,
         "chunk_size": 25,
         "batch_size": 128,

@@ -98,6 +98,7 @@ def test_an_ig_report_over_a_sample_runs_to_succeeded_in_a_real_worker(worker_pr
     )
     assert response.status_code == 202, response.json()
     assert response.json()["estimate"]["seconds"] >= 0 and response.json()["params"]["sample"] == {"n": 4, "seed": 1}
+    assert response.json()["params"]["gradients_backend"] == "torch"
     report_id = response.json()["id"]
 
     state = wait_for(lambda: finished(report_id), timeout=180, what=f"report {report_id}\n{worker_process()[-3000:]}")
