@@ -7,7 +7,8 @@ On the same 50-80-character held-out texts, prints per configuration
 (n_steps 16 / 32 / 50, baseline pad / mask): seconds per text, the worst
 completeness error absolute and relative to |f(x) - f(baseline)|, and ERASER
 comprehensiveness / sufficiency AOPC with their random baselines; then SHAP
-at its default 500 evaluations on the same texts, and the cost of one IG path
+at its default 500 evaluations and LIME at its 1000 samples on the same
+texts (LIME's comprehensiveness ranks its words), and the cost of one IG path
 point in forward rows (forward + backward vs a plain batched forward).
 Targets from issue 11: worst completeness error <= 0.05 x |f(x) - f(baseline)|;
 IG comprehensiveness AOPC within 0.05 of SHAP's.
@@ -63,7 +64,7 @@ def path_point_cost(predictor, texts: list[str], n_steps: int) -> float:
     """Seconds of one IG path point ÷ seconds of one forward row, same texts."""
     import torch
 
-    _, _, per_text = run(predictor, "ig", texts, n_steps=n_steps)
+    _, _, per_text = run(predictor, "ig", texts, n_steps=n_steps)  # IG's time includes its 2 plain forward rows
     rows = [text for text in texts for _ in range(n_steps)]
     started = time.perf_counter()
     with torch.inference_mode():
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="the quick demo model (tests' cache) instead of full")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--skip-shap", action="store_true")
+    parser.add_argument("--skip-shap", action="store_true", help="IG only (no SHAP or LIME)")
     args = parser.parse_args()
     import torch
 
@@ -95,7 +96,7 @@ def main() -> None:
         header = f"{'method':<22}{'s/text':>8}{'max |err|':>11}{'max err/|Δ|':>13}{'min |Δ|':>9}"
         print(header + f"{'comp AOPC':>11}{'random':>8}{'suff AOPC':>11}{'random':>8}")
         ig_comp = {}
-        for n_steps, baseline in ((16, "pad"), (32, "pad"), (50, "pad"), (32, "mask")):
+        for n_steps, baseline in [(n, b) for b in ("pad", "mask") for n in (16, 32, 50)]:
             results, fidelity, per_text = run(predictor, "ig", texts, n_steps=n_steps, baseline=baseline)
             entries = results["texts"]
             relative = max(e["completeness_error"] / max(e["completeness_delta"], 1e-12) for e in entries)
@@ -116,10 +117,17 @@ def main() -> None:
                 f"{fidelity['sufficiency']['aopc']:>11.5f}{fidelity['random_baseline']['sufficiency']['aopc']:>8.5f}"
             )
             shap_comp = fidelity["comprehensiveness"]["aopc"]
+            results, fidelity, per_text = run(predictor, "lime", texts)
+            print(
+                f"{'lime 1000 samples':<22}{per_text:>8.3f}{'':>11}{'':>13}{'':>9}"
+                f"{fidelity['comprehensiveness']['aopc']:>11.5f}"
+                f"{fidelity['random_baseline']['comprehensiveness']['aopc']:>8.5f}"
+                f"{fidelity['sufficiency']['aopc']:>11.5f}{fidelity['random_baseline']['sufficiency']['aopc']:>8.5f}"
+            )
             for key, comp in ig_comp.items():
                 print(f"  comprehensiveness AOPC, ig {key[0]} {key[1]} - shap: {comp - shap_comp:+.5f}")
-        cost = path_point_cost(predictor, texts, 32)
-        print(f"one IG path point costs {cost:.2f} forward rows (forward + backward, 32 steps)")
+        cost = path_point_cost(predictor, texts, 16)
+        print(f"one IG path point costs {cost:.2f} forward rows (forward + backward, 16 steps)")
         print(f"mean characters per text: {np.mean([len(t) for t in texts]):.1f}")
 
 
