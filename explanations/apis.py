@@ -4,7 +4,9 @@ module level (the schema needs distinct component names), no rules here
 
 import json
 
+from django.conf import settings
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -27,6 +29,9 @@ class ReportSummarySerializer(serializers.ModelSerializer):
     dataset = serializers.IntegerField(source="dataset_id", allow_null=True)
     requested_by = serializers.CharField(source="requested_by.username")
     chunks = serializers.SerializerMethodField()
+    remaining_seconds = serializers.SerializerMethodField(
+        help_text="while queued or running: seconds left, from the pace so far (or the estimate before any progress)"
+    )
 
     class Meta:
         model = ExplanationReport
@@ -48,6 +53,8 @@ class ReportSummarySerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "chunks",
+            "estimate",
+            "remaining_seconds",
         ]
 
     def get_url(self, report: ExplanationReport) -> str:
@@ -55,6 +62,9 @@ class ReportSummarySerializer(serializers.ModelSerializer):
 
     def get_page(self, report: ExplanationReport) -> str:
         return report.get_absolute_url()
+
+    def get_remaining_seconds(self, report: ExplanationReport) -> int | None:
+        return report.remaining_seconds(timezone.now())
 
     def get_chunks(self, report: ExplanationReport) -> dict:
         total = getattr(report, "chunks_total", None)
@@ -71,7 +81,7 @@ class ReportOutputSerializer(ReportSummarySerializer):
 
 
 class ReportRequestInputSerializer(serializers.Serializer):
-    method = serializers.CharField(max_length=40, help_text="shap, lime or pfi")
+    method = serializers.CharField(max_length=40, help_text="shap, lime, pfi or ig (transformers versions)")
     dataset = serializers.IntegerField(required=False, allow_null=True, min_value=1, help_text="a dataset id, or")
     texts = serializers.ListField(
         child=serializers.CharField(allow_blank=True, trim_whitespace=False),
@@ -81,6 +91,35 @@ class ReportRequestInputSerializer(serializers.Serializer):
         help_text="texts to explain",
     )
     params = serializers.DictField(required=False, default=dict, help_text="method parameters; defaults if empty")
+    sample = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='{"n": texts, "seed": 0}: explain n texts of the dataset drawn at random, stratified by label',
+    )
+
+
+class ReportEstimateSerializer(serializers.Serializer):
+    estimate = serializers.DictField(help_text="seconds, rows_per_second, model_rows, texts, basis")
+    text_count = serializers.IntegerField()
+    max_texts = serializers.IntegerField()
+
+
+def _request_arguments(request, version) -> dict:
+    data = ReportRequestInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    values = data.validated_data
+    dataset = None
+    if values.get("dataset") is not None:
+        dataset = registry_selectors.dataset_get(user=request.user, pk=values["dataset"], referenced="dataset")
+    return {
+        "actor": request.user,
+        "version": version,
+        "method": values["method"],
+        "dataset": dataset,
+        "texts": values.get("texts"),
+        "params": values.get("params") or {},
+        "sample": values.get("sample"),
+    }
 
 
 class ReportListCreateApi(APIView):
@@ -96,22 +135,28 @@ class ReportListCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
     def post(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        dataset = None
-        if values.get("dataset") is not None:
-            dataset = registry_selectors.dataset_get(user=request.user, pk=values["dataset"], referenced=True)
-        report = services.report_request(
-            actor=request.user,
-            version=version,
-            method=values["method"],
-            dataset=dataset,
-            texts=values.get("texts"),
-            params=values.get("params") or {},
-        )
+        report = services.report_request(**_request_arguments(request, version))
         report = selectors.report_get(user=request.user, pk=report.pk)
         return Response(ReportOutputSerializer(report).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReportEstimateApi(APIView):
+    """What a report request would cost, checked as the request itself is, without queuing anything."""
+
+    @extend_schema(
+        request=ReportRequestInputSerializer,
+        responses=ReportEstimateSerializer,
+        operation_id="explanations_estimate",
+    )
+    def post(self, request, name: str, number: int):
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        plan = services.report_plan(**_request_arguments(request, version))
+        body = {
+            "estimate": plan.estimate,
+            "text_count": plan.n_texts,
+            "max_texts": settings.GLASSBOX_MAX_REPORT_TEXTS,
+        }
+        return Response(ReportEstimateSerializer(body).data)
 
 
 class ReportDetailApi(APIView):

@@ -64,6 +64,7 @@ def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
                 "true_label": entry.get("true_label"),
                 "truncated": bool(entry.get("truncated")),
                 "additivity_error": _number(entry.get("additivity_error")),
+                "completeness_error": _number(entry.get("completeness_error")),
                 "r2": _number(entry.get("r2")),
                 "tokens": tokens,
             }

@@ -19,6 +19,13 @@ class ReportRequestForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": '{"max_evals": 500}'}),
         help_text="Method parameters as a JSON object; empty for the defaults.",
     )
+    sample_n = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Sample",
+        help_text="Explain only this many texts of the dataset, drawn at random, stratified by label.",
+    )
+    sample_seed = forms.IntegerField(required=False, min_value=0, initial=0, label="Sample seed")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -44,4 +51,6 @@ class ReportRequestForm(forms.Form):
         data = super().clean()
         if data.get("dataset") is None and not data.get("texts"):
             raise forms.ValidationError("Choose a dataset or type at least one text.")
+        n = data.get("sample_n")
+        data["sample"] = None if n is None else {"n": n, "seed": data.get("sample_seed") or 0}
         return data

@@ -14,6 +14,7 @@ class ExplanationReport(models.Model):
         SHAP = "shap", "SHAP (Owen values)"
         LIME = "lime", "LIME"
         PFI = "pfi", "permutation feature importance"
+        IG = "ig", "integrated gradients"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "queued"
@@ -47,6 +48,8 @@ class ExplanationReport(models.Model):
     fidelity = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    # How long it should take, said when it was requested: {"seconds", "rows_per_second", "basis", ...}.
+    estimate = models.JSONField(default=dict, blank=True)
     # Finalisation runs (combine + fidelity); bounded like chunk attempts.
     finalize_attempts = models.PositiveSmallIntegerField(default=0)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -81,6 +84,20 @@ class ExplanationReport(models.Model):
     @property
     def is_global(self) -> bool:
         return self.method == self.Method.PFI
+
+    def remaining_seconds(self, now) -> int | None:
+        """Time left while the report is queued or running: from the pace so
+        far once progress shows, before that the estimate less the time spent."""
+        if self.is_finished:
+            return None
+        if self.status == self.Status.RUNNING and self.started_at and self.progress > 0:
+            elapsed = (now - self.started_at).total_seconds()
+            return max(0, round(elapsed * (100 - self.progress) / self.progress))
+        seconds = (self.estimate or {}).get("seconds")
+        if not isinstance(seconds, (int, float)):
+            return None
+        spent = (now - self.started_at).total_seconds() if self.started_at else 0.0
+        return max(0, round(seconds - spent))
 
     def can_be_viewed_by(self, user) -> bool:
         return (

@@ -4,7 +4,9 @@ approval policy (succeeded_methods)."""
 import threading
 from collections import OrderedDict
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import NotFound, NotPermitted
@@ -96,9 +98,21 @@ _DATASET_CACHE_SIZE = 4
 
 
 def report_inputs(report: ExplanationReport) -> tuple[list[str], list[str] | None]:
-    """(texts, true labels or None for inline texts) of a report."""
+    """(texts, true labels or None for inline texts) of a report; for a
+    sampled report, the rows its sample draws (the same every time)."""
     if report.dataset_id is None:
         return list(report.texts), None
+    texts, labels = _dataset_inputs(report)
+    sample = (report.params or {}).get("sample")
+    if sample:
+        from explanations.sampling import stratified_sample
+
+        rows = stratified_sample(labels, int(sample["n"]), int(sample["seed"]))
+        return [texts[i] for i in rows], [labels[i] for i in rows]
+    return texts, labels
+
+
+def _dataset_inputs(report: ExplanationReport) -> tuple[list[str], list[str]]:
     from registry.selectors import dataset_rows
 
     dataset = report.dataset
@@ -125,6 +139,7 @@ def run_params(report: ExplanationReport) -> dict:
     the latest succeeded SHAP report on the same dataset and version, for
     its global SHAP summary."""
     params = dict(report.params)
+    params.pop("sample", None)  # which texts, not how to explain them: report_inputs applies it
     if report.method == ExplanationReport.Method.PFI and report.dataset_id is not None:
         shap = latest_succeeded(version=report.version, method="shap", dataset_id=report.dataset_id)
         params["shap_results"] = shap.results if shap is not None else None
@@ -206,3 +221,66 @@ def dossier_reports(*, user, version) -> list[dict]:
         }
         for report in report_list(user=user, version=version)
     ]
+
+
+# --- how long a report will take ------------------------------------------------------
+
+# Until a version has run a report, its speed is assumed, on the slow side:
+# a BERT-base-sized transformers model managed 11-16 rows/s on two CPU cores
+# (issue 11); a TF-IDF + linear scikit-learn pipeline thousands.
+ASSUMED_ROWS_PER_SECOND = {"transformers": 10.0, "sklearn": 500.0}
+# The newest finished chunks that measure a version's speed.
+MEASURED_CHUNKS = 50
+
+
+def measured_rows_per_second(*, version) -> tuple[float, int, int] | None:
+    """(rows/s, rows, chunks) over the newest finished chunks of the version's
+    reports, on whichever workers ran them; None before any has finished.
+    The time includes each worker's first model load: it errs on the slow side."""
+    chunks = (
+        ExplanationChunk.objects.filter(
+            report__version=version, status=ExplanationChunk.Status.DONE, started_at__isnull=False
+        )
+        .exclude(finished_at=None)
+        .annotate(rows=Cast(KeyTextTransform("model_rows", "result"), IntegerField()))
+        .exclude(rows=None)
+        .order_by("-finished_at")
+        .values_list("rows", "started_at", "finished_at")[:MEASURED_CHUNKS]
+    )
+    rows = seconds = 0.0
+    count = 0
+    for chunk_rows, started, finished in chunks:
+        rows += chunk_rows
+        seconds += max(0.001, (finished - started).total_seconds())
+        count += 1
+    if not count or rows <= 0:
+        return None
+    return rows / seconds, int(rows), count
+
+
+def report_estimate(*, version, explainer, params: dict, n_texts: int) -> dict:
+    """How long a report should take on one worker: the model rows the
+    method spends on n_texts (fidelity included) ÷ the version's measured
+    rows/s, or an assumed rate when none is measured yet."""
+    rows = int(explainer.estimated_rows(n_texts, params, max(2, len(version.labels or []))))
+    measured = measured_rows_per_second(version=version)
+    if measured is not None:
+        rate, measured_rows, chunks = measured
+        basis = (
+            f"measured on this version: {measured_rows:,} model rows in its last {chunks} finished "
+            f"report chunk{'s' if chunks != 1 else ''}"
+        )
+    else:
+        rate = ASSUMED_ROWS_PER_SECOND.get(version.flavor, min(ASSUMED_ROWS_PER_SECOND.values()))
+        basis = f"no report of this version has run yet: assumed {rate:g} rows/s for a {version.flavor} model"
+    basis += (
+        f"; {explainer.method} costs about {rows / max(1, n_texts):,.0f} model rows per text with these "
+        "parameters (fidelity included); one worker (divide by the workers on the explanations queue)"
+    )
+    return {
+        "seconds": int(round(rows / rate)),
+        "rows_per_second": round(rate, 1),
+        "model_rows": rows,
+        "texts": n_texts,
+        "basis": basis,
+    }

@@ -9,6 +9,7 @@ then chunk, everywhere.
 
 import logging
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -94,7 +95,42 @@ def _artifact_problem(version) -> str:
     return ""
 
 
-def report_request(
+@dataclass
+class ReportPlan:
+    """A checked request: what report_request writes and the estimate API shows."""
+
+    method: str
+    explainer: Any
+    texts: list[str] | None
+    n_texts: int
+    params: dict
+    specs: list[dict]
+    estimate: dict
+
+
+def _clean_sample(sample: Any, *, dataset, max_texts: int) -> dict | None:
+    if sample is None:
+        return None
+    if not isinstance(sample, dict) or set(sample) - {"n", "seed"} or "n" not in sample:
+        raise InvalidInput('sample must be an object {"n": texts to draw, "seed": optional integer}.', field="sample")
+    if dataset is None:
+        raise InvalidInput("sample draws texts stratified by label: it needs a dataset.", field="sample")
+    n, seed = sample["n"], sample.get("seed", 0)
+    for name, value in (("n", n), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n" else 0):
+            raise InvalidInput(
+                f"sample.{name} must be a whole number of at least {1 if name == 'n' else 0}.", field=f"sample.{name}"
+            )
+    if n > max_texts:
+        raise InvalidInput(f"sample.n must be at most {max_texts:,} (GLASSBOX_MAX_REPORT_TEXTS).", field="sample.n")
+    if n > dataset.row_count:
+        raise InvalidInput(
+            f"sample.n is {n:,} but dataset {dataset} has only {dataset.row_count:,} rows.", field="sample.n"
+        )
+    return {"n": n, "seed": seed}
+
+
+def report_plan(
     *,
     actor,
     version,
@@ -102,10 +138,12 @@ def report_request(
     dataset=None,
     texts: list[str] | None = None,
     params: dict | None = None,
-) -> ExplanationReport:
-    """Check everything that can be checked without loading the model, then
-    write the report and its chunks and enqueue it after commit. A version
-    whose artifact is known to be unloadable gets a failed report saying why."""
+    sample: dict | None = None,
+) -> ReportPlan:
+    """Check everything that can be checked without loading the model and
+    say how long it would take. Raises InvalidInput naming the field at fault;
+    over GLASSBOX_MAX_REPORT_TEXTS, code report_too_large with the estimate
+    and the sample to ask for instead."""
     if not (actor.is_authenticated and actor.has_perm("explanations.add_explanationreport")):
         record_refusal(actor=actor, action=AuditAction.EXPLANATION_REQUEST, reason="not permitted", obj=version)
         raise NotPermitted("Only engineers and reviewers may request explanation reports.")
@@ -114,15 +152,22 @@ def report_request(
 
     methods = selectors.known_methods()
     if method not in methods:
-        raise InvalidInput(f"Unknown method {str(method)[:40]!r}; use one of {', '.join(methods)}.")
+        raise InvalidInput(f"Unknown method {str(method)[:40]!r}; use one of {', '.join(methods)}.", field="method")
     explainer = selectors.explainer_for(method)
+    refusal = explainer.flavor_refusal(version.flavor)
+    if refusal is not None:
+        raise refusal
 
     if (dataset is None) == (texts is None):
-        raise InvalidInput("Give either a dataset id or a list of texts (one of the two).")
+        raise InvalidInput("Give either a dataset id or a list of texts (one of the two).", field="dataset")
+    max_texts = settings.GLASSBOX_MAX_REPORT_TEXTS
+    sample = _clean_sample(sample, dataset=dataset, max_texts=max_texts)
     if texts is not None:
         texts = _clean_texts(texts)
         if explainer.is_global:
-            raise InvalidInput(f"{method} needs a dataset: it measures a drop in accuracy against true labels.")
+            raise InvalidInput(
+                f"{method} needs a dataset: it measures a drop in accuracy against true labels.", field="dataset"
+            )
         n_texts = len(texts)
     else:
         unknown = sorted(set(dataset.labels) - set(version.labels))
@@ -131,25 +176,74 @@ def report_request(
                 f"Dataset {dataset} has labels the model does not know: {', '.join(unknown)} "
                 f"(the model's labels are {', '.join(version.labels) or 'unknown'}).",
                 unknown_labels=unknown,
+                field="dataset",
             )
         if dataset.row_count == 0:
-            raise InvalidInput(f"Dataset {dataset} has no rows.")
-        n_texts = dataset.row_count
+            raise InvalidInput(f"Dataset {dataset} has no rows.", field="dataset")
+        n_texts = sample["n"] if sample else dataset.row_count
 
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise InvalidInput("params must be a JSON object.")
+        raise InvalidInput("params must be a JSON object.", field="params")
     reserved = sorted(set(params) & set(RESERVED_PARAMS))
     if reserved:
-        raise InvalidInput(f"{', '.join(reserved)} is not a parameter you can set.")
+        raise InvalidInput(f"{', '.join(reserved)} is not a parameter you can set.", field=f"params.{reserved[0]}")
     params = dict(explainer.validate_params(dict(params)))
     for name in RESERVED_PARAMS:
         params.pop(name, None)  # filled in by the worker, never stored
     params = json_safe(params)
+    estimate = selectors.report_estimate(version=version, explainer=explainer, params=params, n_texts=n_texts)
+    if n_texts > max_texts:
+        suggestion = {"n": min(max_texts, 500), "seed": 0}
+        raise InvalidInput(
+            f"{n_texts:,} texts is more than the {max_texts:,} a report may explain (about "
+            f'{human_duration(estimate["seconds"])} of work); add "sample": {{"n": {suggestion["n"]}, "seed": 0}} '
+            "to the request to explain texts drawn at random, stratified by label.",
+            code="report_too_large",
+            field="dataset",
+            max_texts=max_texts,
+            estimate=estimate,
+            sample=suggestion,
+        )
+    if sample:
+        # Which texts, recorded with the parameters; the worker draws the same rows again.
+        params["sample"] = sample
     specs = [json_safe(spec) for spec in explainer.plan_chunks(n_texts, params)]
     if not specs:
         raise InvalidInput("Nothing to explain: the explainer planned no work for these texts.")
+    return ReportPlan(
+        method=method, explainer=explainer, texts=texts, n_texts=n_texts, params=params, specs=specs, estimate=estimate
+    )
+
+
+def human_duration(seconds: float) -> str:
+    """A rough human duration: 40 s, 12 min, 3.5 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def report_request(
+    *,
+    actor,
+    version,
+    method: str,
+    dataset=None,
+    texts: list[str] | None = None,
+    params: dict | None = None,
+    sample: dict | None = None,
+) -> ExplanationReport:
+    """Check the request (report_plan), then write the report, its estimate
+    and its chunks and enqueue it after commit. A version whose artifact is
+    known to be unloadable gets a failed report saying why."""
+    plan = report_plan(
+        actor=actor, version=version, method=method, dataset=dataset, texts=texts, params=params, sample=sample
+    )
     problem = _artifact_problem(version)
 
     with transaction.atomic():
@@ -157,13 +251,14 @@ def report_request(
             version=version,
             method=method,
             dataset=dataset,
-            texts=texts or [],
-            text_count=n_texts,
-            params=params,
+            texts=plan.texts or [],
+            text_count=plan.n_texts,
+            params=plan.params,
+            estimate=plan.estimate,
             requested_by=actor,
         )
         ExplanationChunk.objects.bulk_create(
-            ExplanationChunk(report=report, index=index, spec=spec) for index, spec in enumerate(specs)
+            ExplanationChunk(report=report, index=index, spec=spec) for index, spec in enumerate(plan.specs)
         )
         record_event(
             actor=actor,
@@ -172,9 +267,10 @@ def report_request(
             changes={"after": {"status": report.status, "method": method}},
             detail={
                 "dataset": dataset.pk if dataset is not None else None,
-                "texts": n_texts,
-                "chunks": len(specs),
-                "params": params,
+                "texts": plan.n_texts,
+                "chunks": len(plan.specs),
+                "params": plan.params,
+                "estimate_seconds": plan.estimate["seconds"],
             },
         )
         if problem:

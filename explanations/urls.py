@@ -15,6 +15,7 @@ urlpatterns = [
 # REST API under /api/v1/ (namespace "explanations-api"); these paths are the stable contract.
 api_urlpatterns = [
     path(f"{_version}/explanations/", apis.ReportListCreateApi.as_view(), name="reports"),
+    path(f"{_version}/explanations/estimate/", apis.ReportEstimateApi.as_view(), name="estimate"),
     path("explanations/<int:pk>/", apis.ReportDetailApi.as_view(), name="report"),
     path("explanations/<int:pk>/cancel/", apis.ReportCancelApi.as_view(), name="cancel"),
     path("explanations/<int:pk>/export.json", apis.ReportExportJsonApi.as_view(), name="export-json"),

@@ -1,14 +1,17 @@
 """Server-rendered pages of explanation reports. Same selectors and services as the API."""
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from explanations import charts, selectors, services
 from explanations.forms import ReportRequestForm
 from explanations.global_importance import DEFAULT_MIN_TEXTS, UNITS, cached_global_importance
 from explanations.models import ExplanationReport
+from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors, service_call
 from registry import selectors as registry_selectors
 
@@ -22,25 +25,39 @@ def report_new(request, name: str, number: int):
         raise PermissionDenied("Only engineers and reviewers may request explanation reports.")
     form = ReportRequestForm(request.POST or None)
     status = 200
+    estimate = None
     if request.method == "POST":
         if form.is_valid():
             data = form.cleaned_data
-            report, refusal = service_call(
-                request,
-                services.report_request,
-                success=lambda report: f"Requested {report}.",
-                actor=request.user,
-                version=version,
-                method=data["method"],
-                dataset=data["dataset"],
-                texts=data["texts"] if data["dataset"] is None else None,
-                params=data["params"],
-            )
-            if refusal is None:
-                return redirect(report.get_absolute_url())
-            form.add_error(None, refusal.message)
-        status = 400
-    context = {"version": version, "model": version.model, "form": form}
+            arguments = {
+                "actor": request.user,
+                "version": version,
+                "method": data["method"],
+                "dataset": data["dataset"],
+                "texts": data["texts"] if data["dataset"] is None else None,
+                "params": data["params"],
+                "sample": data["sample"],
+            }
+            try:
+                if request.POST.get("action") == "estimate":
+                    # Say how long it would take; nothing is queued.
+                    estimate = {**services.report_plan(**arguments).estimate}
+                else:
+                    report = services.report_request(**arguments)
+            except NotPermitted:
+                raise
+            except GlassboxError as exc:
+                form.add_error(None, exc.message)
+                estimate = dict(exc.extra.get("estimate") or {}) or None
+            else:
+                if estimate is None:
+                    messages.success(request, f"Requested {report}.")
+                    return redirect(report.get_absolute_url())
+        if not form.is_valid():
+            status = 400
+    if estimate:
+        estimate["duration"] = services.human_duration(estimate["seconds"])
+    context = {"version": version, "model": version.model, "form": form, "estimate": estimate}
     return render(request, "explanations/report_new.html", context, status=status)
 
 
@@ -64,8 +81,10 @@ def _importance_view(request) -> dict:
 def report_detail(request, pk: int):
     report = selectors.report_get(user=request.user, pk=pk)
     results = report.results or {}
+    remaining = report.remaining_seconds(timezone.now())
     context = {
         "report": report,
+        "remaining": None if remaining is None else services.human_duration(remaining),
         "version": report.version,
         "model": report.version.model,
         "can_cancel": report.can_be_cancelled_by(request.user),
@@ -111,7 +130,7 @@ def version_compare(request, name: str):
     model = registry_selectors.model_get(user=request.user, name=name)
     versions = list(registry_selectors.version_list(user=request.user, model=model))
     method = request.GET.get("method", "shap")
-    if method not in ("shap", "lime"):
+    if method not in ("shap", "lime", "ig"):
         method = "shap"
 
     def pick(param: str, default):

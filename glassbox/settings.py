@@ -280,6 +280,12 @@ GLASSBOX_EXPLANATION_HEARTBEAT_SECONDS = _env_int("GLASSBOX_EXPLANATION_HEARTBEA
 GLASSBOX_EXPLANATION_STALE_SECONDS = _env_int("GLASSBOX_EXPLANATION_STALE_SECONDS", 60)
 GLASSBOX_EXPLANATION_MAX_ATTEMPTS = _env_int("GLASSBOX_EXPLANATION_MAX_ATTEMPTS", 3)
 GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS = _env_int("GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS", 1800)
+# A report over more texts than this is refused (code report_too_large) with
+# its time estimate and how to sample instead. At the 11-16 rows/s a
+# BERT-base-sized model ran on two CPU cores (issue 11), 5,000 texts are about
+# 6-9 hours of one worker with IG at 16 steps (71 rows a text with fidelity)
+# and 2-3 days with SHAP at 500 evaluations (521 rows a text).
+GLASSBOX_MAX_REPORT_TEXTS = _env_int("GLASSBOX_MAX_REPORT_TEXTS", 5000)
 
 # --- serving, rollouts and monitoring ----------------------------------------
 # Limits of one predict call.

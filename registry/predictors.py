@@ -169,6 +169,11 @@ class TransformersPredictor(Predictor):
                 out[idx] = torch.softmax(logits, dim=-1).numpy()
         return _normalized(out)
 
+    def torch_parts(self):
+        """(model, tokenizer, device) of the torch model, for explainers that
+        need gradients (integrated gradients), whichever backend serves."""
+        return self.model, self.tokenizer, next(self.model.parameters()).device
+
     def tokenize(self, text: str) -> list[str]:
         enc = self._encode([str(text)], return_special_tokens_mask=True)
         ids, special = enc["input_ids"][0], enc["special_tokens_mask"][0]

@@ -51,14 +51,17 @@ def dataset_list(*, user) -> QuerySet[Dataset]:
     return Dataset.objects.select_related("created_by")
 
 
-def dataset_get(*, user, pk: int, referenced: bool = False) -> Dataset:
+def dataset_get(*, user, pk: int, referenced: str | None = None) -> Dataset:
     """A dataset by id. One named in the URL and missing is a 404; one
-    `referenced` from a request body (a report's or rollout's dataset) is the
-    caller's invalid input, a 400."""
+    referenced from a request body (a report's or rollout's dataset; pass the
+    body's field name as `referenced`) is the caller's invalid input, a 400
+    naming that field."""
     _require_read(user)
     dataset = Dataset.objects.select_related("created_by").filter(pk=pk).first()
     if dataset is None:
-        raise (InvalidInput if referenced else NotFound)(f"No dataset {pk}.")
+        if referenced:
+            raise InvalidInput(f"No dataset {pk}.", field=referenced)
+        raise NotFound(f"No dataset {pk}.")
     return dataset
 
 

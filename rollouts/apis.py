@@ -116,7 +116,9 @@ class RolloutListCreateApi(APIView):
         candidate = registry_selectors.version_get(user=request.user, name=name, number=values["candidate"])
         dataset = None
         if values.get("reference_dataset") is not None:
-            dataset = registry_selectors.dataset_get(user=request.user, pk=values["reference_dataset"], referenced=True)
+            dataset = registry_selectors.dataset_get(
+                user=request.user, pk=values["reference_dataset"], referenced="reference_dataset"
+            )
         rollout = services.rollout_start(
             actor=request.user,
             model=model,

@@ -54,6 +54,7 @@ EXPLAINER_CLASSES = {
     "shap": "explanations.explainers.shap_owen.OwenShapExplainer",
     "lime": "explanations.explainers.lime_text.LimeTextExplainer",
     "pfi": "explanations.explainers.pfi.PermutationImportanceExplainer",
+    "ig": "explanations.explainers.integrated_gradients.IntegratedGradientsExplainer",
 }
 
 

@@ -28,27 +28,31 @@ class Param:
     help: str = ""
 
     def check(self, name: str, value: Any) -> Any:
+        field = f"params.{name}"
         if self.kind is dict:
             if value is not None and not isinstance(value, dict):
-                raise InvalidInput(f"parameter {name!r} must be an object")
+                raise InvalidInput(f"parameter {name!r} must be an object", field=field)
             return value
         if self.choices is not None:
             if value not in self.choices:
                 raise InvalidInput(
-                    f"parameter {name!r} must be one of {', '.join(map(str, self.choices))}, not {value!r}"
+                    f"parameter {name!r} must be one of {', '.join(map(str, self.choices))}, not {value!r}",
+                    field=field,
                 )
             return value
         # bool is an int in Python; True as a sample count is a caller mistake.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidInput(f"parameter {name!r} must be a number, not {value!r}")
+            raise InvalidInput(f"parameter {name!r} must be a number, not {value!r}", field=field)
         if self.kind is int:
             if isinstance(value, float) and not value.is_integer():
-                raise InvalidInput(f"parameter {name!r} must be a whole number, not {value!r}")
+                raise InvalidInput(f"parameter {name!r} must be a whole number, not {value!r}", field=field)
             value = int(value)
         elif not math.isfinite(value):
-            raise InvalidInput(f"parameter {name!r} must be finite")
+            raise InvalidInput(f"parameter {name!r} must be finite", field=field)
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise InvalidInput(f"parameter {name!r} must be between {self.low:g} and {self.high:g}, not {value!r}")
+            raise InvalidInput(
+                f"parameter {name!r} must be between {self.low:g} and {self.high:g}, not {value!r}", field=field
+            )
         return value
 
 
@@ -62,7 +66,23 @@ class Explainer:
 
     method: str = ""
     is_global: bool = False
+    # The model flavors the method can explain (integrated gradients needs gradients: transformers only).
+    flavors: tuple[str, ...] = ("transformers", "sklearn")
     PARAMS: dict[str, Param] = {}
+
+    def flavor_refusal(self, flavor: str) -> InvalidInput | None:
+        """Why a version of this flavor cannot be explained by the method, or None."""
+        if flavor in self.flavors:
+            return None
+        return InvalidInput(
+            f"{self.method} cannot explain a {flavor} model: it explains {' and '.join(self.flavors)} models only.",
+            field="method",
+        )
+
+    def estimated_rows(self, n_texts: int, params: dict, n_labels: int) -> int:
+        """Model rows (forward-pass equivalents) a report of ``n_texts`` costs,
+        fidelity included: what the time estimate divides by the measured rows/s."""
+        raise NotImplementedError
 
     def validate_params(self, params: dict | None) -> dict:
         params = dict(params or {})
@@ -70,7 +90,8 @@ class Explainer:
         if unknown:
             raise InvalidInput(
                 f"unknown parameter(s) for {self.method}: {', '.join(unknown)} "
-                f"(allowed: {', '.join(sorted(self.PARAMS))})"
+                f"(allowed: {', '.join(sorted(self.PARAMS))})",
+                field=f"params.{unknown[0]}",
             )
         return {name: spec.check(name, params.get(name, spec.default)) for name, spec in self.PARAMS.items()}
 
@@ -103,12 +124,23 @@ class Explainer:
 
 
 GLOBAL_TOP = 50
+# Rows of the ERASER fidelity check per text (explanations.fidelity): the
+# text, and for the model's and a random ranking at 5 bins, the text
+# without and with only the top tokens.
+ERASER_ROWS_PER_TEXT = 1 + 2 * 5 * 2
 
 
 class LocalExplainer(Explainer):
     """Shared chunking, combining and fidelity for per-text methods (SHAP, LIME)."""
 
     is_global = False
+
+    def rows_per_text(self, params: dict, n_labels: int) -> int:
+        """Model rows the method itself spends on one text (at most)."""
+        raise NotImplementedError
+
+    def estimated_rows(self, n_texts: int, params: dict, n_labels: int) -> int:
+        return n_texts * (self.rows_per_text(params, n_labels) + ERASER_ROWS_PER_TEXT)
 
     def plan_chunks(self, n_texts: int, params: dict) -> list[dict]:
         size = int(params.get("chunk_size") or 25)

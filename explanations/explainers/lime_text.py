@@ -39,6 +39,9 @@ class LimeTextExplainer(LocalExplainer):
         "batch_size": Param(int, 128, 1, 4096),
     }
 
+    def rows_per_text(self, params: dict, n_labels: int) -> int:
+        return int(params["num_samples"]) + 1  # the samples and the all-hidden text
+
     def run_chunk(self, predictor, texts, labels, chunk: dict, params: dict, progress: Progress = None) -> dict:
         from lime.lime_text import LimeTextExplainer as LibraryLime
         from sklearn.metrics.pairwise import cosine_distances

@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from explanations.explainers.base import Explainer, Param
+from explanations.explainers.base import ERASER_ROWS_PER_TEXT, Explainer, Param
 from explanations.hierarchy import word_spans
 from explanations.masking import Progress, prepare_text, tokens_covered
 from glassbox.errors import InvalidInput
@@ -62,6 +62,12 @@ class PermutationImportanceExplainer(Explainer):
         "fidelity_texts": Param(int, 100, 1, 5000),
         "shap_results": Param(dict, None),
     }
+
+    def estimated_rows(self, n_texts: int, params: dict, n_labels: int) -> int:
+        # Each text once, and once more per top-K feature it holds (at most
+        # K); the repeats resample predictions already made and cost no rows.
+        fidelity = min(n_texts, int(params["fidelity_texts"])) * (1 + ERASER_ROWS_PER_TEXT)
+        return n_texts * (1 + int(params["top_k"])) + fidelity
 
     def check_inputs(self, texts, labels, model_labels=None) -> None:
         if labels is None:

@@ -130,6 +130,9 @@ class OwenShapExplainer(LocalExplainer):
         "batch_size": Param(int, 128, 1, 4096, help="rows per model forward pass"),
     }
 
+    def rows_per_text(self, params: dict, n_labels: int) -> int:
+        return int(params["max_evals"])  # fewer when a short text is computed exactly
+
     def run_chunk(self, predictor, texts, labels, chunk: dict, params: dict, progress: Progress = None) -> dict:
         params = self.validate_params(params)
         indices = range(int(chunk["start"]), min(len(texts), int(chunk["stop"])))

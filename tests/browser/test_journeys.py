@@ -179,7 +179,10 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
     form.locator("select[name=method]").select_option("shap")
     form.locator("textarea[name=texts]").fill("\n".join(REPORT_TEXTS))
     form.locator("textarea[name=params]").fill('{"max_evals": 64, "seed": 7}')
-    form.locator("button[type=submit]").click()
+    # How long first: the form comes back filled in, with the estimate.
+    form.locator("button[value=estimate]").click()
+    expect(page.locator("#report-estimate")).to_contain_text("Estimated time: about")
+    page.get_by_role("button", name="Request report").click()
     page.wait_for_url(re.compile(r"/explanations/\d+/$"))
     report_id = int(re.search(r"/explanations/(\d+)/$", page.url).group(1))
     # The page polls the report and reloads itself when it finishes.

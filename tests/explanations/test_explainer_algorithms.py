@@ -10,8 +10,8 @@ from explanations.explainers import EXPLAINER_CLASSES, get_explainer
 from glassbox.errors import InvalidInput
 
 
-def test_registry_names_the_three_methods():
-    assert set(EXPLAINER_CLASSES) == {"shap", "lime", "pfi"}
+def test_registry_names_the_four_methods():
+    assert set(EXPLAINER_CLASSES) == {"shap", "lime", "pfi", "ig"}
     for method in EXPLAINER_CLASSES:
         explainer = get_explainer(method)
         assert explainer.method == method
@@ -24,9 +24,10 @@ def test_validating_parameters_imports_no_heavy_library():
     code = (
         "import sys\n"
         "from explanations.explainers import get_explainer\n"
-        "for m in ('shap', 'lime', 'pfi'):\n"
-        "    e = get_explainer(m); e.plan_chunks(10, e.validate_params({}))\n"
-        "heavy = [name for name in ('shap', 'lime', 'torch', 'transformers', 'sklearn', 'jieba') if name in sys.modules]\n"
+        "for m in ('shap', 'lime', 'pfi', 'ig'):\n"
+        "    e = get_explainer(m); p = e.validate_params({}); e.plan_chunks(10, p); e.estimated_rows(10, p, 2)\n"
+        "heavy = [name for name in ('shap', 'lime', 'torch', 'transformers', 'sklearn', 'jieba', 'captum')\n"
+        "         if name in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=settings.BASE_DIR)

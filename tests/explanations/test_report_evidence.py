@@ -61,3 +61,14 @@ def test_review_page_and_dossier_list_the_reports(api, engineer, reviewer, high_
         ("pfi", "failed"),
         ("shap", "succeeded"),
     ]
+
+
+def test_a_policy_may_ask_for_integrated_gradients(api, engineer, reviewer, high_risk_version, settings):
+    settings.GLASSBOX_APPROVAL_POLICY = {
+        **settings.GLASSBOX_APPROVAL_POLICY,
+        "high": {**settings.GLASSBOX_APPROVAL_POLICY["high"], "evidence": ["ig"]},
+    }
+    review = submit(api, engineer, high_risk_version)
+    assert review.missing_evidence() == ["ig"]
+    make_report(version=high_risk_version, requested_by=reviewer, method="ig")
+    assert review.missing_evidence() == []

@@ -6,7 +6,7 @@ import pytest
 
 from explanations.models import ExplanationReport
 from tests.conftest import ModelVersionFactory, page_client_for
-from tests.explanations.reporting import SCRIPT_TEXT, make_report
+from tests.explanations.reporting import SCRIPT_TEXT, local_results, make_report
 
 pytestmark = pytest.mark.usefixtures("no_broker")
 
@@ -128,3 +128,20 @@ def test_comparison_says_what_is_missing(engineer, version):
     ModelVersionFactory(model=version.model, labels=version.labels)
     page = page_client_for(engineer).get(f"/models/{version.model.name}/explanations/compare/").content.decode()
     assert "Each version needs a succeeded shap report" in page
+
+
+def test_ig_reports_show_completeness_and_compare_across_versions(engineer, version):
+    new_version = ModelVersionFactory(model=version.model, labels=version.labels)
+    results = local_results(["这个很好"])
+    results["texts"][0]["completeness_error"] = 3.2e-7
+    fidelity = {"comprehensiveness": {"aopc": 0.2}, "completeness_max_error": 3.2e-7}
+    make_report(version=version, requested_by=engineer, method="ig", results=results, fidelity=fidelity)
+    report = make_report(version=new_version, requested_by=engineer, method="ig", results=results, fidelity=fidelity)
+
+    page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()
+    assert "integrated gradients report" in page and "IG completeness" in page and "3.20e-07" in page
+    assert "completeness error 3.2e-07" in page and page.count('class="token"') == 4
+    page = (
+        page_client_for(engineer).get(f"/models/{version.model.name}/explanations/compare/?a=1&b=2&method=ig").content
+    )
+    assert b'<option value="ig" selected>' in page and b"Each version needs" not in page

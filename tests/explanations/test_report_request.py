@@ -68,7 +68,7 @@ def request_fixture(request):
 
 
 def test_unknown_method_is_refused(engineer, version):
-    with pytest.raises(InvalidInput, match="Unknown method 'integrated-gradients'; use one of shap, lime, pfi"):
+    with pytest.raises(InvalidInput, match="Unknown method 'integrated-gradients'; use one of shap, lime, pfi, ig"):
         request(engineer, version, method="integrated-gradients")
     assert not ExplanationReport.objects.exists()
 

@@ -58,6 +58,60 @@ def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_m
     assert page.count("<svg") == 2 and "Comprehensiveness" in page and "1 text longer than" in page
 
 
+def test_an_ig_report_over_a_sample_runs_to_succeeded_in_a_real_worker(worker_process, demo_models):
+    from governance import roles
+    from tests.conftest import UserFactory
+
+    engineer = UserFactory(username="erin", role=roles.ENGINEER)
+    version = uploaded_bert(uploader=engineer, demo_models=demo_models)
+    rows = (
+        [(text, "positive") for text in TEXTS[::2]]
+        + [(text * 2, "negative") for text in TEXTS]
+        + [(LONG_TEXT, "positive")]
+    )
+    dataset = uploaded_dataset(uploader=engineer, rows=rows, name="six-rows")
+    url = f"/api/v1/models/{version.model.name}/versions/{version.number}/explanations/"
+    response = api_client_for(engineer).post(
+        url,
+        {
+            "method": "ig",
+            "dataset": dataset.pk,
+            "sample": {"n": 4, "seed": 1},
+            "params": {"n_steps": 16, "chunk_size": 2},
+        },
+        format="json",
+    )
+    assert response.status_code == 202, response.json()
+    assert response.json()["estimate"]["seconds"] >= 0 and response.json()["params"]["sample"] == {"n": 4, "seed": 1}
+    assert response.json()["params"]["gradients_backend"] == "torch"
+    report_id = response.json()["id"]
+
+    state = wait_for(lambda: finished(report_id), timeout=180, what=f"report {report_id}\n{worker_process()[-3000:]}")
+
+    assert state["status"] == "succeeded", state["error"]
+    assert state["progress"] == 100 and state["chunks"] == {"total": 2, "done": 2}
+    texts = state["results"]["texts"]
+    assert len(texts) == 4 and sorted(entry["true_label"] for entry in texts) == [
+        "negative",
+        "negative",
+        "positive",
+        "positive",
+    ]
+    for entry in texts:
+        assert len(entry["values"]["positive"]) == len(entry["tokens"]) > 0
+        assert entry["completeness_error"] <= 0.05 * entry["completeness_delta"] + 1e-6
+    fidelity = state["fidelity"]
+    assert fidelity["completeness_max_error"] == max(entry["completeness_error"] for entry in texts)
+    assert "aopc" in fidelity["comprehensiveness"] and fidelity["texts"] == 4
+
+    client = page_client_for(engineer)
+    page = client.get(f"/explanations/{report_id}/").content.decode()
+    assert "IG completeness" in page and page.count('class="token"') == sum(len(entry["tokens"]) for entry in texts)
+    # The next estimate uses the speed this report measured.
+    estimate = api_client_for(engineer).post(url + "estimate/", {"method": "ig", "texts": TEXTS}, format="json").json()
+    assert estimate["estimate"]["basis"].startswith("measured on this version")
+
+
 @pytest.mark.faults  # listed in the fault summary (tests/faults/conftest.py)
 def test_a_report_survives_its_worker_being_killed(worker_pool, demo_models):
     from governance import roles

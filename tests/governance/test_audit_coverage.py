@@ -396,6 +396,9 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     # explanations
     "api/v1/models/<str:name>/versions/<int:number>/explanations/": [Write("POST", explain_api, "explanation.request")],
     "models/<str:name>/versions/<int:number>/explanations/new/": [Write("*", explain_page, "explanation.request")],
+    "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": [
+        Exempt("POST", "an estimate writes nothing; a refused one is audited like a refused request")
+    ],
     "api/v1/explanations/<int:pk>/cancel/": [Write("POST", cancel_api, "explanation.cancel")],
     "explanations/<int:pk>/cancel/": [Write("*", cancel_page, "explanation.cancel")],
     # rollout pages (rollouts/views.py)

@@ -143,6 +143,10 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
         "GET": (401, 403, 200, 200, 200),
         "POST": (401, 403, 202, 202, 403),
     },
+    "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": {
+        "GET": (401, 405, 405, 405, 405),
+        "POST": (401, 403, 200, 200, 403),
+    },
     "api/v1/explanations/<int:pk>/": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/explanations/<int:pk>/cancel/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
     "api/v1/explanations/<int:pk>/export.json": {"GET": (401, 403, 200, 200, 200)},
@@ -258,6 +262,10 @@ class World:
             "api/v1/models/": {"name": "fresh", "risk_tier": "low"},
             "api/v1/models/<str:name>/versions/<int:number>/decisions/": {"decision": "approve", "comment": "ok"},
             "api/v1/models/<str:name>/versions/<int:number>/explanations/": {"method": "lime", "texts": ["很好"]},
+            "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": {
+                "method": "lime",
+                "texts": ["很好"],
+            },
             "api/v1/models/<str:name>/rollouts/": {"candidate": self.in_review.number},
             "models/<str:name>/versions/<int:number>/review/": {"decision": "approve", "comment": "ok"},
             "models/<str:name>/versions/<int:number>/explanations/new/": {"method": "lime", "texts": "很好"},
