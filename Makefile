@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-scale clean
 
 venv: $(VENV_STAMP)
 
@@ -64,6 +64,11 @@ bench-router: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status
+
+# Torch vs ONNX Runtime and the explanation methods on the demo BERT and a
+# BERT-base-sized model built at bench time (BENCH_ARGS=--quick for a short run).
+bench-scale: dev-venv
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/test var/upload-tmp

@@ -283,6 +283,7 @@ class TransformersPredictor(Predictor):
 
 class SklearnPredictor(Predictor):
     flavor = "sklearn"
+    backend = "sklearn"
     max_length = None
 
     def __init__(self, skops_file: Path) -> None:
@@ -500,9 +501,9 @@ def get_predictor(
 ) -> Predictor:
     """A loaded predictor for an artifact digest run by a backend on a device,
     from a small per-process LRU keyed by all three (scikit-learn models are
-    always ("torch", "cpu"): the key only says they are not ONNX graphs)."""
+    always ("sklearn", "cpu"))."""
     if flavor != "transformers":
-        backend, device = "torch", "cpu"
+        backend, device = "sklearn", "cpu"
     key = (sha256, backend, device)
     with _cache_lock:
         if key in _cache:
