@@ -150,3 +150,30 @@ def test_a_broken_export_never_fails_a_prediction(engineer, demo_models):
         import shutil
 
         shutil.rmtree(onnx_export_dir(version.artifact_sha256))
+
+
+@pytest.fixture
+def onnx_worker_env(monkeypatch, tmp_path):
+    # Set before worker_process starts the worker, which inherits the environment.
+    monkeypatch.setenv("GLASSBOX_INFERENCE_BACKEND", "auto")
+    monkeypatch.setenv("GLASSBOX_DEVICE", "cpu")
+    monkeypatch.setenv("ONNX_CACHE_DIR", str(tmp_path / "worker-onnx-cache"))
+    return tmp_path / "worker-onnx-cache"
+
+
+def test_a_worker_exports_and_checks_a_new_version_after_upload(onnx_worker_env, worker_process, demo_models):
+    from governance import roles
+    from tests.conftest import UserFactory, wait_for
+
+    engineer = UserFactory(username="erin", role=roles.ENGINEER)
+    version = uploaded_bert(uploader=engineer, demo_models=demo_models, name="warm-onnx")
+
+    def decided():
+        version.refresh_from_db()
+        return version.inference_backend
+
+    assert wait_for(decided, timeout=300, what="the worker's backend check") == "onnx", worker_process()[-3000:]
+    assert "202 texts, same top label on every text" in version.inference_backend_reason
+    assert (onnx_worker_env / version.artifact_sha256 / MODEL_FILE).is_file()
+    log = wait_for(lambda: "warmed warm-onnx v1 (2 labels) with onnx on cpu" in worker_process() and worker_process())
+    assert "registry.tasks.warm_version" in log
