@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -173,9 +172,3 @@ def choose_backend(
     if agreement.ok:
         return BackendChoice("onnx", f"ONNX Runtime serves on {device}: {agreement.summary}.", agreement)
     return BackendChoice("torch", f"torch serves: ONNX Runtime refused, {agreement.summary}.", agreement)
-
-
-def discard_export(export_dir: Path) -> None:
-    shutil.rmtree(export_dir, ignore_errors=True)
-    if os.path.exists(export_dir):
-        logger.warning("could not remove %s", export_dir)
