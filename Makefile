@@ -9,8 +9,11 @@ DEV_STAMP := $(VENV)/.requirements-dev-installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
+# Tests run transformers versions with torch: exporting every test model to ONNX
+# would cost CI minutes. The backend's own tests switch it on for themselves.
+TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale clean
 
 venv: $(VENV_STAMP)
 
@@ -35,7 +38,8 @@ run: venv
 test: dev-venv
 	bash scripts/ensure_services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) $(PY) -m pytest $(PYTEST_ARGS)
+	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) GLASSBOX_INFERENCE_BACKEND=$(TEST_INFERENCE_BACKEND) \
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .
@@ -64,6 +68,11 @@ bench-router: dev-venv
 # Top tokens of the demo classes, ranked the old way (mean |value|) and by share of the attribution mass.
 bench-global-importance: dev-venv
 	$(PY) bench/global_importance.py $(BENCH_ARGS)
+
+# Torch vs ONNX Runtime and the explanation methods on the demo BERT and a
+# BERT-base-sized model built at bench time (BENCH_ARGS=--quick for a short run).
+bench-scale: dev-venv
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/test var/upload-tmp

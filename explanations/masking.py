@@ -88,22 +88,29 @@ def tokens_covered(prepared: PreparedText, units: list[tuple[int, int]]) -> list
 def predict_rows(
     predictor, strings: list[str], token_counts: list[int], batch_size: int, progress: Progress, span=(0.05, 0.95)
 ):
-    """predict_proba over many masked texts, in batches of rows with the same token count.
+    """predict_proba over many masked texts, in batches of rows of similar token count.
 
-    predict_proba groups rows by character length, but a "[MASK]" is six
-    characters for one token: grouping by token count here keeps padding
-    (wasted forward work) near zero. Progress moves across ``span``.
+    A "[MASK]" is six characters for one token, so the rows are planned by
+    their token count, not their characters: sorted, then cut into batches of
+    at most ``batch_size`` rows whose padded size stays within the predictor's
+    token budget (more rows of short texts, fewer of long ones), which keeps
+    padding (wasted forward work) near zero. Rows come back in their original
+    order. Progress moves across ``span``.
     """
     import numpy as np
 
-    order = sorted(range(len(strings)), key=lambda i: (token_counts[i], len(strings[i])))
+    from registry.batching import plan_batches
+
     out = np.zeros((len(strings), len(predictor.labels)))
-    step = max(1, batch_size)
+    # Two special tokens ([CLS], [SEP]) ride along with every row.
+    lengths = [count + 2 for count in token_counts]
+    batches = plan_batches(lengths, max_rows=batch_size, token_budget=getattr(predictor, "batch_tokens", None))
+    done_rows = 0
     next_report = 0.0
-    for start in range(0, len(order), step):
-        idx = order[start : start + step]
-        out[idx] = predictor.predict_proba([strings[i] for i in idx], batch_size=step)
-        done = min(1.0, (start + step) / max(1, len(order)))
+    for idx in batches:
+        out[idx] = predictor.predict_proba([strings[i] for i in idx], batch_size=len(idx))
+        done_rows += len(idx)
+        done = done_rows / max(1, len(strings))
         if progress and done >= next_report:
             progress(span[0] + (span[1] - span[0]) * done)
             next_report = done + 0.05

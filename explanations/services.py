@@ -659,11 +659,27 @@ def _requeue_chunk(*, chunk_id: int, stale_before, lost_before) -> str:
 # --- enqueueing ------------------------------------------------------------------------
 
 
+GPU_QUEUE = "explanations-gpu"
+
+
+def explanation_queue(method: str) -> str:
+    """The queue of a method's report tasks: `explanations-gpu` for the methods
+    in GLASSBOX_GPU_METHODS (workers on GPU machines consume it), else `explanations`."""
+    from django.conf import settings
+
+    return GPU_QUEUE if method in settings.GLASSBOX_GPU_METHODS else "explanations"
+
+
+def _report_queue(report_id: int) -> str:
+    method = ExplanationReport.objects.filter(pk=report_id).values_list("method", flat=True).first()
+    return explanation_queue(method or "")
+
+
 def _enqueue(task_name: str, report_id: int) -> None:
     from explanations import tasks
 
     try:
-        getattr(tasks, task_name).delay(report_id)
+        getattr(tasks, task_name).apply_async(args=[report_id], queue=_report_queue(report_id))
     except Exception:  # a broker outage must not undo a commit; the reaper sends it later
         logger.exception("could not enqueue %s(%s)", task_name, report_id)
 
@@ -674,7 +690,9 @@ def _enqueue_chunks(chunk_ids: list[int]) -> None:
     from explanations.tasks import run_chunk
 
     try:
-        group(run_chunk.s(chunk_id) for chunk_id in chunk_ids).apply_async()
+        report_id = ExplanationChunk.objects.filter(pk=chunk_ids[0]).values_list("report_id", flat=True).first()
+        queue = _report_queue(report_id) if report_id is not None else "explanations"
+        group(run_chunk.s(chunk_id).set(queue=queue) for chunk_id in chunk_ids).apply_async()
     except Exception:
         logger.exception("could not enqueue chunks %s", chunk_ids)
 

@@ -287,6 +287,30 @@ GLASSBOX_EXPLANATION_LOST_MESSAGE_SECONDS = _env_int("GLASSBOX_EXPLANATION_LOST_
 # and 2-3 days with SHAP at 500 evaluations (521 rows a text).
 GLASSBOX_MAX_REPORT_TEXTS = _env_int("GLASSBOX_MAX_REPORT_TEXTS", 5000)
 
+# --- inference: backend and device -------------------------------------------
+# How transformers versions are run. torch: always torch. auto: each version is
+# exported to ONNX at warm time and ONNX Runtime serves it where it agrees with
+# torch (see registry/onnx_export.py); on a CUDA device auto keeps torch. onnx:
+# like auto, and on CUDA too (ONNX Runtime's CUDA provider: requirements-gpu.txt).
+# The test suite runs with torch (Makefile) except the backend's own tests.
+GLASSBOX_INFERENCE_BACKEND = os.environ.get("GLASSBOX_INFERENCE_BACKEND", "auto").strip().lower()
+if GLASSBOX_INFERENCE_BACKEND not in ("auto", "torch", "onnx"):
+    raise ImproperlyConfigured("GLASSBOX_INFERENCE_BACKEND must be auto, torch or onnx")
+# auto: CUDA when torch sees a GPU, else the CPU; cuda on a machine without one
+# makes loading a model fail with that reason (a misconfigured GPU worker).
+GLASSBOX_DEVICE = os.environ.get("GLASSBOX_DEVICE", "auto").strip().lower()
+if GLASSBOX_DEVICE not in ("auto", "cpu", "cuda"):
+    raise ImproperlyConfigured("GLASSBOX_DEVICE must be auto, cpu or cuda")
+# ONNX serves only when every probability of the check texts is within this of torch's.
+GLASSBOX_ONNX_TOLERANCE = float(os.environ.get("GLASSBOX_ONNX_TOLERANCE", "1e-4"))
+# Exported graphs, by artifact digest.
+ONNX_CACHE_DIR = Path(os.environ.get("ONNX_CACHE_DIR", DATA_DIR / "onnx-cache")).resolve()
+# Explanation methods whose reports go to the `explanations-gpu` queue (e.g.
+# "shap,ig"), served by workers started on GPU machines with
+# `celery -A glassbox worker -Q explanations-gpu`. Empty: every report stays on
+# `explanations`. Set it only where such workers run.
+GLASSBOX_GPU_METHODS = _env_list("GLASSBOX_GPU_METHODS", [])
+
 # --- serving, rollouts and monitoring ----------------------------------------
 # Limits of one predict call.
 GLASSBOX_PREDICT_MAX_INPUTS = _env_int("GLASSBOX_PREDICT_MAX_INPUTS", 64)

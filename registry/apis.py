@@ -47,6 +47,8 @@ class VersionOutputSerializer(serializers.ModelSerializer):
             "created_at",
             "url",
             "recertify_by",
+            "inference_backend",
+            "inference_backend_reason",
             "review",
         ]
 

@@ -60,6 +60,11 @@ class ModelVersion(models.Model):
         TRANSFORMERS = "transformers", "transformers"
         SKLEARN = "sklearn", "scikit-learn (skops)"
 
+    class InferenceBackend(models.TextChoices):
+        UNCHECKED = "", "not checked"
+        TORCH = "torch", "torch"
+        ONNX = "onnx", "ONNX Runtime"
+
     # The lifecycle, in one place: status -> statuses it may move to.
     ALLOWED_TRANSITIONS: dict[str, set[str]] = {
         Status.REGISTERED: {Status.IN_REVIEW},
@@ -95,6 +100,10 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Set on approval from the risk tier's policy: periodic review is due by then.
     recertify_by = models.DateField(null=True, blank=True, db_index=True)
+    # What runs a transformers version, decided by the warm task's export and
+    # agreement check (registry/onnx_export.py), and why.
+    inference_backend = models.CharField(max_length=8, choices=InferenceBackend.choices, blank=True, default="")
+    inference_backend_reason = models.TextField(blank=True, max_length=1000)
 
     class Meta:
         ordering = ["model", "-number"]

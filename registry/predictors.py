@@ -7,15 +7,24 @@ are imported only inside the functions that need them.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from registry.batching import batch_token_budget, plan_batches, run_halving
+
 if TYPE_CHECKING:
     import numpy
 
+logger = logging.getLogger(__name__)
+
 FLAVORS = ("transformers", "sklearn")
+# How a transformers model is run; scikit-learn models are always their own.
+BACKENDS = ("torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
 
 # Files that would be unpickled by torch/joblib. A directory holding any of
 # them is refused even when safetensors are present, so that nothing down the
@@ -76,6 +85,10 @@ class Predictor:
 
     # What replaces a hidden token when an explainer masks it ("" deletes it).
     mask_text: str = ""
+    # Padded tokens per forward pass (batch rows x longest row); None: rows only.
+    batch_tokens: int | None = None
+    backend: str = "torch"
+    device: str = "cpu"
     # How many tokens of a text the model reads (special tokens excluded); None: all.
     max_tokens: int | None = None
 
@@ -105,13 +118,30 @@ def _normalized(probs: numpy.ndarray) -> numpy.ndarray:
 
 
 class TransformersPredictor(Predictor):
+    """A sequence classifier served by torch or, after export, by ONNX Runtime
+    (``backend``), on the CPU or a CUDA device (``device``). The torch model is
+    always loaded: it is what an ONNX graph is checked against, and what
+    gradient-based explainers need."""
+
     flavor = "transformers"
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        backend: str = "torch",
+        device: str = "cpu",
+        onnx_file: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown inference backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         self._torch = torch
+        self.backend = backend
+        self.device = device
         # local_files_only: never reach a hub; trust_remote_code stays False.
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -129,7 +159,7 @@ class TransformersPredictor(Predictor):
         ]
         if missing:
             raise ValueError(f"{len(missing)} weight tensors missing or mis-shaped (e.g. {sorted(missing)[0]})")
-        self.model = model.eval()
+        self.model = model.eval().to(device)
 
         id2label = {int(k): str(v) for k, v in config.id2label.items()}
         if sorted(id2label) != list(range(len(id2label))):
@@ -148,6 +178,13 @@ class TransformersPredictor(Predictor):
         # Fast tokenizers mutate their truncation/padding state per call and
         # raise "Already borrowed" when shared between threads.
         self._tokenizer_lock = threading.Lock()
+        self.batch_tokens = batch_token_budget()
+        self._session = None
+        if backend == "onnx":
+            if onnx_file is None:
+                raise ValueError("the onnx backend needs the exported graph (onnx_file)")
+            self._session = onnx_session(Path(onnx_file), device=device, threads=threads)
+            self._session_inputs = [i.name for i in self._session.get_inputs()]
 
     def _encode(self, texts: list[str], **kwargs):
         with self._tokenizer_lock:
@@ -156,23 +193,71 @@ class TransformersPredictor(Predictor):
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> numpy.ndarray:
         import numpy as np
 
-        torch = self._torch
         texts = [str(t) for t in texts]
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        # Batch texts of similar length together: far less padding to compute.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with torch.inference_mode():
-            for start in range(0, len(order), max(1, batch_size)):
-                idx = order[start : start + batch_size]
-                enc = self._encode([texts[i] for i in idx], padding=True, return_tensors="pt")
-                logits = self.model(**enc).logits.double()
-                out[idx] = torch.softmax(logits, dim=-1).numpy()
+        if not texts:
+            return out
+        # Tokenize once, then batch rows of similar token length together, as
+        # many as the token budget allows: far less padding to compute.
+        encoded = self._encode(texts)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        for batch in plan_batches(lengths, max_rows=batch_size, token_budget=self.batch_tokens):
+            for rows, probs in run_halving(
+                batch, lambda rows: self._forward(encoded, rows), on_out_of_memory=self._shrink_after_oom
+            ):
+                out[rows] = probs
         return _normalized(out)
 
     def torch_parts(self):
         """(model, tokenizer, device) of the torch model, for explainers that
         need gradients (integrated gradients), whichever backend serves."""
         return self.model, self.tokenizer, next(self.model.parameters()).device
+
+    def _padded(self, encoded, rows: list[int]) -> dict[str, numpy.ndarray]:
+        """The rows' model inputs as int64 arrays padded to the longest row."""
+        import numpy as np
+
+        longest = max(len(encoded["input_ids"][i]) for i in rows)
+        left = self.tokenizer.padding_side == "left"
+        pad_id = self.tokenizer.pad_token_id or 0
+        arrays = {"input_ids": np.full((len(rows), longest), pad_id, dtype=np.int64)}
+        arrays["attention_mask"] = np.zeros((len(rows), longest), dtype=np.int64)
+        if "token_type_ids" in encoded:
+            arrays["token_type_ids"] = np.zeros((len(rows), longest), dtype=np.int64)
+        for r, i in enumerate(rows):
+            n = len(encoded["input_ids"][i])
+            where = slice(longest - n, longest) if left else slice(0, n)
+            arrays["input_ids"][r, where] = encoded["input_ids"][i]
+            arrays["attention_mask"][r, where] = 1
+            if "token_type_ids" in encoded:
+                arrays["token_type_ids"][r, where] = encoded["token_type_ids"][i]
+        return arrays
+
+    def _forward(self, encoded, rows: list[int]) -> numpy.ndarray:
+        """Probabilities (float64) of the given rows, by this predictor's backend."""
+        import numpy as np
+
+        arrays = self._padded(encoded, rows)
+        if self._session is not None:
+            logits = self._session.run(["logits"], {name: arrays[name] for name in self._session_inputs})[0]
+            logits = logits.astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            exp = np.exp(logits)
+            return exp / exp.sum(axis=1, keepdims=True)
+        torch = self._torch
+        names = [name for name in self.tokenizer.model_input_names if name in arrays]
+        with torch.inference_mode():
+            inputs = {name: torch.from_numpy(arrays[name]).to(self.device) for name in names}
+            logits = self.model(**inputs).logits.double()
+            return torch.softmax(logits, dim=-1).cpu().numpy()
+
+    def _shrink_after_oom(self, rows: int) -> None:
+        # Later batches start from the size that failed, halved; free what the
+        # failed attempt left in the CUDA allocator's cache.
+        self.batch_tokens = max(1, self.batch_tokens // 2)
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+        logger.warning("out of memory on a batch of %s rows: the token budget is now %s", rows, self.batch_tokens)
 
     def tokenize(self, text: str) -> list[str]:
         enc = self._encode([str(text)], return_special_tokens_mask=True)
@@ -201,6 +286,7 @@ class TransformersPredictor(Predictor):
 
 class SklearnPredictor(Predictor):
     flavor = "sklearn"
+    backend = "sklearn"
     max_length = None
 
     def __init__(self, skops_file: Path) -> None:
@@ -331,9 +417,61 @@ def load_predictor(path: Path, flavor: str) -> Predictor:
     raise ArtifactLoadError(f"unknown flavor {flavor!r} (expected one of {', '.join(FLAVORS)})")
 
 
-_cache: OrderedDict[str, Predictor] = OrderedDict()
+class DeviceUnavailable(Exception):
+    """GLASSBOX_DEVICE asks for a device this machine does not have."""
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """ "cpu" or "cuda" for GLASSBOX_DEVICE's value. "auto" takes CUDA when torch
+    sees a device; "cuda" on a machine without one is a configuration error and
+    says so (a worker silently running a GPU queue on its CPU would hide it)."""
+    requested = (requested or "auto").strip().lower()
+    if requested not in DEVICES:
+        raise DeviceUnavailable(f"GLASSBOX_DEVICE must be one of {', '.join(DEVICES)}, not {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise DeviceUnavailable(
+            "GLASSBOX_DEVICE=cuda, but torch finds no CUDA device on this machine "
+            "(torch.cuda.is_available() is False); set GLASSBOX_DEVICE=auto or cpu"
+        )
+    return "cpu"
+
+
+def worker_threads() -> int:
+    """The cores this process may run on (its CPU affinity), for ONNX Runtime's intra-op pool."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def onnx_session(path: Path, *, device: str, threads: int | None = None):
+    """An ONNX Runtime session over an exported graph: every graph optimisation
+    on, the intra-op pool sized to this worker's cores, CUDA where asked."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or worker_threads()
+    options.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise DeviceUnavailable("ONNX Runtime has no CUDA provider here (install requirements-gpu.txt)")
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+CacheKey = tuple[str, str, str]  # (artifact digest, backend, device)
+
+_cache: OrderedDict[CacheKey, Predictor] = OrderedDict()
 _cache_lock = threading.Lock()
-_loading_locks: dict[str, threading.Lock] = {}
+_loading_locks: dict[CacheKey, threading.Lock] = {}
 
 
 def _cache_size() -> int:
@@ -342,35 +480,65 @@ def _cache_size() -> int:
     return max(1, settings.GLASSBOX_PREDICTOR_CACHE_SIZE)
 
 
-def get_predictor(sha256: str, path: Path, flavor: str) -> Predictor:
-    """A loaded predictor for an artifact digest, from a small per-process LRU."""
+def _load(path: Path, flavor: str, *, backend: str, device: str, onnx_file: Path | None) -> Predictor:
+    if flavor != "transformers" or (backend, device) == ("torch", "cpu"):
+        return load_predictor(path, flavor)
+    _check_transformers_dir(Path(path))
+    try:
+        return TransformersPredictor(Path(path), backend=backend, device=device, onnx_file=onnx_file)
+    except (ArtifactLoadError, DeviceUnavailable):
+        raise
+    except Exception as exc:
+        raise ArtifactLoadError(f"weights failed to load: {_short(exc)}") from exc
+
+
+def get_predictor(
+    sha256: str,
+    path: Path,
+    flavor: str,
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    onnx_file: Path | None = None,
+) -> Predictor:
+    """A loaded predictor for an artifact digest run by a backend on a device,
+    from a small per-process LRU keyed by all three (scikit-learn models are
+    always ("sklearn", "cpu"))."""
+    if flavor != "transformers":
+        backend, device = "sklearn", "cpu"
+    key = (sha256, backend, device)
     with _cache_lock:
-        if sha256 in _cache:
-            _cache.move_to_end(sha256)
-            return _cache[sha256]
-        key_lock = _loading_locks.setdefault(sha256, threading.Lock())
-    # A per-digest lock: concurrent requests for one model load it once,
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        key_lock = _loading_locks.setdefault(key, threading.Lock())
+    # A per-key lock: concurrent requests for one model load it once,
     # while other models can still load in parallel.
     with key_lock:
         with _cache_lock:
-            if sha256 in _cache:
-                _cache.move_to_end(sha256)
-                return _cache[sha256]
+            if key in _cache:
+                _cache.move_to_end(key)
+                return _cache[key]
         try:
-            predictor = load_predictor(path, flavor)
+            predictor = _load(path, flavor, backend=backend, device=device, onnx_file=onnx_file)
         except BaseException:
             with _cache_lock:
-                _loading_locks.pop(sha256, None)
+                _loading_locks.pop(key, None)
             raise
         with _cache_lock:
             # Publish and drop the loading lock together, so no newcomer can
             # miss both and load the same model again.
-            _cache[sha256] = predictor
-            _cache.move_to_end(sha256)
-            _loading_locks.pop(sha256, None)
+            _cache[key] = predictor
+            _cache.move_to_end(key)
+            _loading_locks.pop(key, None)
             while len(_cache) > _cache_size():
                 _cache.popitem(last=False)
         return predictor
+
+
+def cached_predictor_keys() -> list[CacheKey]:
+    with _cache_lock:
+        return list(_cache)
 
 
 def clear_predictor_cache() -> None:

@@ -1,5 +1,6 @@
 """Reads for the registry: what a user may see, and a version's model."""
 
+import logging
 from pathlib import Path
 
 from django.db.models import Count, QuerySet
@@ -8,6 +9,8 @@ from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from registry.artifacts import artifact_storage, local_model_path
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel
+
+logger = logging.getLogger(__name__)
 
 
 def _require_read(user) -> None:
@@ -75,9 +78,49 @@ def dataset_rows(dataset: Dataset) -> list[tuple[str, str]]:
         return parse_dataset(Path(local.name), filename=f"x.{dataset.format}", max_rows=dataset.row_count).rows
 
 
+def onnx_export_dir(sha256: str) -> Path:
+    """Where the ONNX export of an artifact lives (by digest, under the data directory)."""
+    from django.conf import settings
+
+    return settings.ONNX_CACHE_DIR / sha256
+
+
+def version_serving_backend(version: ModelVersion, device: str) -> str:
+    """ "onnx" where this process may serve the version's checked ONNX export, else "torch"."""
+    from django.conf import settings
+
+    from registry.onnx_export import MODEL_FILE
+
+    mode = settings.GLASSBOX_INFERENCE_BACKEND
+    if mode == "torch" or version.inference_backend != ModelVersion.InferenceBackend.ONNX:
+        return "torch"
+    if device == "cuda" and mode == "auto":
+        return "torch"
+    if not (onnx_export_dir(version.artifact_sha256) / MODEL_FILE).is_file():
+        # Checked on another machine: the warm task re-exports here next time.
+        logger.warning("%s: no ONNX export on this machine, torch serves", version)
+        return "torch"
+    return "onnx"
+
+
 def version_predictor(version: ModelVersion):
-    """The loaded model of a version, from this process's bounded cache."""
-    from registry.predictors import get_predictor
+    """The loaded model of a version, from this process's bounded cache, run
+    by the backend its agreement check chose, on GLASSBOX_DEVICE."""
+    from django.conf import settings
+
+    from registry.onnx_export import MODEL_FILE
+    from registry.predictors import get_predictor, resolve_device
 
     path = local_model_path(sha256=version.artifact_sha256, artifact_key=version.artifact_key, flavor=version.flavor)
-    return get_predictor(version.artifact_sha256, path, version.flavor)
+    if version.flavor != ModelVersion.Flavor.TRANSFORMERS:
+        return get_predictor(version.artifact_sha256, path, version.flavor)
+    device = resolve_device(settings.GLASSBOX_DEVICE)
+    if version_serving_backend(version, device) == "onnx":
+        onnx_file = onnx_export_dir(version.artifact_sha256) / MODEL_FILE
+        try:
+            return get_predictor(
+                version.artifact_sha256, path, version.flavor, backend="onnx", device=device, onnx_file=onnx_file
+            )
+        except Exception:  # a broken export never fails a prediction: torch answers
+            logger.exception("%s: the ONNX export did not load, torch serves", version)
+    return get_predictor(version.artifact_sha256, path, version.flavor, backend="torch", device=device)

@@ -200,6 +200,66 @@ def enqueue_warm(version_id: int) -> None:
         logging.getLogger(__name__).exception("could not enqueue warm_version(%s)", version_id)
 
 
+def version_choose_inference_backend(*, actor, version: ModelVersion) -> ModelVersion:
+    """Export a transformers version to ONNX, check it against torch and record
+    which backend serves it, with the reason. Runs in a worker (the warm task),
+    never on a request. Never fails for the model's sake: a failed export or a
+    failed check records torch and why. Idempotent: a decided version is left
+    alone, unless its ONNX export is missing on this machine."""
+    from django.conf import settings
+
+    from registry.onnx_export import MODEL_FILE, BackendChoice, choose_backend
+    from registry.predictors import get_predictor, resolve_device
+    from registry.selectors import onnx_export_dir
+
+    mode = settings.GLASSBOX_INFERENCE_BACKEND
+    if version.flavor != ModelVersion.Flavor.TRANSFORMERS or mode == "torch":
+        return version
+    export_dir = onnx_export_dir(version.artifact_sha256)
+    Backend = ModelVersion.InferenceBackend
+    if version.inference_backend == Backend.TORCH or (
+        version.inference_backend == Backend.ONNX and (export_dir / MODEL_FILE).is_file()
+    ):
+        return version
+    device = resolve_device(settings.GLASSBOX_DEVICE)
+    if device == "cuda" and mode == "auto":
+        choice = BackendChoice(
+            "torch", "torch serves on cuda (GLASSBOX_INFERENCE_BACKEND=auto keeps torch on a GPU; onnx would check it)."
+        )
+    else:
+        from registry.artifacts import local_model_path
+
+        path = local_model_path(
+            sha256=version.artifact_sha256, artifact_key=version.artifact_key, flavor=version.flavor
+        )
+        reference = get_predictor(version.artifact_sha256, path, version.flavor, backend="torch", device=device)
+        choice = choose_backend(reference, path, export_dir, device=device, tolerance=settings.GLASSBOX_ONNX_TOLERANCE)
+    detail = {"device": device, "reason": choice.reason[:1000]}
+    if choice.agreement is not None:
+        detail |= {
+            "texts": choice.agreement.texts,
+            "max_difference": choice.agreement.max_difference,
+            "label_mismatches": choice.agreement.label_mismatches,
+            "tolerance": choice.agreement.tolerance,
+        }
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        before = locked.inference_backend
+        locked.inference_backend = choice.backend
+        locked.inference_backend_reason = choice.reason[:1000]
+        locked.save(update_fields=["inference_backend", "inference_backend_reason"])
+        record_event(
+            actor=actor,
+            action="version.inference_backend",
+            obj=locked,
+            changes={"before": {"inference_backend": before}, "after": {"inference_backend": choice.backend}},
+            detail=detail,
+        )
+    version.inference_backend = locked.inference_backend
+    version.inference_backend_reason = locked.inference_backend_reason
+    return locked
+
+
 def version_move(
     *,
     actor,

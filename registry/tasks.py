@@ -13,12 +13,19 @@ def warm_version(version_id: int) -> dict:
     the first explanation or prediction does not pay for it. Idempotent."""
     from registry.models import ModelVersion
     from registry.selectors import version_predictor
+    from registry.services import version_choose_inference_backend
 
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None:
         logger.warning("warm_version: version %s no longer exists", version_id)
         return {"warmed": False}
+    version_predictor(version)  # loads (and so checks) the torch model first
+    # Export to ONNX and check it against torch here, in the worker, where no
+    # request waits for it (GLASSBOX_INFERENCE_BACKEND).
+    version = version_choose_inference_backend(actor=None, version=version)
     predictor = version_predictor(version)
     probabilities = predictor.predict_proba(["预热"])
-    logger.info("warmed %s (%s labels)", version, probabilities.shape[1])
-    return {"warmed": True, "labels": predictor.labels}
+    logger.info(
+        "warmed %s (%s labels) with %s on %s", version, probabilities.shape[1], predictor.backend, predictor.device
+    )
+    return {"warmed": True, "labels": predictor.labels, "backend": predictor.backend, "device": predictor.device}

@@ -30,7 +30,8 @@ DEMO_MODEL_CACHE = Path(settings.BASE_DIR) / "var" / "test-demo-models"
 def pytest_report_header(config):
     db = settings.DATABASES["default"]
     return [
-        f"glassbox: database {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}, broker {settings.CELERY_BROKER_URL}"
+        f"glassbox: database {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}, broker {settings.CELERY_BROKER_URL}, "
+        f"inference backend {settings.GLASSBOX_INFERENCE_BACKEND} on device {settings.GLASSBOX_DEVICE}"
     ]
 
 
