@@ -10,7 +10,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DATA_DIR ?= $(CURDIR)/var/test
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-fidelity clean
 
 venv: $(VENV_STAMP)
 
@@ -46,6 +46,10 @@ demo-models: venv
 
 bench-upload: dev-venv
 	$(PY) bench/upload.py
+
+# SHAP against converged Owen values (trains a small 512-position model on the way).
+bench-fidelity: dev-venv
+	$(PY) bench/fidelity.py $(BENCH_ARGS)
 
 # A scratch database, created and dropped around the run (never `test`).
 BENCH_AUDIT_DB ?= auditbench

@@ -67,6 +67,7 @@ def report_detail(request, pk: int):
             context["shap_summary_charts"] = charts.global_charts(results.get("shap_summary") or {})
         else:
             context["heatmap"] = charts.heatmap(results)
+            context["heatmap_has_errors"] = any(row["sign_certain_share"] is not None for row in context["heatmap"])
             context["heatmap_limit"] = charts.HEATMAP_TEXTS
             context["global_charts"] = charts.global_charts(results.get("global") or {})
     return render(request, "explanations/report_detail.html", context)
