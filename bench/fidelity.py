@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 import tempfile
@@ -47,20 +48,25 @@ DEMO_DIR = ROOT / "var" / "demo-models"
 REFERENCE_SEED = 7919
 TOP = 10
 LONG_MAX_LENGTH = 512
+# One pass over this many joined reviews: a few minutes on a loaded two-core machine.
+LONG_TRAIN_TEXTS = 500
 
 
-def demo_predictor(work: Path):
+def demo_predictor(work: Path, demo_dir: Path):
     from registry.demo_training import train_demo_models
 
-    manifest = train_demo_models(DEMO_DIR, quick=False)  # cached after the first run
+    if demo_dir == DEMO_DIR:
+        manifest = train_demo_models(DEMO_DIR, quick=False)  # cached after the first run
+    else:
+        manifest = json.loads((demo_dir / "manifest.json").read_text())
     target = work / "bert"
-    with zipfile.ZipFile(DEMO_DIR / manifest["bert"]["artifact"]) as archive:
+    with zipfile.ZipFile(demo_dir / manifest["bert"]["artifact"]) as archive:
         archive.extractall(target)
     return load_predictor(target, "transformers")
 
 
-def holdout_rows() -> list[tuple[str, str]]:
-    with open(DEMO_DIR / "holdout.csv", encoding="utf-8", newline="") as handle:
+def holdout_rows(demo_dir: Path) -> list[tuple[str, str]]:
+    with open(demo_dir / "holdout.csv", encoding="utf-8", newline="") as handle:
         return [(row["text"], row["label"]) for row in csv.DictReader(handle)]
 
 
@@ -106,7 +112,7 @@ def train_long_model(work: Path):
     for text, label in train:
         by_label.setdefault(label, []).append(text)
     examples = []
-    for _ in range(1600):
+    for _ in range(LONG_TRAIN_TEXTS):
         label = rng.choice(LABELS)
         target = rng.randint(50, 500)
         text = ""
@@ -298,6 +304,7 @@ def main() -> None:
     parser.add_argument("--reference-evals", type=int, default=None)
     parser.add_argument("--candidates", action="store_true", help="also the estimators that were not chosen")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
+    parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR, help="trained demo models (default: train or reuse)")
     args = parser.parse_args()
     quick = args.quick
     n_short = args.short if args.short is not None else (4 if quick else 16)
@@ -314,8 +321,8 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        demo = demo_predictor(work)
-        rows = holdout_rows()
+        demo = demo_predictor(work, args.demo_dir)
+        rows = holdout_rows(args.demo_dir)
         short = [text for text, _ in rows if 50 <= len(text) <= 80][:n_short]
         medium = joined_texts(rows, demo, n_medium, 100, demo.max_tokens, seed=1)
         groups = [("50–80 chars", demo, short, [100, 200, 500])]
