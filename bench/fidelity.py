@@ -276,6 +276,9 @@ def run_method(method: str, predictor, texts: list[str], budget: int):
         return run_glassbox(predictor, texts, max_evals=budget, tolerance=0, estimator="antithetic")
     if method == "glassbox-adaptive":
         return run_glassbox(predictor, texts, max_evals=budget, tolerance=DEFAULT_TOLERANCE)
+    if method.startswith("glassbox-tolerance="):
+        tolerance = float(method.split("=", 1)[1])
+        return run_glassbox(predictor, texts, max_evals=budget, tolerance=tolerance)
     estimator = method.removeprefix("glassbox-")
     return run_glassbox(predictor, texts, max_evals=budget, tolerance=0, estimator=estimator)
 
@@ -303,6 +306,10 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=None, help="texts of 200–512 tokens (512-position model), ≤ 10")
     parser.add_argument("--reference-evals", type=int, default=None)
     parser.add_argument("--candidates", action="store_true", help="also the estimators that were not chosen")
+    parser.add_argument(
+        "--tolerances", default="", help="also the default estimator at these tolerances, e.g. 0.01,0.02"
+    )
+    parser.add_argument("--groups", default="short,medium,long", help="which text groups to run")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR, help="trained demo models (default: train or reuse)")
     args = parser.parse_args()
@@ -317,17 +324,22 @@ def main() -> None:
         from explanations.explainers.shap_owen import ESTIMATORS
 
         methods[2:2] = [f"glassbox-{e}" for e in ESTIMATORS if e not in ("antithetic", DEFAULT_ESTIMATOR)]
+    methods[-1:-1] = [f"glassbox-tolerance={t}" for t in args.tolerances.split(",") if t]
+    wanted_groups = set(args.groups.split(","))
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         demo = demo_predictor(work, args.demo_dir)
         rows = holdout_rows(args.demo_dir)
-        short = [text for text, _ in rows if 50 <= len(text) <= 80][:n_short]
-        medium = joined_texts(rows, demo, n_medium, 100, demo.max_tokens, seed=1)
-        groups = [("50–80 chars", demo, short, [100, 200, 500])]
-        groups.append(("100–126 tokens", demo, medium, [100, 200, 500, "4n"]))
-        if n_long:
+        groups = []
+        if "short" in wanted_groups:
+            short = [text for text, _ in rows if 50 <= len(text) <= 80][:n_short]
+            groups.append(("50–80 chars", demo, short, [100, 200, 500]))
+        if "medium" in wanted_groups:
+            medium = joined_texts(rows, demo, n_medium, 100, demo.max_tokens, seed=1)
+            groups.append(("100–126 tokens", demo, medium, [100, 200, 500, "4n"]))
+        if n_long and "long" in wanted_groups:
             long_model = train_long_model(work)
             long = joined_texts(rows, long_model, n_long, 200, long_model.max_tokens, seed=2)
             groups.append(("200–510 tokens", long_model, long, [100, 200, 500, "4n"]))

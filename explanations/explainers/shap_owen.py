@@ -457,6 +457,7 @@ class _TextRun:
         self.max_evals = params["max_evals"]
         self.planned = {0, self.full}
         self.exhausted = False
+        self.legacy_queue: list[list[int]] = []
         if self.estimator == "antithetic":
             self.sampler = None
         else:
@@ -480,8 +481,14 @@ class _TextRun:
             return [0, self.full] + [c for _, c, _ in terms] + [c | (1 << t) for t, c, _ in terms]
         have = self.orders.shape[0]
         if self.estimator == "antithetic":
-            # Today's estimator, kept as it was: a fixed number of orders.
-            new = self._draw(self.max_orders)
+            # The estimator before issue 12: (max_evals − 2) // (n − 1) orders, or fewer
+            # when the tolerance is met first.
+            if self.tolerance <= 0:
+                more = self.max_orders - have
+            else:
+                more = min(self.max_orders - have, FIRST_ROUND_ORDERS if have == 0 else max(2, have // 2))
+            new = self._draw(more)
+            self.exhausted = have + more >= self.max_orders
         else:
             if self.tolerance <= 0:
                 more = self.max_evals  # as many as the ceiling takes
@@ -513,14 +520,13 @@ class _TextRun:
     def _draw(self, k: int) -> np.ndarray:
         if self.sampler is not None:
             return self.sampler.draw(k)
-        # Today's sampler: random orders, each followed by its reverse (antithetic pairs).
-        orders = []
-        while len(orders) < k:
+        # Today's sampler: random orders, each followed by its reverse (antithetic
+        # pairs), from the text's generator in the same sequence whatever the rounds.
+        while len(self.legacy_queue) < k:
             order = hierarchical_order(self.tree, self.rng)
-            orders.append(order)
-            if len(orders) < k:
-                orders.append(order[::-1])
-        return np.asarray(orders, dtype=np.int64)
+            self.legacy_queue += [order, order[::-1]]
+        taken, self.legacy_queue = self.legacy_queue[:k], self.legacy_queue[k:]
+        return np.asarray(taken, dtype=np.int64).reshape(k, self.n)
 
     def update(self, values: np.ndarray) -> None:
         """Recompute the estimate after a round and decide whether to stop."""
@@ -548,7 +554,7 @@ class _TextRun:
             and have >= MIN_ORDERS_TO_STOP
             and bool(np.all(np.nan_to_num(self.se, nan=np.inf) <= self.tolerance))
         )
-        self.done = self.exhausted or converged or self.estimator == "antithetic" or self.tolerance <= 0
+        self.done = self.exhausted or converged or self.tolerance <= 0
 
 
 class OwenShapExplainer(LocalExplainer):
