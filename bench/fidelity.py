@@ -310,6 +310,8 @@ def main() -> None:
         "--tolerances", default="", help="also the default estimator at these tolerances, e.g. 0.01,0.02"
     )
     parser.add_argument("--groups", default="short,medium,long", help="which text groups to run")
+    parser.add_argument("--budgets", default="", help="override every group's budgets, e.g. 500,4n")
+    parser.add_argument("--skip-partition", action="store_true", help="leave shap's Partition explainer out")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--demo-dir", type=Path, default=DEMO_DIR, help="trained demo models (default: train or reuse)")
     args = parser.parse_args()
@@ -326,6 +328,8 @@ def main() -> None:
         methods[2:2] = [f"glassbox-{e}" for e in ESTIMATORS if e not in ("antithetic", DEFAULT_ESTIMATOR)]
     methods[-1:-1] = [f"glassbox-tolerance={t}" for t in args.tolerances.split(",") if t]
     wanted_groups = set(args.groups.split(","))
+    if args.skip_partition:
+        methods.remove("shap-partition")
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,6 +347,9 @@ def main() -> None:
             long_model = train_long_model(work)
             long = joined_texts(rows, long_model, n_long, 200, long_model.max_tokens, seed=2)
             groups.append(("200–510 tokens", long_model, long, [100, 200, 500, "4n"]))
+        if args.budgets:
+            budgets = [b if b == "4n" else int(b) for b in args.budgets.split(",")]
+            groups = [(name, predictor, texts, budgets) for name, predictor, texts, _ in groups]
         print(f"default estimator {DEFAULT_ESTIMATOR}, default tolerance {DEFAULT_TOLERANCE}", flush=True)
         print(HEADER, flush=True)
         table = []

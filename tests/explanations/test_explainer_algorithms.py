@@ -36,7 +36,7 @@ def test_defaults_are_filled_in():
     assert get_explainer("shap").validate_params({}) == {
         "max_evals": 500,
         "tolerance": 0.005,
-        "estimator": "cv-stratified",
+        "estimator": "antithetic",
         "seed": 0,
         "chunk_size": 25,
         "batch_size": 128,

@@ -267,19 +267,25 @@ def test_standard_errors_of_every_sampler_cover_the_unanimity_values(estimator):
 LONG_REVIEW = "这家酒店的服务很好，但是房间太差了！我不喜欢，要求退款。前台说不好办，最后还是很好地解决了。"
 
 
-def test_adaptive_budget_stops_early_on_an_easy_text_and_uses_the_ceiling_at_tolerance_zero():
+@pytest.mark.parametrize("estimator", ["antithetic", "cv-stratified"])
+def test_adaptive_budget_stops_early_on_an_easy_text_and_uses_the_ceiling_at_tolerance_zero(estimator):
     model = KeywordModel(mask_text="#")
     easy = "这个东西我们昨天已经收到了，包装也还可以，价格很好。"  # one keyword pair in 26 tokens
     hard = LONG_REVIEW * 2
-    loose = explain(model, [easy, hard], max_evals=2000, tolerance=0.02)["texts"]
-    full = explain(model, [easy, hard], max_evals=2000, tolerance=0)["texts"]
-    n_easy, n_hard = len(loose[0]["tokens"]), len(loose[1]["tokens"])
+    loose = explain(model, [easy, hard], max_evals=2000, tolerance=0.02, estimator=estimator)["texts"]
+    full = explain(model, [easy, hard], max_evals=2000, tolerance=0, estimator=estimator)["texts"]
     assert loose[0]["exact"] is False
     assert loose[0]["evaluations"] < full[0]["evaluations"] / 2  # stopped long before the ceiling
     assert max(loose[0]["std_errors"]["positive"]) <= 0.02  # because every standard error was below tolerance
-    for entry, n in ((full[0], n_easy), (full[1], n_hard)):
-        # Tolerance 0: orders until the next one would pass the ceiling (at most n − 1 new coalitions each).
-        assert 2000 - (n - 1) < entry["evaluations"] <= 2000
+    for entry in full:
+        n = len(entry["tokens"])
+        assert entry["evaluations"] <= 2000
+        if estimator == "antithetic":
+            # As before issue 12: (max_evals − 2) // (n − 1) orders.
+            assert entry["orders"] == (2000 - 2) // (n - 1)
+        else:
+            # Orders until the next one would pass the ceiling (at most n − 1 new coalitions each).
+            assert entry["evaluations"] > 2000 - (n - 1)
     assert loose[1]["evaluations"] <= 2000
 
 
