@@ -49,7 +49,7 @@ REFERENCE_SEED = 7919
 TOP = 10
 LONG_MAX_LENGTH = 512
 # One pass over this many joined reviews: a few minutes on a loaded two-core machine.
-LONG_TRAIN_TEXTS = 500
+LONG_TRAIN_TEXTS = 1200
 
 
 def demo_predictor(work: Path, demo_dir: Path):

@@ -87,7 +87,7 @@ DEFAULT_ESTIMATOR = "antithetic"
 STRATIFIED_ESTIMATORS = frozenset({"stratified", "cv-stratified"})
 CONTROL_VARIATE_ESTIMATORS = frozenset({"control-variate", "cv-stratified"})
 # Adaptive budget: a text stops once every standard error is below `tolerance`.
-DEFAULT_TOLERANCE = 0.005
+DEFAULT_TOLERANCE = 0.05
 MIN_ORDERS = 2  # a standard error needs two orders
 MIN_ORDERS_TO_STOP = 3  # a spread of two terms is too unsteady to stop on
 FIRST_ROUND_ORDERS = 4
