@@ -42,8 +42,10 @@ stratified / both) on the short texts, 0.983 / 0.990 / 0.980 / 0.978 on the
 longer ones. The control variate lowers the relative L2 error where the
 surrogate fits (0.52 → 0.35 short, 0.33 → 0.22 longer) but costs rank
 agreement on short texts; stratification by half-rotations leaves only one
-independent random order per four and was the least stable (relative L2 up
-to 1.1 on one draw). So the default stays antithetic; the others remain
+independent random order per four and was the least stable (mean relative
+L2 1.1 over the two longer texts in one of its runs, 0.49 in another). The
+texts are few and the reference had 5,000 evaluations, so differences of a
+few hundredths are within noise. So the default stays antithetic; the others remain
 selectable and are benchmarked by ``bench/fidelity.py --candidates``.
 
 Considered and not built: a KernelSHAP/Leverage-SHAP regression on the
