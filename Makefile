@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity clean
 
 venv: $(VENV_STAMP)
 
@@ -50,6 +50,10 @@ demo-models: venv
 
 bench-upload: dev-venv
 	$(PY) bench/upload.py
+
+# SHAP against converged Owen values (trains a small 512-position model on the way).
+bench-fidelity: dev-venv
+	$(PY) bench/fidelity.py $(BENCH_ARGS)
 
 # A scratch database, created and dropped around the run (never `test`).
 BENCH_AUDIT_DB ?= auditbench

@@ -26,15 +26,29 @@ def token_style(value: float, scale: float) -> str:
     return f"background-color: rgba({rgb}, {0.08 + 0.8 * strength:.3f})"
 
 
+# value ± Z95 · standard error is the 95 % interval of a sampled SHAP value.
+Z95 = 1.96
+
+
 def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
-    """Per text: its tokens coloured by their value toward the predicted label."""
+    """Per text: its tokens coloured by their value toward the predicted label.
+
+    Where the text carries standard errors (SHAP since issue 12), a token whose
+    95 % interval includes 0 is marked uncertain, and the row says what share
+    of its tokens have a sign certain at 95 %. Older reports have none: their
+    tokens are drawn as before and the share is None.
+    """
     rows = []
     for entry in (results.get("texts") or [])[:limit]:
         text = entry.get("text") or ""
         label = entry.get("predicted_label")
         values = [(_number(v) or 0.0) for v in (entry.get("values") or {}).get(label) or []]
+        errors = (entry.get("std_errors") or {}).get(label)
+        if not isinstance(errors, list) or len(errors) != len(values):
+            errors = None
         scale = max((abs(v) for v in values), default=0.0)
         tokens = []
+        certain_count = 0
         previous = 0
         for position, token in enumerate(entry.get("tokens") or []):
             start, end = token.get("start"), token.get("end")
@@ -43,12 +57,20 @@ def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
                 tokens.append({"text": text[previous:start], "gap": True})
             shown = text[start:end] if valid else token.get("text", "")
             value = values[position] if position < len(values) else 0.0
+            title = f"{token.get('text', shown)}: {value:+.5f} toward {label}"
+            uncertain = False
+            if errors is not None:
+                error = _number(errors[position]) or 0.0
+                uncertain = abs(value) <= Z95 * error
+                certain_count += 0 if uncertain else 1
+                title += f" ± {Z95 * error:.5f} (95 %){', sign uncertain' if uncertain else ''}"
             tokens.append(
                 {
                     "text": shown,
                     "value": value,
                     "style": token_style(value, scale),
-                    "title": f"{token.get('text', shown)}: {value:+.5f} toward {label}",
+                    "title": title,
+                    "uncertain": uncertain,
                 }
             )
             if valid:
@@ -66,6 +88,9 @@ def heatmap(results: dict, *, limit: int = HEATMAP_TEXTS) -> list[dict]:
                 "additivity_error": _number(entry.get("additivity_error")),
                 "completeness_error": _number(entry.get("completeness_error")),
                 "r2": _number(entry.get("r2")),
+                "sign_certain_share": (certain_count / len(values) if values else None) if errors is not None else None,
+                "evaluations": entry.get("evaluations") if isinstance(entry.get("evaluations"), int) else None,
+                "exact": entry.get("exact") is True,
                 "tokens": tokens,
             }
         )

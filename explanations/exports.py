@@ -99,11 +99,19 @@ def _cell(value):
 
 def _local_rows(results: dict) -> Iterator[list]:
     labels = list(results.get("labels") or [])
-    yield LOCAL_COLUMNS + [f"value:{label}" for label in labels]
-    for entry in results.get("texts") or []:
+    entries = results.get("texts") or []
+    # SHAP reports since issue 12 carry a standard error per value; older
+    # reports and LIME have none, and their CSV keeps its old columns.
+    with_errors = any(entry.get("std_errors") for entry in entries)
+    header = LOCAL_COLUMNS + [f"value:{label}" for label in labels]
+    if with_errors:
+        header += [f"std_error:{label}" for label in labels] + ["evaluations"]
+    yield header
+    for entry in entries:
         predicted = entry.get("predicted_label")
         probability = (entry.get("probabilities") or {}).get(predicted)
         values = entry.get("values") or {}
+        errors = entry.get("std_errors") or {}
         for position, token in enumerate(entry.get("tokens") or []):
             row = [
                 entry.get("index"),
@@ -116,8 +124,14 @@ def _local_rows(results: dict) -> Iterator[list]:
                 _cell(entry.get("true_label") or ""),
                 bool(entry.get("truncated")),
             ]
-            row += [(values.get(label) or [None] * (position + 1))[position] for label in labels]
+            row += [_at(values.get(label), position) for label in labels]
+            if with_errors:
+                row += [_at(errors.get(label), position) for label in labels] + [entry.get("evaluations")]
             yield row
+
+
+def _at(items, position: int):
+    return items[position] if isinstance(items, list) and position < len(items) else None
 
 
 def _pfi_rows(results: dict) -> Iterator[list]:

@@ -97,6 +97,7 @@ def report_detail(request, pk: int):
             context["shap_summary_charts"] = charts.legacy_global_charts(results.get("shap_summary") or {})
         else:
             context["heatmap"] = charts.heatmap(results)
+            context["heatmap_has_errors"] = any(row["sign_certain_share"] is not None for row in context["heatmap"])
             context["heatmap_limit"] = charts.HEATMAP_TEXTS
             view = _importance_view(request)
             context["importance_view"] = view

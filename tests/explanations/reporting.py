@@ -45,8 +45,9 @@ def uploaded_dataset(*, uploader, rows: list[tuple[str, str]], name: str = "hold
     return Dataset.objects.get(pk=response.json()["id"])
 
 
-def local_results(texts: list[str], labels=("negative", "positive")) -> dict:
-    """Results shaped like a SHAP report's: one value per character."""
+def local_results(texts: list[str], labels=("negative", "positive"), *, std_errors: bool = False) -> dict:
+    """Results shaped like a SHAP report's: one value per character. Without
+    ``std_errors`` they are shaped like a report stored before issue 12."""
     entries = []
     for index, text in enumerate(texts):
         tokens = [{"text": ch, "start": i, "end": i + 1} for i, ch in enumerate(text)]
@@ -68,6 +69,11 @@ def local_results(texts: list[str], labels=("negative", "positive")) -> dict:
                 "true_label": None,
             }
         )
+        if std_errors:
+            # The first character's value (−0.1) is twice its 95 % half-width, the others' intervals include 0.
+            entries[-1]["std_errors"] = {label: [0.025] + [0.06] * (len(text) - 1) for label in labels}
+            entries[-1]["evaluations"] = 120
+            entries[-1]["exact"] = False
     return {
         "texts": entries,
         "global": {

@@ -36,6 +36,8 @@ def test_validating_parameters_imports_no_heavy_library():
 def test_defaults_are_filled_in():
     assert get_explainer("shap").validate_params({}) == {
         "max_evals": 500,
+        "tolerance": 0.05,
+        "estimator": "antithetic",
         "seed": 0,
         "chunk_size": 25,
         "batch_size": 128,

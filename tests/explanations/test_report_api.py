@@ -8,7 +8,7 @@ import json
 import pytest
 
 from explanations.models import ExplanationReport
-from tests.explanations.reporting import SCRIPT_TEXT, make_report
+from tests.explanations.reporting import SCRIPT_TEXT, local_results, make_report
 
 pytestmark = pytest.mark.usefixtures("no_broker")
 
@@ -160,6 +160,26 @@ def test_csv_export_has_a_row_per_token_per_text(api, engineer, version):
     assert len(rows) == 1 + 2 + 4
     assert rows[1][:3] == ["0", "0", "很"] and rows[1][5] == "positive"
     assert rows[3][2] == "'="  # a spreadsheet formula is defused
+
+
+def test_exports_carry_the_standard_error_of_every_value(api, engineer, version):
+    results = local_results(["很好", "差"], std_errors=True)
+    report = make_report(version=version, requested_by=engineer, texts=["很好", "差"], results=results)
+    document = json.loads(api(engineer).get(f"/api/v1/explanations/{report.pk}/export.json").content)
+    first = document["results"]["texts"][0]
+    assert first["std_errors"]["positive"] == [0.025, 0.06] and first["evaluations"] == 120
+    rows = list(
+        csv.reader(io.StringIO(api(engineer).get(f"/api/v1/explanations/{report.pk}/export.csv").content.decode()))
+    )
+    assert rows[0][-5:] == [
+        "value:negative",
+        "value:positive",
+        "std_error:negative",
+        "std_error:positive",
+        "evaluations",
+    ]
+    assert rows[1][-3:] == ["0.025", "0.025", "120"] and rows[2][-3:] == ["0.06", "0.06", "120"]
+    assert len(rows) == 1 + 2 + 1
 
 
 def test_csv_export_of_pfi_has_a_row_per_feature(api, engineer, version):

@@ -90,6 +90,27 @@ def test_heat_map_escapes_a_script_text(engineer, version):
     assert 'title="&lt;: ' in page and ">&lt;</span>" in page and ">&gt;</span>" in page
 
 
+def test_heat_map_marks_uncertain_tokens_and_says_how_many_signs_are_certain(engineer, reviewer, version):
+    texts = ["很好", "差"]
+    report = make_report(
+        version=version, requested_by=engineer, texts=texts, results=local_results(texts, std_errors=True)
+    )
+    page = page_client_for(reviewer).get(report.get_absolute_url()).content.decode()
+    assert "Faded, dotted-underlined" in page and "value ± 1.96 standard errors" in page  # the legend
+    assert "sign certain at 95 % for 50 % of tokens" in page and "sign certain at 95 % for 100 % of tokens" in page
+    assert page.count('class="token uncertain"') == 1 + 1  # the legend's sample and 好 (value 0 ± 0.118)
+    assert 'title="很: -0.10000 toward positive ± 0.04900 (95 %)"' in page
+    assert "120 evaluations" in page
+
+
+def test_a_report_stored_before_standard_errors_still_renders_without_them(engineer, reviewer, version):
+    report = make_report(version=version, requested_by=engineer, texts=["很好"])  # no std_errors in its results
+    response = page_client_for(reviewer).get(report.get_absolute_url())
+    page = response.content.decode()
+    assert response.status_code == 200 and 'class="token" style="background-color: rgba(' in page
+    assert "sign certain" not in page and "uncertain" not in page and "Faded" not in page
+
+
 def test_report_page_of_pfi_shows_drops_with_their_spread(engineer, version):
     report = make_report(version=version, requested_by=engineer, method="pfi")
     page = page_client_for(engineer).get(report.get_absolute_url()).content.decode()

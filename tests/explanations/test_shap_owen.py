@@ -2,12 +2,14 @@
 
 import io
 import itertools
+import math
 import zipfile
 
 import numpy as np
 import pytest
 
 from explanations.explainers import get_explainer
+from explanations.explainers.shap_owen import ESTIMATORS, small_sample_factor
 from explanations.hierarchy import build_tree
 from explanations.masking import prepare_text
 from registry.predictors import load_predictor
@@ -89,11 +91,12 @@ def test_exact_values_differ_from_flat_shapley_so_the_hierarchy_matters():
     assert not np.allclose(entry["values"]["positive"], flat / len(orders), atol=1e-6)
 
 
-def test_additivity_holds_exactly_and_at_a_budget():
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_additivity_holds_exactly_and_at_a_budget(estimator):
     model = KeywordModel(mask_text="#")
     long_text = "这家酒店的服务很好，但是房间太差了！我不喜欢，要求退款。前台说不好办，最后还是很好地解决了。" * 2
     for max_evals in (100_000, 500, 40):
-        results = explain(model, SHORT_TEXTS + [long_text], max_evals=max_evals)
+        results = explain(model, SHORT_TEXTS + [long_text], max_evals=max_evals, estimator=estimator)
         for entry in results["texts"]:
             for label in model.labels:
                 total = sum(entry["values"][label]) + entry["base_values"][label]
@@ -141,7 +144,8 @@ def test_model_calls_are_full_batches_shared_across_texts():
     model = RecordingModel(mask_text="#")
     texts = [f"{'很好，' * k}不喜欢{'差' * k}" for k in range(1, 21)]
     explainer = get_explainer("shap")
-    params = explainer.validate_params({"batch_size": 64})
+    # tolerance 0: one sampling round (an adaptive report predicts once per round).
+    params = explainer.validate_params({"batch_size": 64, "tolerance": 0})
     result = explainer.run_chunk(model, texts, None, {"start": 0, "stop": 20}, params)
     assert sum(batches) == result["model_rows"]
     # Every batch but the last is full, so batches run across text boundaries
@@ -197,3 +201,107 @@ def test_progress_is_reported_between_zero_and_one():
     seen = []
     explainer.run_chunk(model, SHORT_TEXTS, None, {"start": 0, "stop": 4}, params, progress=seen.append)
     assert seen and all(0.0 <= f <= 1.0 for f in seen) and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_exact_values_have_zero_standard_errors_and_report_their_evaluations():
+    model = KeywordModel()
+    for entry in explain(model, SHORT_TEXTS, max_evals=100_000)["texts"]:
+        assert entry["exact"] is True and entry["orders"] == 0
+        assert all(error == 0.0 for errors in entry["std_errors"].values() for error in errors)
+        assert set(entry["std_errors"]) == set(entry["values"]) and 0 < entry["evaluations"] <= 100_000
+
+
+UNANIMITY_TEXT = "甲，乙，丙，丁，戊，己，庚，辛，"  # eight clauses of a character and a comma
+
+
+class UnanimityModel(KeywordModel):
+    """v(S) = 1 when 甲, 乙 and 丙 are all present, else 0. Every clause is one
+    character and a comma, so the Owen value is the Shapley value of the three
+    clauses: 1/3 each, 0 for the rest. In a random order 甲 contributes 1 when its
+    clause comes last of the three (X ~ Bernoulli(1/3)); in the reversed order
+    when it came first (Y), never both: Var X = 2/9, Cov(X, Y) = −1/9, so the
+    mean of K orders in antithetic pairs has variance (2/9 − 1/9)/K = 1/(9K)."""
+
+    def predict_proba(self, texts, batch_size=64):
+        positive = np.array([float(all(ch in str(t) for ch in "甲乙丙")) for t in texts])
+        return np.stack([1.0 - positive, positive], axis=1).reshape(len(texts), 2)
+
+
+def test_standard_error_matches_the_known_sampling_variance_of_a_unanimity_game():
+    model = UnanimityModel(mask_text="#")
+    orders = 40
+    n = len(UNANIMITY_TEXT)
+    # 200 copies of the text: each is sampled with its own seed, so they are 200 independent estimates.
+    results = explain(
+        model, [UNANIMITY_TEXT] * 200, max_evals=2 + orders * (n - 1), tolerance=0, estimator="antithetic"
+    )
+    first = np.array([entry["values"]["positive"][0] for entry in results["texts"]])
+    errors = np.array([entry["std_errors"]["positive"][0] for entry in results["texts"]])
+    assert all(entry["exact"] is False and entry["orders"] == orders for entry in results["texts"])
+    expected_sd = math.sqrt(1 / (9 * orders))
+    assert abs(first.mean() - 1 / 3) < 3 * expected_sd / math.sqrt(200)
+    assert abs(first.std(ddof=1) / expected_sd - 1) < 0.15  # the estimator's spread is the one derived
+    reported = errors / small_sample_factor(orders)  # the t widening for 40 orders taken back out
+    assert abs(np.sqrt(np.mean(reported**2)) / expected_sd - 1) < 0.15  # and the standard error says so
+    coverage = np.mean(np.abs(first - 1 / 3) <= 1.96 * errors)
+    assert 0.88 <= coverage <= 0.995
+    for entry in results["texts"]:
+        # Tokens outside the unanimity (the commas, 丁…辛) are null players: exactly 0 with no doubt.
+        assert entry["values"]["positive"][1] == 0.0 and entry["std_errors"]["positive"][1] == 0.0
+        assert entry["values"]["positive"][6] == 0.0 and entry["std_errors"]["positive"][6] == 0.0
+        assert abs(sum(entry["values"]["positive"]) - 1.0) <= 1e-9
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS[1:])
+def test_standard_errors_of_every_sampler_cover_the_unanimity_values(estimator):
+    model = UnanimityModel(mask_text="#")
+    results = explain(model, [UNANIMITY_TEXT] * 60, max_evals=2 + 12 * 15, tolerance=0, estimator=estimator)
+    covered = [
+        abs(entry["values"]["positive"][k] - 1 / 3) <= 1.96 * entry["std_errors"]["positive"][k]
+        for entry in results["texts"]
+        for k in (0, 2, 4)
+    ]
+    assert np.mean(covered) >= 0.85
+
+
+LONG_REVIEW = "这家酒店的服务很好，但是房间太差了！我不喜欢，要求退款。前台说不好办，最后还是很好地解决了。"
+
+
+@pytest.mark.parametrize("estimator", ["antithetic", "cv-stratified"])
+def test_adaptive_budget_stops_early_on_an_easy_text_and_uses_the_ceiling_at_tolerance_zero(estimator):
+    model = KeywordModel(mask_text="#")
+    easy = "这个东西我们昨天已经收到了，包装也还可以，价格很好。"  # one keyword pair in 26 tokens
+    hard = LONG_REVIEW * 2
+    loose = explain(model, [easy, hard], max_evals=2000, tolerance=0.02, estimator=estimator)["texts"]
+    full = explain(model, [easy, hard], max_evals=2000, tolerance=0, estimator=estimator)["texts"]
+    assert loose[0]["exact"] is False
+    assert loose[0]["evaluations"] < full[0]["evaluations"] / 2  # stopped long before the ceiling
+    assert max(loose[0]["std_errors"]["positive"]) <= 0.02  # because every standard error was below tolerance
+    for entry in full:
+        n = len(entry["tokens"])
+        assert entry["evaluations"] <= 2000
+        if estimator == "antithetic":
+            # As before issue 12: (max_evals − 2) // (n − 1) orders.
+            assert entry["orders"] == (2000 - 2) // (n - 1)
+        else:
+            # Orders until the next one would pass the ceiling (at most n − 1 new coalitions each).
+            assert entry["evaluations"] > 2000 - (n - 1)
+    assert loose[1]["evaluations"] <= 2000
+
+
+def test_same_seed_gives_the_same_values_and_another_seed_other_ones():
+    model = KeywordModel(mask_text="#")
+    texts = [LONG_REVIEW, LONG_REVIEW * 2]
+    first = explain(model, texts, max_evals=300, seed=3)["texts"]
+    assert first == explain(model, texts, max_evals=300, seed=3)["texts"]
+    other = explain(model, texts, max_evals=300, seed=4)["texts"]
+    assert all(entry["exact"] is False for entry in first)
+    assert first[1]["values"] != other[1]["values"]
+
+
+def test_tolerance_and_estimator_are_validated():
+    explainer = get_explainer("shap")
+    assert explainer.validate_params({})["tolerance"] > 0
+    for bad in ({"tolerance": -0.1}, {"tolerance": "small"}, {"estimator": "magic"}):
+        with pytest.raises(Exception, match="tolerance|estimator"):
+            explainer.validate_params(bad)
