@@ -151,6 +151,7 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "api/v1/explanations/<int:pk>/cancel/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
     "api/v1/explanations/<int:pk>/export.json": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/explanations/<int:pk>/export.csv": {"GET": (401, 403, 200, 200, 200)},
+    "api/v1/explanations/<int:pk>/export-global.csv": {"GET": (401, 403, 200, 200, 200)},
     "api/v1/models/<str:name>/predict/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
     "api/v1/models/<str:name>/feedback/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
     "api/v1/models/<str:name>/rollouts/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 409, 403, 403)},
