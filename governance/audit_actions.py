@@ -36,6 +36,8 @@ class AuditAction(StrEnum):
     VERSION_DEPLOY = "version.deploy"
     VERSION_RETIRE = "version.retire"
     VERSION_REFERENCE_SET = "version.reference_set"
+    # Which inference backend serves a version (ONNX Runtime after its agreement check, or torch).
+    VERSION_INFERENCE_BACKEND = "version.inference_backend"
 
     # Reviews.
     REVIEW_SUBMIT = "review.submit"

@@ -250,7 +250,7 @@ def version_choose_inference_backend(*, actor, version: ModelVersion) -> ModelVe
         locked.save(update_fields=["inference_backend", "inference_backend_reason"])
         record_event(
             actor=actor,
-            action="version.inference_backend",
+            action=AuditAction.VERSION_INFERENCE_BACKEND,
             obj=locked,
             changes={"before": {"inference_backend": before}, "after": {"inference_backend": choice.backend}},
             detail=detail,
