@@ -54,8 +54,8 @@ def test_a_shap_report_runs_to_succeeded_in_a_real_worker(worker_process, demo_m
     # The page renders the real results: heat map, one chart per class, fidelity beside them.
     client = page_client_for(engineer)
     page = client.get(f"/explanations/{report_id}/").content.decode()
-    # Every token is drawn, certain or not; the legend shows one sample of an uncertain token.
-    drawn = page.count('class="token"') + page.count('class="token uncertain"') - 1
+    # Every token is drawn, certain or not (the legend's sample is a "token-sample", not a token).
+    drawn = page.count('class="token"') + page.count('class="token uncertain"')
     assert drawn == sum(len(entry["tokens"]) for entry in texts)
     assert page.count("<svg") == 2 and "Comprehensiveness" in page and "1 text longer than" in page
 
