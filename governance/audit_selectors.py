@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 from glassbox.errors import InvalidInput, NotPermitted
-from governance.audit import event_timestamp
+from governance.audit import HASHED_FIELDS, event_timestamp
 from governance.models import AuditEvent
 
 AUDIT_READ_PERMISSION = "governance.view_auditevent"
@@ -35,26 +35,7 @@ MAX_PAGE_SIZE = 500
 EXPORT_CHUNK_SIZE = 2000
 # What the API and the exports show of an event: its stored fields, under
 # their own names, so that anyone can recompute a hash from an export.
-EVENT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "action",
-    "outcome",
-    "object_type",
-    "object_id",
-    "object_label",
-    "model_name",
-    "version_number",
-    "changes",
-    "detail",
-    "request_id",
-    "ip",
-    "user_agent",
-    "prev_hash",
-    "hash",
-)
+EVENT_FIELDS = ("id", *HASHED_FIELDS, "prev_hash", "hash")
 
 
 def can_read_audit(user) -> bool:

@@ -2,7 +2,6 @@
 rollouts.serving.predict (the same path as POST /predict/), are logged, and
 rollout_analyse judges each window and acts on it (Argo semantics)."""
 
-import csv
 from datetime import timedelta
 
 import numpy
@@ -38,12 +37,6 @@ def inline_logs(settings):
     yield
     reset_writer()
     routing.clear_routing_cache()
-
-
-@pytest.fixture
-def holdout_texts(demo_models) -> list[str]:
-    with open(demo_models["holdout_csv"], encoding="utf-8") as handle:
-        return [row["text"] for row in csv.DictReader(handle)]
 
 
 def _traffic(model, texts, actor, **options):

@@ -12,7 +12,6 @@ while steady live traffic flows through the serving path:
 - a label-permuted candidate still aborts at the shadow step.
 """
 
-import csv
 import itertools
 import math
 import time
@@ -42,12 +41,6 @@ def bert_candidates(demo_models, tmp_path_factory) -> dict[str, bytes]:
     """The demo BERT's variants, built once per session (seconds)."""
     bert = demo_models["bert_zip"]
     return {"identical": repacked(bert), "slower": deeper_wider(bert), "permuted": label_permuted(bert)}
-
-
-@pytest.fixture
-def holdout_texts(demo_models) -> list[str]:
-    with open(demo_models["holdout_csv"], encoding="utf-8") as handle:
-        return [row["text"] for row in csv.DictReader(handle)]
 
 
 def _upload_approved(model, data: bytes, *, engineer, engineer2, reviewer):
