@@ -30,6 +30,14 @@ looked three times slower there: a shadow step does not measure latency, and
 its stable traffic is no latency baseline either. The first live step (the
 candidate answering real calls on the request path, like the stable) is
 where a slow candidate fails.
+
+A p95 from a window's few dozen calls is noisy: on a busy machine two
+windows of the very same model differed by 1.6x. So a p95 ratio over its
+limit fails only when the candidate's calls are also significantly slower
+than the stable's as a whole (one-sided Mann-Whitney U on per-call
+latencies, p < LATENCY_SIGNIFICANCE), the test Netflix's Kayenta applies to
+canary metrics. A candidate that is truly slower is slower on most calls and
+fails; a few unlucky calls are noise and pass, with the figures on the run.
 """
 
 from __future__ import annotations
@@ -51,6 +59,14 @@ logger = logging.getLogger(__name__)
 
 # Newest input texts a window keeps for drift: bounded work per analysis.
 SAMPLE_TEXTS = 2000
+# Newest calls whose latencies a window keeps for the significance test.
+SAMPLE_CALLS = 5000
+# One-sided Mann-Whitney U level below which a p95 ratio over its limit fails.
+# Strict, because a false abort throws a good rollout away while a slow
+# candidate missed at a 5 % step (one call a window says little) is caught at
+# the next, larger step: one call slower than every stable call is evidence
+# only against 100 stable calls or more (exact p = 1 / (stable calls + 1)).
+LATENCY_SIGNIFICANCE = 0.01
 
 
 class _Percentile(Aggregate):
@@ -114,7 +130,16 @@ def window_stats(
         "shadow_pairs": pairs["n"],
         "shadow_agreement": pairs["agree"] / pairs["n"] if pairs["n"] else None,
         "texts": list(rows.order_by("-created_at").values_list("input_text", flat=True)[:SAMPLE_TEXTS]),
+        "call_latencies": _call_latencies(answered),
     }
+
+
+def _call_latencies(answered) -> list[float]:
+    """One latency per call, newest first: a call's rows share its time and
+    its batch's latency, so counting rows would weigh a 20-input call as 20
+    observations of one timing."""
+    calls = answered.order_by("-created_at").values_list("created_at", "latency_ms").distinct()
+    return [latency for _, latency in calls[:SAMPLE_CALLS]]
 
 
 SHADOW_LATENCY_REASON = (
@@ -255,13 +280,39 @@ def _latency(candidate: dict, stable: dict, baseline_note: str, thresholds: dict
     candidate_p95, stable_p95 = candidate["latency_ms"]["p95"], stable["latency_ms"]["p95"]
     if not stable_p95:
         return _measurement("latency_p95_ratio", None, limit, "<=", "inconclusive", "stable p95 latency is 0 ms")
-    return _judge(
+    ratio = candidate_p95 / stable_p95
+    detail = f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})"
+    if ratio <= limit:
+        return _judge("latency_p95_ratio", ratio, limit, "<=", detail=detail)
+    calls, stable_calls = candidate["call_latencies"], stable["call_latencies"]
+    p_value = slower_p_value(calls, stable_calls)
+    significance = f"one-sided Mann-Whitney U p={p_value:.3g} over {len(calls)} vs {len(stable_calls)} calls"
+    if p_value < LATENCY_SIGNIFICANCE:
+        return _judge("latency_p95_ratio", ratio, limit, "<=", detail=f"{detail}; slower: {significance}")
+    return _measurement(
         "latency_p95_ratio",
-        candidate_p95 / stable_p95,
+        ratio,
         limit,
         "<=",
-        detail=f"p95 {candidate_p95:.2f} ms vs {stable_p95:.2f} ms ({baseline_note})",
+        "successful",
+        f"{detail}; over the limit but not significantly slower ({significance} >= {LATENCY_SIGNIFICANCE}): noise",
+        p_value=round(p_value, 6),
     )
+
+
+def slower_p_value(candidate: list[float], stable: list[float]) -> float:
+    """How likely calls at least this much slower would be if the candidate
+    were as fast as the stable (one-sided Mann-Whitney U). Exact for small
+    samples, where the normal approximation misjudges the few calls a 5 %
+    step gives the candidate; asymptotic for large ones."""
+    from scipy.stats import mannwhitneyu
+
+    if not candidate or not stable:
+        return 1.0
+    method = (
+        "exact" if min(len(candidate), len(stable)) <= 30 and len(candidate) * len(stable) <= 20000 else "asymptotic"
+    )
+    return float(mannwhitneyu(candidate, stable, alternative="greater", method=method).pvalue)
 
 
 def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: int) -> dict:
