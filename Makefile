@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load clean
 
 venv: $(VENV_STAMP)
 
@@ -68,6 +68,13 @@ bench-router: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status
+
+# Concurrent clients against gunicorn: the demo BERT and a BERT-base-sized model, batching on (and off with --unbatched).
+BENCH_SERVING_DB ?= servingbench
+bench-serving-load: dev-venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_SERVING_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_SERVING_DB) $(PY) bench/serving_load.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_SERVING_DB); exit $$status
 
 # Top tokens of the demo classes, ranked the old way (mean |value|) and by share of the attribution mass.
 bench-global-importance: dev-venv

@@ -315,6 +315,11 @@ GLASSBOX_GPU_METHODS = _env_list("GLASSBOX_GPU_METHODS", [])
 # Limits of one predict call.
 GLASSBOX_PREDICT_MAX_INPUTS = _env_int("GLASSBOX_PREDICT_MAX_INPUTS", 64)
 GLASSBOX_PREDICT_MAX_INPUT_CHARS = _env_int("GLASSBOX_PREDICT_MAX_INPUT_CHARS", 5000)
+# Cross-request batching of transformers predictions in a serving process
+# (rollouts/request_batching.py): calls arriving within BATCH_WAIT_MS of the
+# first share one predict pass of at most BATCH_MAX rows; BATCH_MAX 1 turns it off.
+GLASSBOX_BATCH_WAIT_MS = float(os.environ.get("GLASSBOX_BATCH_WAIT_MS", "5"))
+GLASSBOX_BATCH_MAX = _env_int("GLASSBOX_BATCH_MAX", 64)
 # Prediction logs are written in batches off the request path: at most every
 # FLUSH seconds or BATCH rows, whichever comes first.
 GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = float(os.environ.get("GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS", "0.5"))
