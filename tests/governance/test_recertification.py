@@ -147,6 +147,8 @@ def test_recertification_round_keeps_the_version_serving_and_approval_sets_the_n
     dossier = page_client_for(manager).get("/models/zh-medium/versions/1/dossier.json").json()
     assert [r["kind"] for r in dossier["reviews"]] == ["recertification", "initial"]
     assert dossier["version"]["certification"]["holds"] is True
+    dossier_page = page_client_for(manager).get("/models/zh-medium/versions/1/dossier/").content.decode()
+    assert "Re-certification round #" in dossier_page and "version.recertify" in dossier_page
 
 
 def test_rejected_round_of_a_deployed_version_raises_a_critical_alert_and_it_keeps_serving(
