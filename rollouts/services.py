@@ -22,6 +22,10 @@ Decisions worth knowing:
   once. The candidate stays approved, so it can be rolled out again later
   (after a fix elsewhere, e.g. a quieter reference set or other thresholds).
 - `actor=None` means the platform itself (the analysis task).
+- A candidate must hold its certification: past its re-certification date,
+  or after a rejected re-certification round, a rollout does not start
+  (governance.selectors.certification_refusal). What already serves is never
+  stopped for it; a certification alert says so instead (certification_check).
 
 - Feedback (ground truth a person asserts about earlier predictions) and
   monitoring alerts (raised and cleared by the platform, `monitor_check`)
