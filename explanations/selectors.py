@@ -60,14 +60,14 @@ def report_list(*, user, version) -> QuerySet[ExplanationReport]:
     )
 
 
-def succeeded_methods(*, version) -> set[str]:
+def succeeded_methods(*, version, finished_after=None) -> set[str]:
     """Explanation methods ("shap", "pfi", ...) with a succeeded report for
-    `version`: the evidence the approval policy asks for."""
-    return set(
-        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
-        .values_list("method", flat=True)
-        .distinct()
-    )
+    `version`: the evidence the approval policy asks for. `finished_after`
+    counts only reports finished later (a re-certification's fresh evidence)."""
+    reports = ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+    if finished_after is not None:
+        reports = reports.filter(finished_at__gt=finished_after)
+    return set(reports.values_list("method", flat=True).distinct())
 
 
 def succeeded_reports(*, version) -> QuerySet[ExplanationReport]:

@@ -393,15 +393,26 @@ AUDIT_CHECKPOINT_KEY = os.environ.get("AUDIT_CHECKPOINT_KEY", "")
 # --- review policy -----------------------------------------------------------
 # Per risk tier: approvals from distinct reviewers, explanation methods that
 # must have a succeeded report for the version before anyone may approve it,
-# and how many days an approval holds before re-certification is due.
+# how many days an approval holds before re-certification is due, and whether
+# a re-certification round needs fresh evidence (reports finished after the
+# approval it renews; see README "Re-certification").
 GLASSBOX_APPROVAL_POLICY = {
-    "low": {"approvals": 1, "evidence": [], "recertify_days": 365},
-    "medium": {"approvals": 2, "evidence": [], "recertify_days": 180},
+    "low": {"approvals": 1, "evidence": [], "recertify_days": 365, "recertify_fresh_evidence": False},
+    "medium": {"approvals": 2, "evidence": [], "recertify_days": 180, "recertify_fresh_evidence": False},
     "high": {
         "approvals": 2,
         "evidence": _env_list("GLASSBOX_HIGH_RISK_EVIDENCE", ["shap", "pfi"]),
         "recertify_days": 90,
+        "recertify_fresh_evidence": True,
     },
+}
+# How often the beat task looks for deployed versions whose certification
+# lapsed or was refused, and raises their alerts (idempotent; hourly is plenty
+# for a date, and a restart never waits a day for its first look).
+GLASSBOX_CERTIFICATION_CHECK_SECONDS = _env_int("GLASSBOX_CERTIFICATION_CHECK_SECONDS", 3600)
+CELERY_BEAT_SCHEDULE["rollouts-check-certifications"] = {
+    "task": "rollouts.tasks.check_certifications",
+    "schedule": float(GLASSBOX_CERTIFICATION_CHECK_SECONDS),
 }
 
 # --- security ----------------------------------------------------------------

@@ -36,6 +36,12 @@ class AuditAction(StrEnum):
     VERSION_DEPLOY = "version.deploy"
     VERSION_RETIRE = "version.retire"
     VERSION_REFERENCE_SET = "version.reference_set"
+    # Re-certification (README "Re-certification"): an engineer asks for a new
+    # round; its approval renews the date; its reject withdraws the certification
+    # without touching the status (the version keeps serving).
+    VERSION_RECERTIFY_REQUEST = "version.recertify_request"
+    VERSION_RECERTIFY = "version.recertify"
+    VERSION_RECERTIFY_REJECT = "version.recertify_reject"
     # Which inference backend serves a version (ONNX Runtime after its agreement check, or torch).
     VERSION_INFERENCE_BACKEND = "version.inference_backend"
 

@@ -89,6 +89,22 @@ class ReviewRequest(models.Model):
         APPROVED = "approved", "approved"
         REJECTED = "rejected", "rejected"
 
+    class Kind(models.TextChoices):
+        # The first review moves the version registered -> in_review -> approved | rejected.
+        INITIAL = "initial", "review"
+        # A re-certification round of an approved or deployed version leaves
+        # its status alone: approval renews the date, reject withdraws the
+        # certification (no new rollout; a deployed one keeps serving).
+        RECERTIFICATION = "recertification", "re-certification round"
+
+    # The version statuses in which each kind of round can be decided.
+    DECIDABLE_VERSION_STATUSES: dict[str, set[str]] = {
+        Kind.INITIAL: {"in_review"},
+        Kind.RECERTIFICATION: {"approved", "deployed"},
+    }
+    # Any succeeded report counts as fresh evidence when the tier names no method.
+    ANY_METHOD = "any"
+
     # Closed reviews are final: a rejected version never comes back.
     ALLOWED_TRANSITIONS: dict[str, set[str]] = {
         Status.OPEN: {Status.APPROVED, Status.REJECTED},
@@ -104,6 +120,11 @@ class ReviewRequest(models.Model):
     required_approvals = models.PositiveSmallIntegerField()
     # Explanation methods that must have a succeeded report for the version.
     required_evidence = models.JSONField(default=list, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.INITIAL)
+    # Set on a re-certification round whose tier asks for fresh evidence: the
+    # approval it renews closed then, and the required reports must have
+    # finished after it (copied when the round opens, like the rest of the bar).
+    fresh_evidence_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -130,13 +151,25 @@ class ReviewRequest(models.Model):
         # Reads the prefetched decisions when there are any (lists, pages).
         return [d for d in self.decisions.all() if d.decision == Decision.Verdict.APPROVE]
 
+    @property
+    def is_recertification(self) -> bool:
+        return self.kind == self.Kind.RECERTIFICATION
+
     def missing_evidence(self) -> list[str]:
-        """Required explanation methods without a succeeded report for the version, in policy order."""
+        """Required explanation methods without a succeeded report for the
+        version, in policy order. A round that needs fresh evidence counts
+        only reports finished after `fresh_evidence_since`; when its tier
+        names no method, one fresh report of any method is needed ("any")."""
         from explanations.selectors import succeeded_methods
 
-        if not self.required_evidence:
+        if self.fresh_evidence_since is not None:
+            have = succeeded_methods(version=self.version, finished_after=self.fresh_evidence_since)
+            if not self.required_evidence:
+                return [] if have else [self.ANY_METHOD]
+        elif not self.required_evidence:
             return []
-        have = succeeded_methods(version=self.version)
+        else:
+            have = succeeded_methods(version=self.version)
         return [method for method in self.required_evidence if method not in have]
 
     def decision_refusal(self, user, decision: str) -> GlassboxError | None:
@@ -159,6 +192,15 @@ class ReviewRequest(models.Model):
             return Conflict(f"You have already decided on {version}; each reviewer counts once.")
         if decision == Decision.Verdict.APPROVE:
             missing = self.missing_evidence()
+            if missing and self.fresh_evidence_since is not None:
+                methods = "any method" if missing == [self.ANY_METHOD] else ", ".join(missing)
+                return Conflict(
+                    f"{version} cannot be re-certified yet: its {version.model.risk_tier}-risk policy needs fresh "
+                    f"evidence, a succeeded explanation report for {methods} finished after the approval this "
+                    f"round renews ({self.fresh_evidence_since:%Y-%m-%d %H:%M} UTC), and there is none.",
+                    missing_evidence=missing,
+                    fresh_evidence_since=self.fresh_evidence_since.isoformat(),
+                )
             if missing:
                 return Conflict(
                     f"{version} cannot be approved yet: its {version.model.risk_tier}-risk policy needs a succeeded "

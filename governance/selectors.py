@@ -1,13 +1,14 @@
 """Reads for reviews, compliance dossiers and the manager dashboard. Each
 public selector checks that the user may read what it returns."""
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
-from glassbox.errors import NotPermitted
+from glassbox.errors import Conflict, GlassboxError, NotPermitted
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 
@@ -32,6 +33,109 @@ def review_latest(version: ModelVersion) -> ReviewRequest | None:
     if review is not None:
         review.version = version
     return review
+
+
+@dataclass(frozen=True)
+class Certification:
+    """Where a version's certification stands (rollout start, version page,
+    dossier, the certification beat task)."""
+
+    recertify_by: date | None
+    # The first day past `recertify_by`, or None while it holds.
+    lapsed_since: date | None
+    # The open round (of either kind), and the rejected re-certification round, if any.
+    open_round: ReviewRequest | None
+    refused_round: ReviewRequest | None
+
+    @property
+    def holds(self) -> bool:
+        return self.lapsed_since is None and self.refused_round is None
+
+
+def certification_state(version: ModelVersion, *, today: date | None = None) -> Certification:
+    today = today or timezone.now().date()
+    rounds = ReviewRequest.objects.filter(version=version).select_related("opened_by")
+    return Certification(
+        recertify_by=version.recertify_by,
+        lapsed_since=version.certification_lapsed_since(today),
+        open_round=rounds.filter(status=ReviewRequest.Status.OPEN).first(),
+        refused_round=rounds.filter(
+            kind=ReviewRequest.Kind.RECERTIFICATION, status=ReviewRequest.Status.REJECTED
+        ).first(),
+    )
+
+
+def recertify_hint(version: ModelVersion) -> str:
+    name, number = version.model.name, version.number
+    return (
+        f"an engineer opens a re-certification round (POST /api/v1/models/{name}/versions/{number}/recertify/, "
+        "or 'Open a re-certification round' on the version page) and reviewers approve it"
+    )
+
+
+def certification_refusal(version: ModelVersion, *, today: date | None = None) -> Conflict | None:
+    """Why `version` may not start a rollout on its certification's account
+    (refused in a re-certification round, or past its date), or None."""
+    state = certification_state(version, today=today)
+    if state.refused_round is not None:
+        refused = state.refused_round
+        return Conflict(
+            f"{version} may not roll out: its re-certification was rejected in review #{refused.pk} on "
+            f"{refused.closed_at:%Y-%m-%d}. A rejected version is not re-certified again: upload a new version "
+            "and roll that out instead.",
+            code="certification_refused",
+            review=refused.pk,
+        )
+    if state.lapsed_since is not None:
+        days = (timezone.now().date() if today is None else today) - state.recertify_by
+        if state.open_round is not None:
+            how = f"re-certification round #{state.open_round.pk} is open; once reviewers approve it, it can roll out"
+        else:
+            how = f"to re-certify it, {recertify_hint(version)}"
+        return Conflict(
+            f"{version} may not roll out: its certification lapsed on {state.lapsed_since:%Y-%m-%d} (re-certification "
+            f"was due by {state.recertify_by:%Y-%m-%d}, {days.days} day(s) ago); {how}.",
+            code="certification_lapsed",
+            recertify_by=state.recertify_by.isoformat(),
+            lapsed_since=state.lapsed_since.isoformat(),
+        )
+    return None
+
+
+def recertification_refusal(*, user, version: ModelVersion) -> GlassboxError | None:
+    """Why `user` may not open a re-certification round of `version` now, or
+    None. The service asks it again under the version's lock; the version
+    page shows the button only when this is None."""
+    if not (user.is_authenticated and user.has_perm("governance.add_reviewrequest")):
+        return NotPermitted("Only engineers may open a re-certification round.")
+    if version.status not in (ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED):
+        return Conflict(
+            f"{version} is {version.status}; only an approved or deployed version can be re-certified.",
+            current_status=version.status,
+        )
+    state = certification_state(version)
+    if state.open_round is not None:
+        return Conflict(
+            f"Review #{state.open_round.pk} of {version} is already open; decide it before opening another round.",
+            review=state.open_round.pk,
+        )
+    if state.refused_round is not None:
+        return Conflict(
+            f"The re-certification of {version} was rejected in review #{state.refused_round.pk}; a rejected "
+            "version is not re-certified again: upload a new version instead.",
+            review=state.refused_round.pk,
+        )
+    return None
+
+
+def versions_with_refused_certification() -> QuerySet[ModelVersion]:
+    """Approved or deployed versions whose re-certification was rejected."""
+    refused = ReviewRequest.objects.filter(
+        kind=ReviewRequest.Kind.RECERTIFICATION, status=ReviewRequest.Status.REJECTED
+    ).values("version_id")
+    return ModelVersion.objects.filter(
+        pk__in=refused, status__in=[ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED]
+    )
 
 
 def review_history(*, user, version: ModelVersion) -> list[ReviewRequest]:
@@ -66,12 +170,14 @@ def _open_reviews() -> QuerySet[ReviewRequest]:
 def _review_json(review: ReviewRequest) -> dict[str, Any]:
     return {
         "id": review.pk,
+        "kind": review.kind,
         "status": review.status,
         "opened_by": review.opened_by.get_username(),
         "opened_at": review.opened_at.isoformat(),
         "closed_at": review.closed_at.isoformat() if review.closed_at else None,
         "required_approvals": review.required_approvals,
         "required_evidence": review.required_evidence,
+        "fresh_evidence_since": review.fresh_evidence_since.isoformat() if review.fresh_evidence_since else None,
         "missing_evidence": review.missing_evidence() if review.status == ReviewRequest.Status.OPEN else [],
         "decisions": [
             {
@@ -108,6 +214,7 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
             "uploaded_by": version.created_by.get_username(),
             "uploaded_at": version.created_at.isoformat(),
             "recertify_by": version.recertify_by.isoformat() if version.recertify_by else None,
+            "certification": _certification_json(version),
             "labels": version.labels,
             "max_length": version.max_length,
         },
@@ -139,6 +246,17 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
             for event in events
         ]
     return dossier
+
+
+def _certification_json(version: ModelVersion) -> dict[str, Any]:
+    state = certification_state(version)
+    return {
+        # Only an approved or deployed version holds a certification at all.
+        "holds": version.status in (ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED) and state.holds,
+        "lapsed_since": state.lapsed_since.isoformat() if state.lapsed_since else None,
+        "refused_by_review": state.refused_round.pk if state.refused_round else None,
+        "open_round": state.open_round.pk if state.open_round else None,
+    }
 
 
 def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
@@ -198,6 +316,9 @@ def dashboard(*, user, today: date | None = None, recent_events: int = 20) -> di
         "versions_by_state": [(state.value, state.label, counts.get(state.value, 0)) for state in ModelVersion.Status],
         "open_reviews": _open_reviews(),
         "overdue": overdue,
+        "refused_certifications": versions_with_refused_certification()
+        .select_related("model")
+        .order_by("model__name", "number"),
         "recent_events": AuditEvent.objects.order_by("-id")[:recent_events],
         **_serving_marks(),
     }
