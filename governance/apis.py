@@ -53,7 +53,7 @@ class DecisionOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["id", "reviewer", "decision", "comment", "created_at"]
+        fields = ["id", "reviewer", "decision", "comment", "created_at", "evidence"]
 
 
 class ReviewOutputSerializer(serializers.ModelSerializer):
@@ -75,6 +75,7 @@ class ReviewOutputSerializer(serializers.ModelSerializer):
             "approvals",
             "required_approvals",
             "required_evidence",
+            "require_opened_evidence",
             "missing_evidence",
             "decisions",
         ]

@@ -25,6 +25,8 @@ class AuditAction(StrEnum):
     # The trail itself.
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_EXPORT = "audit.export"
+    # Deep verification found stored evidence that no longer matches its recorded digest.
+    AUDIT_INTEGRITY_ALERT = "audit.integrity_alert"
 
     # Registry.
     MODEL_CREATE = "model.create"
