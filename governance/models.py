@@ -167,9 +167,10 @@ class ReviewRequest(models.Model):
             from governance.evidence import evidence_snapshot, unopened_required
 
             if evidence is None:
-                evidence = evidence_snapshot(review=self, reviewer=user)
-            have = {entry["method"] for entry in evidence["reports"]}
-            missing = [method for method in self.required_evidence if method not in have]
+                missing = self.missing_evidence()
+            else:
+                have = {entry["method"] for entry in evidence["reports"]}
+                missing = [method for method in self.required_evidence if method not in have]
             if missing:
                 return Conflict(
                     f"{version} cannot be approved yet: its {version.model.risk_tier}-risk policy needs a succeeded "
@@ -177,6 +178,8 @@ class ReviewRequest(models.Model):
                     missing_evidence=missing,
                 )
             if self.require_opened_evidence:
+                if evidence is None:
+                    evidence = evidence_snapshot(review=self, reviewer=user)
                 unopened = unopened_required(review=self, evidence=evidence)
                 if unopened:
                     names = ", ".join(entry["label"] for entry in unopened)
