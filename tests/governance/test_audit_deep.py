@@ -4,6 +4,8 @@ what is stored, and each tampered one is named (never repaired)."""
 
 import importlib.util
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -151,7 +153,7 @@ def _verifier():
     return module
 
 
-def test_the_dossier_export_alone_proves_its_events_against_a_signed_checkpoint(settings, evidence, manager):
+def test_the_dossier_export_alone_proves_its_events_against_a_signed_checkpoint(settings, evidence, manager, tmp_path):
     settings.AUDIT_CHECKPOINT_KEY = "k" * 40
     version = evidence["version"]
     checkpoint = checkpoint_create(actor=manager)
@@ -161,6 +163,21 @@ def test_the_dossier_export_alone_proves_its_events_against_a_signed_checkpoint(
     verifier = _verifier()
 
     assert verifier.verify_dossier(dossier, checkpoint, key=b"k" * 40) == []
+    assert verifier.cited_after_checkpoint(dossier, checkpoint) == []
+    # The script itself, in an isolated interpreter that sees neither Glassbox nor its database.
+    (tmp_path / "dossier.json").write_bytes(response.content)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(checkpoint))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "verify_dossier.py"
+    run = subprocess.run(
+        [sys.executable, "-I", str(script), "dossier.json", "checkpoint.json"],
+        cwd=tmp_path,
+        env={"AUDIT_CHECKPOINT_KEY": "k" * 40},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "belong to the chain up to checkpoint event" in run.stdout and "signature checked" in run.stdout
     decision = dossier["reviews"][0]["decisions"][0]
     assert decision["evidence"]["reports"][0]["id"] == evidence["report"].pk
     assert decision["event"]["id"] in {event["id"] for event in dossier["chain"]["events"]}
