@@ -216,8 +216,11 @@ def verify_deep(*, workers: int = 1) -> DeepResult:
 
 def integrity_alerts_raise(*, mismatches: list[Mismatch], actor=None) -> list:
     """One open IntegrityAlert (and one audit event) per subject that does not
-    match; a subject already alerted on stays as it is. Nothing is repaired."""
+    match; a subject already alerted on stays as it is. Open alerts whose
+    subject matches again (someone restored it) are cleared, on the trail
+    too. Nothing is repaired here."""
     from django.db import transaction
+    from django.utils import timezone
 
     from governance.audit import record_event
     from governance.models import IntegrityAlert
@@ -236,4 +239,17 @@ def integrity_alerts_raise(*, mismatches: list[Mismatch], actor=None) -> list:
                 detail={"subject": subject, "reason": mismatch.reason[:500]},
             )
             raised.append(alert)
+    failing = {mismatch.subject[:200] for mismatch in mismatches}
+    with transaction.atomic():
+        for alert in IntegrityAlert.objects.select_for_update().filter(cleared_at__isnull=True):
+            if alert.subject in failing:
+                continue
+            alert.cleared_at = timezone.now()
+            alert.save(update_fields=["cleared_at"])
+            record_event(
+                actor=actor,
+                action=AuditAction.AUDIT_INTEGRITY_CLEARED,
+                obj=alert,
+                detail={"subject": alert.subject},
+            )
     return raised

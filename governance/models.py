@@ -257,7 +257,8 @@ class ReportOpen(models.Model):
 class IntegrityAlert(models.Model):
     """Something stored no longer matches the digest the trail recorded for it
     (found by the scheduled deep verification). Nothing is repaired: the
-    alert stays open until a person has looked and cleared it."""
+    alert stays open until a later check finds the subject matching again
+    (a person restored it, from a backup say)."""
 
     subject = models.CharField(max_length=200)
     message = models.CharField(max_length=1000)

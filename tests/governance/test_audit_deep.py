@@ -132,6 +132,7 @@ def test_an_artifact_with_one_byte_changed_is_named_and_nothing_is_repaired(evid
 
 def test_the_scheduled_check_raises_one_alert_per_mismatch_and_the_dashboard_shows_it(evidence, manager):
     dataset = evidence["dataset"]
+    original = stored_path(dataset.storage_key).read_bytes()
     stored_path(dataset.storage_key).write_text("text,label\n替换,negative\n", encoding="utf-8")
 
     assert tasks.deep_verify() == 1
@@ -143,6 +144,13 @@ def test_the_scheduled_check_raises_one_alert_per_mismatch_and_the_dashboard_sho
     assert event.detail["subject"] == alert.subject
     page = page_client_for(manager).get("/dashboard/").content.decode()
     assert "Evidence integrity" in page and f"dataset #{dataset.pk} (deep-set)" in page
+
+    # Restored from a backup by a person: the next check clears the alert, on the trail.
+    stored_path(dataset.storage_key).write_bytes(original)
+    assert tasks.deep_verify() == 0
+    alert.refresh_from_db()
+    assert alert.cleared_at is not None
+    assert AuditEvent.objects.filter(action="audit.integrity_cleared", object_id=str(alert.pk)).count() == 1
 
 
 def _verifier():
