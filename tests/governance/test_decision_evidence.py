@@ -101,9 +101,13 @@ def test_reports_made_after_a_decision_are_shown_apart(engineer, reviewer, revie
     )
     second = decide(reviewer2, version, "approve", "both seen").json()
     assert [entry["id"] for entry in second["evidence"]["reports"]] == [shap.pk, lime.pk]
-    dossier = page_client_for(reviewer).get(f"/models/{version.model.name}/versions/{version.number}/dossier.json")
-    decisions = dossier.json()["reviews"][0]["decisions"]
+    base = f"/models/{version.model.name}/versions/{version.number}"
+    decisions = page_client_for(reviewer).get(f"{base}/dossier.json").json()["reviews"][0]["decisions"]
     assert [d["after_decision"] for d in decisions] == [[lime.pk], []]
+    dossier = page_client_for(reviewer).get(f"{base}/dossier/").content.decode()
+    assert dossier.count('class="evidence decided-on"') == 2
+    assert dossier.count('class="evidence after-decision muted"') == 1
+    assert f"LIME #{lime.pk} (comp 0.30 vs random 0.03)</a></p>" in dossier
 
 
 def test_reviewer_opens_are_logged_once_per_report_and_listed_in_the_decision(engineer, reviewer):
