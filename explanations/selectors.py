@@ -79,6 +79,27 @@ def succeeded_reports(*, version) -> QuerySet[ExplanationReport]:
     )
 
 
+def evidence_rows(*, version) -> list[dict]:
+    """What a decision's evidence snapshot records of each succeeded report of
+    the version, oldest first, in one query and without the results."""
+    return list(
+        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+        .order_by("id")
+        .values(
+            "id",
+            "method",
+            "params",
+            "dataset_id",
+            "dataset__sha256",
+            "text_count",
+            "finished_at",
+            "results_sha256",
+            "fidelity_sha256",
+            "fidelity",
+        )
+    )
+
+
 def latest_succeeded(*, version, method: str, dataset_id: int | None = None) -> ExplanationReport | None:
     reports = ExplanationReport.objects.filter(
         version=version, method=method, status=ExplanationReport.Status.SUCCEEDED
@@ -215,6 +236,9 @@ def dossier_reports(*, user, version) -> list[dict]:
             "created_at": report.created_at.isoformat(),
             "finished_at": report.finished_at.isoformat() if report.finished_at else None,
             "error": report.error,
+            "dataset_sha256": report.dataset.sha256 if report.dataset_id else None,
+            "results_sha256": report.results_sha256,
+            "fidelity_sha256": report.fidelity_sha256,
             "fidelity": report.fidelity,
             "top_tokens": report_top_tokens(report, top=10),
             "url": f"/api/v1/explanations/{report.pk}/",

@@ -261,6 +261,8 @@ CELERY_TASK_ROUTES = {
     "explanations.tasks.run_report": {"queue": "explanations"},
     "explanations.tasks.run_chunk": {"queue": "explanations"},
     "explanations.tasks.finalize_report": {"queue": "explanations"},
+    # Reads every artifact and dataset: heavy, so off the light queue.
+    "governance.tasks.deep_verify": {"queue": "explanations"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic jobs, run by `celery worker -B` (the demo) or a separate `celery beat`.
@@ -381,6 +383,12 @@ GLASSBOX_MONITOR_THRESHOLDS = {
     "min_feedback": _env_int("GLASSBOX_MONITOR_MIN_FEEDBACK", 20),
     "min_drift_texts": _env_int("GLASSBOX_MONITOR_MIN_DRIFT_TEXTS", 200),
 }
+# Deep verification of the audit trail and the evidence it binds (digests of
+# report results, dataset files and artifacts): daily by default.
+CELERY_BEAT_SCHEDULE["audit-deep-verify"] = {
+    "task": "governance.tasks.deep_verify",
+    "schedule": float(_env_int("GLASSBOX_DEEP_VERIFY_INTERVAL_SECONDS", 86400)),
+}
 CELERY_BEAT_SCHEDULE["rollouts-check-monitors"] = {
     "task": "rollouts.tasks.check_monitors",
     "schedule": float(GLASSBOX_ROLLOUT_TICK_SECONDS),
@@ -404,6 +412,8 @@ GLASSBOX_APPROVAL_POLICY = {
         "evidence": _env_list("GLASSBOX_HIGH_RISK_EVIDENCE", ["shap", "pfi"]),
         "recertify_days": 90,
         "recertify_fresh_evidence": True,
+        # An approver must have opened the required reports before approving.
+        "require_opened_evidence": _env_bool("GLASSBOX_HIGH_RISK_REQUIRE_OPENED_EVIDENCE", True),
     },
 }
 # How often the beat task looks for deployed versions whose certification

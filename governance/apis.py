@@ -53,7 +53,7 @@ class DecisionOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["id", "reviewer", "decision", "comment", "created_at"]
+        fields = ["id", "reviewer", "decision", "comment", "created_at", "evidence"]
 
 
 class ReviewOutputSerializer(serializers.ModelSerializer):
@@ -77,6 +77,7 @@ class ReviewOutputSerializer(serializers.ModelSerializer):
             "required_approvals",
             "required_evidence",
             "fresh_evidence_since",
+            "require_opened_evidence",
             "missing_evidence",
             "decisions",
         ]

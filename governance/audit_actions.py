@@ -25,6 +25,10 @@ class AuditAction(StrEnum):
     # The trail itself.
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_EXPORT = "audit.export"
+    # Deep verification found stored evidence that no longer matches its recorded digest.
+    AUDIT_INTEGRITY_ALERT = "audit.integrity_alert"
+    # ...and a later check found it matching again (restored by a person, from a backup).
+    AUDIT_INTEGRITY_CLEARED = "audit.integrity_cleared"
 
     # Registry.
     MODEL_CREATE = "model.create"

@@ -9,6 +9,9 @@ from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, NotPermitted
+from governance.audit import event_timestamp
+from governance.audit_actions import AuditAction
+from governance.evidence import current_report_entries, decision_evidence_view
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 
@@ -139,10 +142,17 @@ def versions_with_refused_certification() -> QuerySet[ModelVersion]:
 
 
 def review_history(*, user, version: ModelVersion) -> list[ReviewRequest]:
+    """The version's reviews, newest first; each decision carries
+    `evidence_view` (what it was decided on, and the reports after it)."""
     _require_review_read(user)
     reviews = list(version.reviews.prefetch_related(*REVIEW_PREFETCH))
+    current = None
     for review in reviews:
         review.version = version
+        for decision in review.decisions.all():
+            if current is None:
+                current = current_report_entries(version)
+            decision.evidence_view = decision_evidence_view(decision, current)
     return reviews
 
 
@@ -167,7 +177,7 @@ def _open_reviews() -> QuerySet[ReviewRequest]:
     )
 
 
-def _review_json(review: ReviewRequest) -> dict[str, Any]:
+def _review_json(review: ReviewRequest, events: dict[tuple[str, int], dict]) -> dict[str, Any]:
     return {
         "id": review.pk,
         "kind": review.kind,
@@ -179,12 +189,18 @@ def _review_json(review: ReviewRequest) -> dict[str, Any]:
         "required_evidence": review.required_evidence,
         "fresh_evidence_since": review.fresh_evidence_since.isoformat() if review.fresh_evidence_since else None,
         "missing_evidence": review.missing_evidence() if review.status == ReviewRequest.Status.OPEN else [],
+        "require_opened_evidence": review.require_opened_evidence,
         "decisions": [
             {
+                "id": decision.pk,
                 "reviewer": decision.reviewer.get_username(),
                 "decision": decision.decision,
                 "comment": decision.comment,
                 "created_at": decision.created_at.isoformat(),
+                # The snapshot as recorded (also in the decision's event, below).
+                "evidence": decision.evidence,
+                "after_decision": [entry["id"] for entry in decision.evidence_view["after"]],
+                "event": events.get(("decision", decision.pk)),
             }
             for decision in review.decisions.all()
         ],
@@ -198,6 +214,18 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
 
     _require_review_read(user)
     model = version.model
+    reviews = review_history(user=user, version=version)
+    reports = dossier_reports(user=user, version=version)
+    dataset_ids = sorted({report["dataset"] for report in reports if report["dataset"]})
+    decision_ids = [decision.pk for review in reviews for decision in review.decisions.all()]
+    cited = _cited_events(
+        version=version,
+        decision_ids=decision_ids,
+        report_ids=[report["id"] for report in reports if report["status"] == "succeeded"],
+        dataset_ids=dataset_ids,
+    )
+    for report in reports:
+        report["event"] = cited.get(("report", report["id"]))
     dossier: dict[str, Any] = {
         "generated_at": (now or timezone.now()).isoformat(),
         "generated_by": user.get_username(),
@@ -226,9 +254,11 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
             "filename": version.artifact_filename,
             "format": version.artifact_format,
             "files": version.files,
+            "event": cited.get(("version", version.pk)),
         },
-        "reviews": [_review_json(review) for review in review_history(user=user, version=version)],
-        "explanation_reports": dossier_reports(user=user, version=version),
+        "reviews": [_review_json(review, cited) for review in reviews],
+        "explanation_reports": reports,
+        "datasets": _dossier_datasets(dataset_ids, cited),
         "rollouts": version_rollouts(user=user, version=version),
     }
     events = version_audit_events(user=user, version=version)
@@ -241,10 +271,12 @@ def version_dossier(*, user, version: ModelVersion, now: datetime | None = None)
                 "action": event.action,
                 "outcome": event.outcome,
                 "reason": event.detail.get("reason", ""),
+                "prev_hash": event.prev_hash,
                 "hash": event.hash,
             }
             for event in events
         ]
+        dossier["chain"] = _chain_segment([event.pk for event in events] + [ref["id"] for ref in cited.values()])
     return dossier
 
 
@@ -257,6 +289,82 @@ def _certification_json(version: ModelVersion) -> dict[str, Any]:
         "refused_by_review": state.refused_round.pk if state.refused_round else None,
         "open_round": state.open_round.pk if state.open_round else None,
     }
+
+
+# Cited events, by what they are about: (kind, object id) -> (action, object_type).
+_CITED = {
+    "decision": ((AuditAction.REVIEW_APPROVE, AuditAction.REVIEW_REJECT), "governance.decision"),
+    "report": ((AuditAction.EXPLANATION_SUCCEED,), "explanations.explanationreport"),
+    "dataset": ((AuditAction.DATASET_CREATE,), "registry.dataset"),
+    "version": ((AuditAction.VERSION_CREATE,), "registry.modelversion"),
+}
+# The longest chain segment a dossier carries in full (see _chain_segment).
+DOSSIER_CHAIN_LIMIT = 50_000
+
+
+def _cited_events(*, version, decision_ids, report_ids, dataset_ids) -> dict[tuple[str, int], dict]:
+    """The chain position ({"id", "hash"}) of the events that recorded each
+    decision, report success, dataset and the version's artifact."""
+    wanted = {"decision": decision_ids, "report": report_ids, "dataset": dataset_ids, "version": [version.pk]}
+    found: dict[tuple[str, int], dict] = {}
+    for kind, ids in wanted.items():
+        if not ids:
+            continue
+        actions, object_type = _CITED[kind]
+        rows = (
+            AuditEvent.objects.filter(
+                action__in=list(actions),
+                outcome=AuditEvent.Outcome.OK,
+                object_type=object_type,
+                object_id__in=[str(pk) for pk in ids],
+            )
+            .order_by("id")
+            .values_list("object_id", "id", "hash")
+        )
+        for object_id, event_id, event_hash in rows:
+            found.setdefault((kind, int(object_id)), {"id": event_id, "hash": event_hash})
+    return found
+
+
+def _dossier_datasets(dataset_ids: list[int], cited: dict) -> list[dict[str, Any]]:
+    from registry.models import Dataset
+
+    return [
+        {
+            "id": pk,
+            "name": name,
+            "sha256": sha256,
+            "size": size,
+            "rows": rows,
+            "event": cited.get(("dataset", pk)),
+        }
+        for pk, name, sha256, size, rows in Dataset.objects.filter(pk__in=dataset_ids)
+        .order_by("id")
+        .values_list("id", "name", "sha256", "size", "row_count")
+    ]
+
+
+def _chain_segment(event_ids: list[int]) -> dict[str, Any]:
+    """Every event, in full, from the first cited one to the chain's head now:
+    what an auditor needs to recompute each hash and follow the links up to a
+    signed checkpoint, with nothing but this file (scripts/verify_dossier.py).
+    A hash chain has no shorter proof, hence the whole segment; past
+    DOSSIER_CHAIN_LIMIT events only the positions are given."""
+    from governance.audit_selectors import EVENT_FIELDS
+
+    head = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    if not event_ids or head is None:
+        return {"from_event": None, "to_event": head, "complete": True, "events": []}
+    first = min(event_ids)
+    segment: dict[str, Any] = {"from_event": first, "to_event": head}
+    if head - first + 1 > DOSSIER_CHAIN_LIMIT:
+        segment.update(complete=False, events=[], reason=f"more than {DOSSIER_CHAIN_LIMIT:,} events; ask for an export")
+        return segment
+    rows = list(AuditEvent.objects.filter(id__gte=first, id__lte=head).order_by("id").values(*EVENT_FIELDS))
+    for row in rows:
+        row["created_at"] = event_timestamp(row["created_at"])
+    segment.update(complete=True, events=rows)
+    return segment
 
 
 def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
@@ -327,6 +435,11 @@ def dashboard(*, user, today: date | None = None, recent_events: int = 20) -> di
 def _serving_marks() -> dict[str, Any]:
     """What needs a manager's eye on the serving side: open monitoring alerts
     and rollouts still under way."""
+    from governance.models import IntegrityAlert
     from rollouts.selectors import alerts_open, rollouts_active
 
-    return {"open_alerts": alerts_open(), "active_rollouts": rollouts_active()}
+    return {
+        "open_alerts": alerts_open(),
+        "active_rollouts": rollouts_active(),
+        "integrity_alerts": IntegrityAlert.objects.filter(cleared_at__isnull=True).order_by("raised_at", "id"),
+    }

@@ -13,7 +13,8 @@ from django.utils import timezone
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
-from governance.models import Decision, ReviewRequest
+from governance.evidence import evidence_snapshot
+from governance.models import Decision, ReportOpen, ReviewRequest
 from governance.policy import approval_policy
 from governance.selectors import recertification_refusal
 from registry import selectors as registry_selectors
@@ -89,6 +90,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
         opened_by=actor,
         required_approvals=policy.approvals,
         required_evidence=list(policy.evidence),
+        require_opened_evidence=policy.require_opened_evidence,
     )
     version_move(
         actor=actor,
@@ -106,6 +108,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
                 "status": review.status,
                 "required_approvals": review.required_approvals,
                 "required_evidence": review.required_evidence,
+                "require_opened_evidence": review.require_opened_evidence,
             }
         },
         detail={"risk_tier": policy.risk_tier},
@@ -161,6 +164,7 @@ def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
         required_approvals=policy.approvals,
         required_evidence=list(policy.evidence),
         fresh_evidence_since=fresh_since,
+        require_opened_evidence=policy.require_opened_evidence,
     )
     lapsed_since = locked.certification_lapsed_since(opened_at.date())
     record_event(
@@ -185,6 +189,7 @@ def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
                 "required_approvals": review.required_approvals,
                 "required_evidence": review.required_evidence,
                 "fresh_evidence_since": fresh_since,
+                "require_opened_evidence": review.require_opened_evidence,
             }
         },
         detail={"risk_tier": policy.risk_tier},
@@ -228,18 +233,21 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
         raise Conflict(
             f"{locked} is {locked.status}; only a version in review can be decided on.", current_status=locked.status
         )
-    refusal = review.decision_refusal(actor, decision)
+    # Taken under the review's lock, and the refusal reads this same snapshot:
+    # what is recorded is exactly what the decision was allowed on.
+    evidence = evidence_snapshot(review=review, reviewer=actor)
+    refusal = review.decision_refusal(actor, decision, evidence=evidence)
     if refusal is not None:
         raise refusal
 
-    made = Decision.objects.create(review=review, reviewer=actor, decision=decision, comment=comment)
+    made = Decision.objects.create(review=review, reviewer=actor, decision=decision, comment=comment, evidence=evidence)
     made.review = review
     record_event(
         actor=actor,
         action=AuditAction(f"review.{decision}"),
         obj=made,
         changes={"after": {"decision": decision}},
-        detail={"review_id": review.pk, "comment": comment},
+        detail={"review_id": review.pk, "comment": comment, "evidence": evidence},
     )
     if review.is_recertification:
         _recertification_decided(actor=actor, review=review, version=locked, decision=decision, comment=comment)
@@ -328,3 +336,25 @@ def _review_close(*, actor, review: ReviewRequest, status: str) -> datetime:
         changes={"before": {"status": before}, "after": {"status": status, "closed_at": review.closed_at}},
     )
     return review.closed_at
+
+
+def report_open_record(*, actor, report, via: str) -> bool:
+    """Note that `actor`, who may decide on the version's open review, opened
+    one of its succeeded reports (page, export or API). Deliberately not a
+    chain event per view: a compact access-log row, the first open of each
+    report only; what it proves is bound into the reviewer's decision, whose
+    evidence lists the reports they had opened. Returns whether it counted."""
+    if report.status != "succeeded" or not (actor.is_authenticated and actor.has_perm("governance.add_decision")):
+        return False
+    review = (
+        ReviewRequest.objects.filter(version_id=report.version_id, status=ReviewRequest.Status.OPEN)
+        .values("pk", "opened_by_id", "version__created_by_id")
+        .first()
+    )
+    # Only someone who may decide on this review is its reviewer.
+    if review is None or actor.pk in (review["opened_by_id"], review["version__created_by_id"]):
+        return False
+    ReportOpen.objects.bulk_create(
+        [ReportOpen(review_id=review["pk"], reviewer=actor, report_id=report.pk, via=via)], ignore_conflicts=True
+    )
+    return True

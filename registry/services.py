@@ -357,6 +357,8 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
                 actor=actor,
                 action=AuditAction.DATASET_CREATE,
                 obj=dataset,
-                changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
+                changes={
+                    "after": {"name": name, "sha256": upload.sha256, "size": upload.size, "rows": len(parsed.rows)}
+                },
             )
         return dataset
