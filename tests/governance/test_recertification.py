@@ -193,12 +193,19 @@ def test_rejected_round_leaves_an_approved_version_unable_to_roll_out(two_versio
     assert not Alert.objects.filter(version=v2).exists()  # nothing serves it: nothing to alert on
 
 
+def _open_reports(reviewers, reports) -> None:
+    """The high-risk policy asks each approver to open the evidence first."""
+    for user in reviewers:
+        for report in reports:
+            assert page_client_for(user).get(f"/explanations/{report.pk}/").status_code == 200
+
+
 def test_fresh_evidence_is_required_where_the_tier_asks(engineer, reviewer, reviewer2, settings):
     version = submitted_version(uploader=engineer, risk_tier="high", name="zh-high")
-    for method in ("shap", "pfi"):
-        make_report(version=version, requested_by=engineer, method=method)
-    decide(reviewer, version, "approve", "evidence read")
-    decide(reviewer2, version, "approve", "evidence read")
+    first = [make_report(version=version, requested_by=engineer, method=method) for method in ("shap", "pfi")]
+    _open_reports([reviewer, reviewer2], first)
+    assert decide(reviewer, version, "approve", "evidence read").status_code == 201
+    assert decide(reviewer2, version, "approve", "evidence read").status_code == 201
     assert recertify(engineer, version).status_code == 201
     round_ = ReviewRequest.objects.get(version=version, status="open")
     approval = ReviewRequest.objects.get(version=version, kind="initial")
@@ -208,8 +215,8 @@ def test_fresh_evidence_is_required_where_the_tier_asks(engineer, reviewer, revi
 
     assert stale.status_code == 409 and stale.json()["missing_evidence"] == ["shap", "pfi"]
     assert "fresh evidence" in stale.json()["detail"]
-    make_report(version=version, requested_by=engineer, method="shap")
-    make_report(version=version, requested_by=engineer, method="pfi")
+    fresh = [make_report(version=version, requested_by=engineer, method=method) for method in ("shap", "pfi")]
+    _open_reports([reviewer, reviewer2], fresh)
     assert decide(reviewer, version, "approve", "fresh reports read").status_code == 201
     assert decide(reviewer2, version, "approve", "fresh reports read").status_code == 201
     version.refresh_from_db()
