@@ -32,6 +32,7 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
     shadow = serializers.BooleanField(source="is_shadowing")
     interval = serializers.IntegerField(source="analysis_interval_seconds")
     created_by = serializers.CharField(source="created_by.username")
+    rolled_back_by = serializers.CharField(source="rolled_back_by.username", allow_null=True, default=None)
     url = serializers.SerializerMethodField()
     page = serializers.SerializerMethodField()
     analysis = serializers.SerializerMethodField()
@@ -58,6 +59,9 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "finished_at",
+            "rolled_back_at",
+            "rolled_back_by",
+            "rollback_reason",
             "url",
             "page",
             "analysis",

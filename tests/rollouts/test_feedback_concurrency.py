@@ -4,6 +4,7 @@ summaries run beside them. Nothing is lost, nothing is stored twice, and
 every stored row is in exactly one audited summary."""
 
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -75,6 +76,7 @@ def test_parallel_senders_lose_nothing_and_store_nothing_twice(committed_db):
             barrier.wait()
             while sending.is_set():
                 summary_events.extend(services.feedback_summarize())
+                time.sleep(0.01)
         finally:
             connection.close()
 

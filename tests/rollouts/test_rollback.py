@@ -69,6 +69,8 @@ def test_rollback_serves_the_previous_version_and_returns_the_rolled_back_one_to
     model = promoted.model
     assert _serving(model) == (1, None)
     assert _statuses(model) == {1: Status.DEPLOYED, 2: Status.APPROVED, 3: Status.APPROVED}
+    listed = api_client_for(engineer2).get(f"/api/v1/rollouts/{promoted.pk}/").json()
+    assert (listed["status"], listed["rolled_back_by"]) == ("promoted", "eli") and listed["rolled_back_at"]
     promoted.refresh_from_db()
     assert promoted.status == Rollout.Status.PROMOTED  # it was promoted; the rollback is recorded beside it
     assert promoted.rolled_back_at is not None and promoted.rolled_back_by == engineer2
@@ -86,7 +88,9 @@ def test_rollback_serves_the_previous_version_and_returns_the_rolled_back_one_to
 def test_the_rolled_back_version_may_roll_out_again(promoted, engineer):
     assert rollback(engineer, body={"reason": "latency"}).status_code == 200
 
-    again = services.rollout_start(actor=engineer, model=promoted.model, candidate=promoted.candidate)
+    again = services.rollout_start(
+        actor=engineer, model=promoted.model, candidate=promoted.model.versions.get(number=2)
+    )
 
     assert again.status == Rollout.Status.PROGRESSING and again.stable.number == 1
 
@@ -168,7 +172,9 @@ def test_only_those_who_may_abort_may_roll_back(promoted, persona, request):
 
     assert response.status_code == 403 and response.json()["detail"]
     assert _serving(promoted.model) == (2, 1)
-    assert AuditEvent.objects.filter(action="rollout.rollback", outcome="denied", actor_username=user.username).exists()
+    # An outsider may not even read the model: refused before the service, like every other model route.
+    refused = AuditEvent.objects.filter(action="rollout.rollback", outcome="denied", actor_username=user.username)
+    assert refused.exists() == (persona != "outsider")
 
 
 def test_rollback_shows_in_the_rollout_history_and_the_dossier(promoted, engineer, manager):
