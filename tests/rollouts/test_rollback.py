@@ -274,6 +274,8 @@ def test_the_server_refuses_a_rollback_post_without_the_role(promoted, persona, 
 
 def _waiting_for_locks() -> int:
     with connection.cursor() as cursor:
+        # Activity is read from a snapshot kept for the whole transaction: drop it to see now.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         # This database only: other test databases may share the server.
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -286,6 +288,7 @@ def _in_lock_order(model, calls: list) -> list:
     serving state row; start each only once the one before is queued on the
     lock, then let go: they take the lock one after another in this order."""
     results: list = [None] * len(calls)
+    done = [threading.Event() for _ in calls]
 
     def run(index: int) -> None:
         try:
@@ -294,13 +297,18 @@ def _in_lock_order(model, calls: list) -> list:
             results[index] = exc
         finally:
             connection.close()
+            done[index].set()
 
     threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
     with transaction.atomic():
         ServingState.objects.select_for_update().get(model=model)
         for count, thread in enumerate(threads, start=1):
             thread.start()
+            deadline = time.monotonic() + 120
             while _waiting_for_locks() < count:
+                # A call that ends while the lock is held never reached it: say what it did.
+                assert not done[count - 1].is_set(), f"call {count} did not wait for the lock: {results[count - 1]!r}"
+                assert time.monotonic() < deadline, f"call {count} never queued on the lock"
                 time.sleep(0.01)
     for thread in threads:
         thread.join()
