@@ -138,7 +138,6 @@ def rollout_action(request, pk: int, action: str):
     rollout = selectors.rollout_get(user=request.user, pk=pk)
     service = ACTIONS[action][0]
     kwargs = {} if action == "resume" else {"reason": request.POST.get("reason", "")[:2000]}
-    # (The rollback is the model's, not a rollout's: model_rollback.)
     if not request.user.has_perm("rollouts.change_rollout"):
         # The service refuses before it touches anything, and records the refusal.
         service(actor=request.user, rollout=rollout, **kwargs)
