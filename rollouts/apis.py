@@ -1,5 +1,6 @@
 """REST API of rollouts: start and list a model's rollouts, read one and its
-analysis runs, and the manual gates. One view per operation with its input
+analysis runs, the manual gates (promote: to the end, or one step) and a
+model's rollback. One view per operation with its input
 and output serializers, no rules and no queries here (services and
 selectors hold them)."""
 
