@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback clean
 
 venv: $(VENV_STAMP)
 
@@ -65,6 +65,14 @@ bench-audit: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_AUDIT_DB) $(PY) bench/audit.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB); exit $$status
+
+# Feedback at rate (32 senders against gunicorn), on its own scratch database.
+# BENCH_ARGS="--baseline-ref <rev>" adds the before figure of an older revision.
+BENCH_FEEDBACK_DB ?= feedbackbench
+bench-feedback: dev-venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_FEEDBACK_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_FEEDBACK_DB) $(PY) bench/feedback_load.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_FEEDBACK_DB); exit $$status
 
 # The serving router against gunicorn, on its own scratch database.
 BENCH_ROUTER_DB ?= routerbench

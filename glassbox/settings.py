@@ -393,6 +393,13 @@ CELERY_BEAT_SCHEDULE["rollouts-check-monitors"] = {
     "task": "rollouts.tasks.check_monitors",
     "schedule": float(GLASSBOX_ROLLOUT_TICK_SECONDS),
 }
+# Feedback rows are audited as one summary per sender and model per this
+# interval (rollouts.services.feedback_summarize), not one event per call.
+GLASSBOX_FEEDBACK_SUMMARY_SECONDS = _env_int("GLASSBOX_FEEDBACK_SUMMARY_SECONDS", 60)
+CELERY_BEAT_SCHEDULE["rollouts-summarize-feedback"] = {
+    "task": "rollouts.tasks.summarize_feedback",
+    "schedule": float(GLASSBOX_FEEDBACK_SUMMARY_SECONDS),
+}
 
 # --- audit -------------------------------------------------------------------
 # The key that signs audit checkpoints lives outside the database.

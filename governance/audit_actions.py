@@ -39,6 +39,8 @@ class AuditAction(StrEnum):
     VERSION_REJECT = "version.reject"
     VERSION_DEPLOY = "version.deploy"
     VERSION_RETIRE = "version.retire"
+    # deployed -> approved: a rollback took the version out of service.
+    VERSION_ROLLBACK = "version.rollback"
     VERSION_REFERENCE_SET = "version.reference_set"
     # Re-certification (README "Re-certification"): an engineer asks for a new
     # round; its approval renews the date; its reject withdraws the certification
@@ -74,10 +76,14 @@ class AuditAction(StrEnum):
     ROLLOUT_ABORT = "rollout.abort"
     ROLLOUT_ANALYSIS = "rollout.analysis"
     ROLLOUT_ANALYSIS_FAILED = "rollout.analysis_failed"
+    # The previous deployed version serves all traffic again (recorded on the promoted rollout it undoes).
+    ROLLOUT_ROLLBACK = "rollout.rollback"
 
     # Serving and monitoring.
     PREDICTION_REQUEST = "prediction.request"
     PREDICTION_PIN = "prediction.pin"
     FEEDBACK_RECORD = "feedback.record"
+    # Feedback rows are observations: one audited summary per sender and model per interval.
+    FEEDBACK_SUMMARY = "feedback.summary"
     MONITOR_ALERT_RAISED = "monitor.alert_raised"
     MONITOR_ALERT_CLEARED = "monitor.alert_cleared"

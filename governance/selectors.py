@@ -392,6 +392,10 @@ def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
             "started_by": rollout.created_by.get_username(),
             "started_at": rollout.created_at.isoformat(),
             "finished_at": rollout.finished_at.isoformat() if rollout.finished_at else None,
+            # A promotion a rollback undid later: when, by whom, why.
+            "rolled_back_at": rollout.rolled_back_at.isoformat() if rollout.rolled_back_at else None,
+            "rolled_back_by": rollout.rolled_back_by.get_username() if rollout.rolled_back_by else None,
+            "rollback_reason": rollout.rollback_reason,
         }
         for rollout in rollouts
     ]

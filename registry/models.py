@@ -72,7 +72,8 @@ class ModelVersion(models.Model):
         Status.REGISTERED: {Status.IN_REVIEW},
         Status.IN_REVIEW: {Status.APPROVED, Status.REJECTED},
         Status.APPROVED: {Status.DEPLOYED, Status.RETIRED},
-        Status.DEPLOYED: {Status.RETIRED},
+        # Back to approved: a rollback took it out of service (it may roll out again).
+        Status.DEPLOYED: {Status.RETIRED, Status.APPROVED},
         Status.REJECTED: set(),
         Status.RETIRED: set(),
     }

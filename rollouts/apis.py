@@ -1,5 +1,6 @@
 """REST API of rollouts: start and list a model's rollouts, read one and its
-analysis runs, and the manual gates. One view per operation with its input
+analysis runs, the manual gates (promote: to the end, or one step) and a
+model's rollback. One view per operation with its input
 and output serializers, no rules and no queries here (services and
 selectors hold them)."""
 
@@ -32,6 +33,7 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
     shadow = serializers.BooleanField(source="is_shadowing")
     interval = serializers.IntegerField(source="analysis_interval_seconds")
     created_by = serializers.CharField(source="created_by.username")
+    rolled_back_by = serializers.CharField(source="rolled_back_by.username", allow_null=True, default=None)
     url = serializers.SerializerMethodField()
     page = serializers.SerializerMethodField()
     analysis = serializers.SerializerMethodField()
@@ -58,6 +60,9 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "finished_at",
+            "rolled_back_at",
+            "rolled_back_by",
+            "rollback_reason",
             "url",
             "page",
             "analysis",
@@ -96,6 +101,41 @@ class RolloutActionInputSerializer(serializers.Serializer):
         ref_name = "RolloutActionRequest"
 
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RolloutPromoteInputSerializer(RolloutActionInputSerializer):
+    class Meta:
+        ref_name = "RolloutPromoteRequest"
+
+    step = serializers.ChoiceField(
+        choices=["next"],
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text='"next": move to the next step only (the promotion itself at the last step); '
+        "left out: skip to the end and promote",
+    )
+
+
+class ServingStateOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "ServingState"
+
+    model = serializers.CharField()
+    stable = serializers.IntegerField(allow_null=True, help_text="version number serving all traffic not in a rollout")
+    previous = serializers.IntegerField(allow_null=True, help_text="deployed version kept loaded for a rollback")
+    previous_retire_at = serializers.DateTimeField(allow_null=True)
+    active_rollout = serializers.IntegerField(allow_null=True)
+
+
+class RollbackInputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "RollbackRequest"
+
+    # Required and checked by the service (it records a refusal without one).
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, default="", help_text="why (required)"
+    )
 
 
 class RolloutListCreateApi(APIView):
@@ -163,14 +203,22 @@ class _RolloutActionApi(APIView):
 
 
 class RolloutPromoteApi(_RolloutActionApi):
+    InputSerializer = RolloutPromoteInputSerializer
+
     @extend_schema(
-        request=RolloutActionInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_promote"
+        request=RolloutPromoteInputSerializer, responses=RolloutOutputSerializer, operation_id="rollouts_promote"
     )
     def post(self, request, pk: int):
-        return super().post(request, pk)
-
-    def act(self, request, rollout, reason):
-        return services.rollout_promote(actor=request.user, rollout=rollout, reason=reason)
+        rollout = selectors.rollout_get(user=request.user, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        if values.get("step") == "next":
+            services.rollout_promote_step(actor=request.user, rollout=rollout, reason=values["reason"])
+        else:
+            services.rollout_promote(actor=request.user, rollout=rollout, reason=values["reason"])
+        rollout = selectors.rollout_get(user=request.user, pk=pk, latest_runs=LATEST_RUNS)
+        return Response(RolloutOutputSerializer(rollout).data)
 
 
 class RolloutPauseApi(_RolloutActionApi):
@@ -204,3 +252,17 @@ class RolloutAbortApi(_RolloutActionApi):
 
     def act(self, request, rollout, reason):
         return services.rollout_abort(actor=request.user, rollout=rollout, reason=reason)
+
+
+class ModelRollbackApi(APIView):
+    InputSerializer = RollbackInputSerializer
+
+    @extend_schema(
+        request=RollbackInputSerializer, responses=ServingStateOutputSerializer, operation_id="models_rollback"
+    )
+    def post(self, request, name: str):
+        model = registry_selectors.model_get(user=request.user, name=name)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.serving_rollback(actor=request.user, model=model, reason=data.validated_data["reason"])
+        return Response(ServingStateOutputSerializer(selectors.serving_get(user=request.user, model=model)).data)

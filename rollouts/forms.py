@@ -76,3 +76,15 @@ class RolloutActionForm(forms.Form):
 
     confirm = forms.BooleanField(required=True, error_messages={"required": "Tick the box to confirm."})
     reason = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class RollbackForm(forms.Form):
+    """Back to the previous version: a confirm box and a reason, both required."""
+
+    confirm = forms.BooleanField(required=True, error_messages={"required": "Tick the box to confirm."})
+    reason = forms.CharField(
+        required=True,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={"required": "Say why the model is rolled back."},
+    )

@@ -57,6 +57,34 @@ class ServingState(models.Model):
     def audit_scope(self) -> tuple[str, None]:
         return self.model.name, None
 
+    def rollback_refusal(self, user, active: "Rollout | None") -> str | None:
+        """Why `user` may not roll this model back now, in words for its pages
+        and the 409 (what to do instead); None: they may. `active` is the
+        model's active rollout, if any. The service asks it again under the
+        lock with `user` None (the role was checked before)."""
+        if user is not None and not (
+            user.is_authenticated and user.has_perm("rollouts.change_rollout") and self.model.can_be_viewed_by(user)
+        ):
+            return "Only engineers may roll back a model."
+        if active is not None:
+            return (
+                f"Rollout #{active.pk} of v{active.candidate.number} is {active.status}: abort it to send all "
+                f"traffic back to the stable version at once (POST /api/v1/rollouts/{active.pk}/abort/)."
+            )
+        if self.stable_version_id is None:
+            return f"{self.model.name} serves nothing yet: there is nothing to roll back."
+        if self.previous_version_id is None:
+            return (
+                f"There is no previous version to go back to (it was retired, already rolled back to, or "
+                f"v{self.stable_version.number} was the first deployment): roll out an approved version instead."
+            )
+        if self.previous_version.status != ModelVersion.Status.DEPLOYED:
+            return (
+                f"The previous version v{self.previous_version.number} is {self.previous_version.status}: "
+                "roll out an approved version instead."
+            )
+        return None
+
 
 class Rollout(models.Model):
     class Status(models.TextChoices):
@@ -104,6 +132,14 @@ class Rollout(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A promoted rollout that a rollback undid: its candidate went back to
+    # approved and the stable it replaced serves again. Status stays promoted
+    # (it was); these say what happened after.
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    rollback_reason = models.TextField(blank=True, max_length=2000)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -129,12 +165,20 @@ class Rollout(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
 
+    @property
+    def next_step_label(self) -> str:
+        """What "next step" does now, in words for the button."""
+        if self.current_step + 1 >= len(self.steps):
+            return "promote (this is the last step)"
+        step = self.steps[self.current_step + 1]
+        return "shadow" if step.get("shadow") else f"step {self.current_step + 2}: {step.get('weight', 0)} %"
+
     def can_move_to(self, status: str) -> bool:
         return status in self.ALLOWED_TRANSITIONS[self.status]
 
     def action_refusal(self, user, action: str) -> str | None:
         """Why `user` may not take the manual `action` (a key of
-        ACTION_TARGETS) on this rollout now, in words for its page; None:
+        ACTION_TARGETS, or "step": the next step) on this rollout now, in words for its page; None:
         they may. The services ask it again under their locks, with `user`
         None (the platform, which needs no role)."""
         if user is not None and not (
@@ -145,6 +189,11 @@ class Rollout(models.Model):
             if self.status == self.Status.PAUSED:
                 return None
             return f"Only a paused rollout can resume; this one is {self.status}."
+        if action == "step":
+            # One step forward (the promotion itself at the last step).
+            if self.status in (self.Status.PROGRESSING, self.Status.PAUSED):
+                return None
+            return f"Only an active rollout can move to its next step; this one is {self.status}."
         target = self.ACTION_TARGETS[action]
         if not self.can_move_to(target):
             return f"The rollout is {self.status}; it cannot be {target} now."
@@ -249,6 +298,15 @@ class Feedback(models.Model):
     correct = models.BooleanField()
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # When this row went into an audited feedback summary (None: not yet;
+    # rollouts.services.feedback_summarize).
+    summarized_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The summarizer's scan: only the rows not summarized yet.
+            models.Index(fields=["id"], condition=Q(summarized_at__isnull=True), name="feedback_unsummarized"),
+        ]
 
     def __str__(self) -> str:
         return f"feedback on {self.prediction.prediction_id}"

@@ -41,7 +41,7 @@ DRIFT_SAMPLE_PER_WINDOW = 2000
 # Drift signals a version is checked on (thresholds: GLASSBOX_DRIFT_THRESHOLDS).
 DRIFT_SIGNALS = ("character_js_distance", "length_psi", "unknown_rate_increase")
 
-_RELATED = ("model", "candidate", "stable", "created_by")
+_RELATED = ("model", "candidate", "stable", "created_by", "rolled_back_by")
 
 
 def _require_read(user, model: RegisteredModel | None = None) -> None:
@@ -123,6 +123,26 @@ def alerts_open() -> QuerySet[Alert]:
 
 def serving_state(model: RegisteredModel) -> ServingState | None:
     return ServingState.objects.select_related("stable_version", "previous_version").filter(model=model).first()
+
+
+def serving_summary(state: ServingState | None, active: Rollout | None) -> dict:
+    """What serves a model now, as plain data: the rollback's answer (200)
+    and the current state its refusal (409) carries."""
+    stable = state.stable_version if state is not None else None
+    previous = state.previous_version if state is not None else None
+    retire_at = state.previous_retire_at if state is not None else None
+    return {
+        "stable": stable.number if stable is not None else None,
+        "previous": previous.number if previous is not None else None,
+        "previous_retire_at": retire_at.isoformat() if retire_at is not None else None,
+        "active_rollout": active.pk if active is not None else None,
+    }
+
+
+def serving_get(*, user, model: RegisteredModel) -> dict:
+    """The serving summary of a model for a reader of its rollouts."""
+    _require_read(user, model)
+    return {"model": model.name, **serving_summary(serving_state(model), active_rollout(model))}
 
 
 def analysis_window_start(rollout: Rollout) -> datetime:

@@ -21,14 +21,24 @@ Decisions worth knowing:
 - Abort is the stop button: status aborted, every request back to stable at
   once. The candidate stays approved, so it can be rolled out again later
   (after a fix elsewhere, e.g. a quieter reference set or other thresholds).
+- Rollback (Argo's `undo`) is the way back after a promotion: the previous
+  stable, still deployed and loaded, serves all traffic at once; the version
+  it replaced returns to `approved` and the promoted rollout is marked rolled
+  back. Only while no rollout is active (an active one is aborted instead)
+  and the previous version is not retired yet.
 - `actor=None` means the platform itself (the analysis task).
 - A candidate must hold its certification: past its re-certification date,
   or after a rejected re-certification round, a rollout does not start
   (governance.selectors.certification_refusal). What already serves is never
   stopped for it; a certification alert says so instead (certification_check).
 
-- Feedback (ground truth a person asserts about earlier predictions) and
-  monitoring alerts (raised and cleared by the platform, `monitor_check`)
+- Feedback (ground truth a person asserts about earlier predictions) is an
+  observation, like a prediction log row: each call stores its rows (all or
+  none, one per prediction) without taking the audit chain's lock, and
+  `feedback_summarize` (celery beat) appends one audited summary per sender
+  and model per interval - who sent how many, how many were correct. Every
+  row goes into exactly one summary. Refused calls are audited at once.
+- Monitoring alerts (raised and cleared by the platform, `monitor_check`)
   are written here too, each with its audit event.
 
 Locks are always taken ServingState first, then Rollout (`_lock`).
@@ -42,7 +52,9 @@ import uuid
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
@@ -74,6 +86,8 @@ MAX_BAKE_SECONDS = 7 * 24 * 3600
 MAX_INTERVAL_SECONDS = 24 * 3600
 FIRST_DEPLOYMENT_REASON = "first deployment: nothing to compare against"
 FEEDBACK_MAX_ITEMS = 1000
+# Feedback rows folded into summaries per transaction (a long backlog takes several).
+FEEDBACK_SUMMARY_BATCH = 2000
 
 # Allowed range of each threshold: (kind, lowest, highest), both inclusive.
 THRESHOLD_RANGES: dict[str, tuple[type, float, float]] = {
@@ -450,6 +464,8 @@ def _require_certified(candidate: ModelVersion) -> None:
 def _refused_gate(rollout: Rollout, gate: str) -> Conflict:
     if gate == "resume":
         message = f"Rollout #{rollout.pk} is {rollout.status}; only a paused rollout can resume."
+    elif gate == "step":
+        message = f"Rollout #{rollout.pk} is {rollout.status}; only an active rollout can move to its next step."
     else:
         message = f"Rollout #{rollout.pk} is {rollout.status}; it cannot move to {Rollout.ACTION_TARGETS[gate]}."
     return Conflict(message, current_status=rollout.status)
@@ -496,6 +512,48 @@ def rollout_promote(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     )
 
 
+def rollout_promote_step(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
+    """Move to the next step now, without waiting for its bake time (Argo's
+    promote of one step). A paused rollout carries on (progressing) at the
+    new step; the step's bake clock and the analysis window start again, so
+    the next analysis judges traffic at the new weight only. At the last step
+    the next move is the promotion itself."""
+    try:
+        if not _may_change(actor, rollout.model, "rollouts.change_rollout"):
+            raise NotPermitted("Only engineers may act on rollouts.")
+        if not isinstance(reason, str) or len(reason) > 2000:
+            raise InvalidInput("reason must be text of at most 2000 characters.")
+        with transaction.atomic():
+            state, locked = _lock(rollout.model, rollout.pk)
+            if locked.action_refusal(None, "step") is not None:
+                raise _refused_gate(locked, "step")
+            before = _snapshot(locked)
+            now = timezone.now()
+            if locked.current_step + 1 >= len(locked.steps):
+                _promote(state, locked, actor=actor, reason=reason or "last step promoted by hand", now=now)
+                action = AuditAction.ROLLOUT_PROMOTE
+            else:
+                if locked.status == Status.PAUSED:
+                    _move(locked, Status.PROGRESSING)
+                locked.current_step += 1
+                locked.step_started_at = now
+                locked.last_analysis_at = now
+                action = AuditAction.ROLLOUT_ADVANCE
+            locked.save()
+            record_event(
+                actor=actor,
+                action=action,
+                obj=locked,
+                changes={"before": before, "after": _snapshot(locked)},
+                detail={"reason": reason, "step": locked.current_step, "by_hand": True},
+            )
+            _after_commit_invalidate(locked.model_id)
+        return locked
+    except GlassboxError as exc:
+        record_refusal(actor=actor, action=AuditAction.ROLLOUT_ADVANCE, reason=exc.message, obj=rollout)
+        raise
+
+
 def rollout_pause(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     """Hold the current step (its weight stays); analysis stops acting."""
 
@@ -531,6 +589,71 @@ def rollout_abort(*, actor, rollout: Rollout, reason: str = "") -> Rollout:
     return _act(
         actor=actor, rollout=rollout, gate="abort", action=AuditAction.ROLLOUT_ABORT, apply=apply, reason=reason
     )
+
+
+# --- rollback ----------------------------------------------------------------------------
+
+
+def serving_rollback(*, actor, model: RegisteredModel, reason: str) -> ServingState:
+    """Back to the previous deployed version at once (Argo's undo): it serves
+    100 % of traffic as soon as the routing tables follow (this process at
+    commit, every other one within routing.ROUTING_TTL_SECONDS); the version
+    it replaced returns to approved, and the promoted rollout that deployed
+    it is marked rolled back. Refused (409, with the serving state and what
+    to do instead) while a rollout is active or with no previous version."""
+    try:
+        if not _may_change(actor, model, "rollouts.change_rollout"):
+            raise NotPermitted("Only engineers may roll back a model.")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("reason is required: say why the model is rolled back.")
+        if len(reason) > 2000:
+            raise InvalidInput("reason must be text of at most 2000 characters.")
+        with transaction.atomic():
+            # The analysis tick and the gates lock in this same order:
+            # serving state, then the rollout, then (version_move) the version.
+            state, _ = _lock(model)
+            state = ServingState.objects.select_related("model", "stable_version", "previous_version").get(pk=state.pk)
+            active = selectors.active_rollout(model)
+            refusal = state.rollback_refusal(None, active)
+            if refusal is not None:
+                raise Conflict(refusal, serving=selectors.serving_summary(state, active))
+            rolled_back, restored = state.stable_version, state.previous_version
+            undone = (
+                Rollout.objects.select_for_update(of=("self",))
+                .filter(model=model, candidate=rolled_back, status=Status.PROMOTED, rolled_back_at__isnull=True)
+                .order_by("-finished_at", "-id")
+                .first()
+            )
+            before = {"stable": rolled_back.number, "previous": restored.number}
+            version_move(
+                actor=actor,
+                version=rolled_back,
+                to_status=ModelVersion.Status.APPROVED,
+                action=AuditAction.VERSION_ROLLBACK,
+                detail={"reason": reason, "restored": restored.number, "rollout": getattr(undone, "pk", None)},
+            )
+            state.stable_version = restored
+            state.previous_version = None
+            state.previous_retire_at = None
+            state.save(update_fields=["stable_version", "previous_version", "previous_retire_at", "updated_at"])
+            if undone is not None:
+                undone.rolled_back_at = timezone.now()
+                undone.rolled_back_by = actor
+                undone.rollback_reason = reason
+                undone.save(update_fields=["rolled_back_at", "rolled_back_by", "rollback_reason"])
+            record_event(
+                actor=actor,
+                action=AuditAction.ROLLOUT_ROLLBACK,
+                obj=undone if undone is not None else state,
+                version_number=rolled_back.number,
+                changes={"before": before, "after": {"stable": restored.number, "previous": None}},
+                detail={"reason": reason, "rolled_back": rolled_back.number, "restored": restored.number},
+            )
+            _after_commit_invalidate(model.pk)
+        return state
+    except GlassboxError as exc:
+        record_refusal(actor=actor, action=AuditAction.ROLLOUT_ROLLBACK, reason=exc.message, obj=model)
+        raise
 
 
 # --- what the analysis does (actor None: the platform) -----------------------------------
@@ -733,6 +856,8 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                 raise InvalidInput(
                     f"label {label!r} is not one of {row.version}'s labels ({', '.join(row.version.labels)})."
                 )
+        # No audit append here: the rows are observations, and the chain's lock
+        # would serialize every sender. feedback_summarize audits them.
         with transaction.atomic():
             already = set(
                 Feedback.objects.filter(prediction__in=rows.values()).values_list(
@@ -754,20 +879,72 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                 raise Conflict(
                     "one of these predictions received feedback meanwhile.", current_status="has_feedback"
                 ) from None
-            correct = sum(1 for f in feedback if f.correct)
-            by_version: dict[str, int] = {}
-            for f in feedback:
-                by_version[str(f.prediction.version.number)] = by_version.get(str(f.prediction.version.number), 0) + 1
-            record_event(
-                actor=actor,
-                action=AuditAction.FEEDBACK_RECORD,
-                obj=model,
-                detail={"items": len(feedback), "correct": correct, "by_version": by_version},
-            )
+        correct = sum(1 for f in feedback if f.correct)
         return {"recorded": len(feedback), "correct": correct, "incorrect": len(feedback) - correct}
     except GlassboxError as exc:
         record_refusal(actor=actor, action=AuditAction.FEEDBACK_RECORD, reason=exc.message, obj=model)
         raise
+
+
+def feedback_summarize(*, now: datetime | None = None) -> list:
+    """Fold the feedback stored since the last run into audited summaries:
+    one `feedback.summary` event per sender and model (items, correct, per
+    version, first and last time), written in the same transaction that marks
+    the rows summarized, so each row is in exactly one summary. Rows another
+    run holds are skipped (it summarizes them); rows committed meanwhile wait
+    for the next run. Returns the events recorded."""
+    events = []
+    while True:
+        with transaction.atomic():
+            stamp = now or timezone.now()
+            ids = list(
+                Feedback.objects.select_for_update(skip_locked=True)
+                .filter(summarized_at__isnull=True)
+                .order_by("id")
+                .values_list("id", flat=True)[:FEEDBACK_SUMMARY_BATCH]
+            )
+            if not ids:
+                return events
+            groups = (
+                Feedback.objects.filter(id__in=ids)
+                .values("created_by_id", "prediction__model_id", "prediction__version__number")
+                .annotate(
+                    items=Count("id"),
+                    correct=Count("id", filter=Q(correct=True)),
+                    first=Min("created_at"),
+                    last=Max("created_at"),
+                )
+                .order_by("prediction__model_id", "created_by_id", "prediction__version__number")
+            )
+            summaries: dict[tuple[int, int], dict] = {}
+            for group in groups:
+                key = (group["prediction__model_id"], group["created_by_id"])
+                summary = summaries.setdefault(key, {"items": 0, "correct": 0, "by_version": {}, "times": []})
+                summary["items"] += group["items"]
+                summary["correct"] += group["correct"]
+                summary["by_version"][str(group["prediction__version__number"])] = group["items"]
+                summary["times"] += [group["first"], group["last"]]
+            Feedback.objects.filter(id__in=ids).update(summarized_at=stamp)
+            models_by_id = RegisteredModel.objects.in_bulk({model_id for model_id, _ in summaries})
+            users_by_id = get_user_model().objects.in_bulk({user_id for _, user_id in summaries})
+            for (model_id, user_id), summary in summaries.items():
+                events.append(
+                    record_event(
+                        actor=users_by_id[user_id],
+                        action=AuditAction.FEEDBACK_SUMMARY,
+                        obj=models_by_id[model_id],
+                        detail={
+                            "items": summary["items"],
+                            "correct": summary["correct"],
+                            "by_version": summary["by_version"],
+                            "first_at": min(summary["times"]).isoformat(),
+                            "last_at": max(summary["times"]).isoformat(),
+                            "summarized_at": stamp.isoformat(),
+                        },
+                    )
+                )
+        if len(ids) < FEEDBACK_SUMMARY_BATCH:
+            return events
 
 
 # --- monitoring alerts (actor None: the platform) ---------------------------------------

@@ -98,3 +98,20 @@ def check_certifications() -> int:
     if changed:
         logger.info("certification: %d alert(s) raised or cleared", len(changed))
     return len(changed)
+
+
+# --- feedback summaries (rollouts.services.feedback_summarize) -----------------
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def summarize_feedback() -> int:
+    """Audit the feedback stored since the last run, one summary per sender
+    and model (celery beat, every GLASSBOX_FEEDBACK_SUMMARY_SECONDS).
+    Idempotent: a row is marked in the transaction that audits it, so a
+    re-delivered or overlapping run finds nothing left to summarize."""
+    from rollouts.services import feedback_summarize
+
+    events = feedback_summarize()
+    if events:
+        logger.info("feedback: %d summary event(s) recorded", len(events))
+    return len(events)

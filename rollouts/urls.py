@@ -22,6 +22,7 @@ rollout_api_urlpatterns: list = [
     path("rollouts/<int:pk>/pause/", apis.RolloutPauseApi.as_view(), name="pause"),
     path("rollouts/<int:pk>/resume/", apis.RolloutResumeApi.as_view(), name="resume"),
     path("rollouts/<int:pk>/abort/", apis.RolloutAbortApi.as_view(), name="abort"),
+    path("models/<str:name>/rollback/", apis.ModelRollbackApi.as_view(), name="rollback"),
 ]
 
 api_urlpatterns = serving_api_urlpatterns + rollout_api_urlpatterns
@@ -30,7 +31,9 @@ api_urlpatterns = serving_api_urlpatterns + rollout_api_urlpatterns
 urlpatterns: list = [
     path("models/<str:name>/rollouts/", views.rollout_list, name="rollout-list"),
     path("models/<str:name>/monitoring/", views.model_monitoring, name="monitoring"),
+    # POST only, with a confirm box and a required reason.
+    path("models/<str:name>/rollback/", views.model_rollback, name="rollback"),
     path("rollouts/<int:pk>/", views.rollout_detail, name="rollout-detail"),
-    # promote | pause | resume | abort, POST only, with a confirm box.
+    # promote | step | pause | resume | abort, POST only, with a confirm box.
     path("rollouts/<int:pk>/<str:action>/", views.rollout_action, name="rollout-action"),
 ]

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from glassbox.page_errors import page_errors, service_call
 from registry import selectors as registry_selectors
 from rollouts import charts, selectors, services
-from rollouts.forms import RolloutActionForm, RolloutStartForm
+from rollouts.forms import RollbackForm, RolloutActionForm, RolloutStartForm
 from rollouts.models import Rollout
 
 Status = Rollout.Status
@@ -21,6 +21,12 @@ ANALYSIS_RUNS_SHOWN = 200
 # action -> (service, button label, button class, what it does in words)
 ACTIONS = {
     "promote": (services.rollout_promote, "Promote now", "", "the candidate becomes stable for all traffic now"),
+    "step": (
+        services.rollout_promote_step,
+        "Next step",
+        "",
+        "move to the next step now, without waiting for its bake time",
+    ),
     "pause": (services.rollout_pause, "Pause", "", "hold the current step; analysis stops acting"),
     "resume": (services.rollout_resume, "Resume", "", "carry on from the current step; its bake time starts again"),
     "abort": (services.rollout_abort, "Abort", "danger", "all traffic back to the stable version at once"),
@@ -70,20 +76,47 @@ def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, er
                 "name": name,
                 "label": label,
                 "css": css,
-                "meaning": meaning,
+                "meaning": f"{meaning} ({rollout.next_step_label})" if name == "step" and rollout.steps else meaning,
                 "refusal": rollout.action_refusal(request.user, name),
                 "form": forms.get(name) or RolloutActionForm(auto_id=f"id_{name}_%s"),
                 "error": errors.get(name),
             }
         )
+    # A promotion that still serves (nothing rolled out since) can be undone from its page.
+    state = selectors.serving_state(rollout.model)
+    undoable = (
+        rollout.status == Status.PROMOTED
+        and rollout.rolled_back_at is None
+        and state is not None
+        and state.stable_version_id == rollout.candidate_id
+    )
     return {
         "rollout": rollout,
         "model": rollout.model,
+        "rollback": _rollback_context(request, rollout.model, state=state) if undoable else None,
         "runs": runs,
         "timeline": step_timeline(rollout, runs),
         "candidate_weight": rollout.candidate_weight,
         "stable_weight": 100 - rollout.candidate_weight,
         "actions": actions,
+        "can_act": request.user.has_perm("rollouts.change_rollout"),
+    }
+
+
+def _rollback_context(request, model, *, state=None, form=None, error: str | None = None) -> dict:
+    """The rollback box of a model's pages: what serves, whether the user may
+    roll back now (and if not, why and what to do instead), and the form."""
+    state = state or selectors.serving_state(model)
+    active = selectors.active_rollout(model)
+    if state is None:
+        refusal = f"{model.name} serves nothing yet: there is nothing to roll back."
+    else:
+        refusal = state.rollback_refusal(request.user, active)
+    return {
+        "state": state,
+        "refusal": refusal,
+        "form": form or RollbackForm(auto_id="id_rollback_%s"),
+        "error": error,
         "can_act": request.user.has_perm("rollouts.change_rollout"),
     }
 
@@ -130,13 +163,52 @@ def rollout_action(request, pk: int, action: str):
     return render(request, "rollouts/rollout_detail.html", context, status=400)
 
 
+@require_POST
+@login_required
+@page_errors
+def model_rollback(request, name: str):
+    """The rollback button of the model's rollouts page and of the promoted
+    rollout's page: back to the previous deployed version at once."""
+    model = registry_selectors.model_get(user=request.user, name=name)
+    if not request.user.has_perm("rollouts.change_rollout"):
+        # The service refuses before it touches anything, and records the refusal.
+        services.serving_rollback(actor=request.user, model=model, reason=request.POST.get("reason", "")[:2000])
+        raise PermissionDenied("Only engineers may roll back a model.")
+    form = RollbackForm(request.POST, auto_id="id_rollback_%s")
+    error, status = None, 400
+    if form.is_valid():
+        _, refusal = service_call(
+            request,
+            services.serving_rollback,
+            success=lambda state: f"Rolled back {model.name}: v{state.stable_version.number} serves all traffic again.",
+            actor=request.user,
+            model=model,
+            reason=form.cleaned_data["reason"],
+        )
+        if refusal is None:
+            return redirect("rollouts:rollout-list", name=model.name)
+        error, status = refusal.message, refusal.status_code
+    context = _rollout_list_context(request, model, rollback=_rollback_context(request, model, form=form, error=error))
+    return render(request, "rollouts/rollout_list.html", context, status=status)
+
+
+def _rollout_list_context(request, model, *, form=None, rollback=None) -> dict:
+    return {
+        "model": model,
+        "rollouts": selectors.rollout_list(user=request.user, model=model),
+        "serving": selectors.serving_state(model),
+        "active": selectors.active_rollout(model),
+        "form": form,
+        "rollback": rollback or _rollback_context(request, model),
+    }
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 @page_errors
 def rollout_list(request, name: str):
     """A model's rollouts, what serves it now, and the start form for engineers."""
     model = registry_selectors.model_get(user=request.user, name=name)
-    rollouts = selectors.rollout_list(user=request.user, model=model)
     can_start = request.user.has_perm("rollouts.add_rollout")
     form = RolloutStartForm(request.POST or None, model=model) if can_start else None
     status = 200
@@ -162,13 +234,7 @@ def rollout_list(request, name: str):
             status = refusal.status_code
         else:
             status = 400
-    context = {
-        "model": model,
-        "rollouts": rollouts,
-        "serving": selectors.serving_state(model),
-        "active": selectors.active_rollout(model),
-        "form": form,
-    }
+    context = _rollout_list_context(request, model, form=form)
     return render(request, "rollouts/rollout_list.html", context, status=status)
 
 

@@ -4,7 +4,8 @@ included) on this machine's PostgreSQL and Redis.
 
 One test, four journeys, because each journey starts where the previous one
 ended: the version the engineer uploads and explains is the one the
-reviewers approve, the engineer rolls out and aborts, and the manager audits.
+reviewers approve, the engineer rolls out and aborts, rolls out again, steps,
+promotes and rolls back, and the manager audits.
 The end state of each journey is saved under `screenshots/`."""
 
 import csv
@@ -289,6 +290,41 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
         after.extend(predict_over_http(base_url, erin, texts[begin : begin + 20]))
     assert len(after) == 120 and {(answer["version"], answer["route"]) for answer in after} == {(1, "stable")}
     shot(page, "3-rollout-aborted")
+
+    # The aborted candidate is still approved: roll it out again, one step by
+    # hand (Next step), promote it, then roll back with the confirm box.
+    again = rollout_services.rollout_start(
+        actor=engineer,
+        model=rollout.model,
+        candidate=rollout.candidate,
+        steps=[{"weight": 5, "bake_seconds": 3600}, {"weight": 25, "bake_seconds": 3600}, {"weight": 100}],
+    )
+    page.goto(f"/rollouts/{again.pk}/")
+    step = page.locator("form.gate", has=page.locator("button[value=step]"))
+    step.locator("input[name=confirm]").check()
+    step.locator("button[value=step]").click()
+    expect(page.locator("#candidate-weight")).to_have_text("25 %")
+    promote = page.locator("form.gate", has=page.locator("button[value=promote]"))
+    promote.locator("input[name=confirm]").check()
+    promote.locator("button[value=promote]").click()
+    expect(page.locator("#rollout-status")).to_have_text("promoted")
+    assert ModelVersion.objects.get(model__name=MODEL, number=2).status == ModelVersion.Status.DEPLOYED
+    back = page.locator("#rollback form")
+    back.locator("textarea[name=reason]").fill("浏览器测试：回滚到 v1")
+    back.get_by_role("button", name="Roll back").click()
+    # Unconfirmed, the browser does not send it.
+    assert back.locator("input[name=confirm]").evaluate("box => box.validity.valueMissing")
+    back.locator("input[name=confirm]").check()
+    back.get_by_role("button", name="Roll back").click()
+    page.wait_for_url(re.compile(rf"/models/{MODEL}/rollouts/$"))
+    expect(page.locator("main")).to_contain_text("v1 serves all traffic again")
+    assert ModelVersion.objects.get(model__name=MODEL, number=2).status == ModelVersion.Status.APPROVED
+    # This process serves the live server: its routing table was dropped at commit.
+    rolled_back = predict_over_http(base_url, erin, texts[:20])
+    assert {(answer["version"], answer["route"]) for answer in rolled_back} == {(1, "stable")}
+    page.goto(f"/rollouts/{again.pk}/")
+    expect(page.locator("#rolled-back")).to_contain_text("回滚到 v1")
+    shot(page, "3-rolled-back")
     page.context.close()
 
     # Journey 4 -- manager: the audit trail filtered by model, its CSV export, and
@@ -314,7 +350,17 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
         exported = list(csv.DictReader(handle))
     assert len(exported) >= shown and {row["model_name"] for row in exported} == {MODEL}
     actions = {row["action"] for row in exported}
-    assert {"version.create", "version.submit", "review.approve", "rollout.start", "rollout.abort"} <= actions, actions
+    assert {
+        "version.create",
+        "version.submit",
+        "review.approve",
+        "rollout.start",
+        "rollout.abort",
+        "rollout.advance",
+        "rollout.promote",
+        "rollout.rollback",
+        "version.rollback",
+    } <= actions, actions
     assert any("同意上线" in row["changes"] + row["detail"] for row in exported)
 
     page.goto(f"/models/{MODEL}/versions/2/dossier/")
@@ -326,6 +372,7 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
     expect(evidence).to_have_count(2)
     for index in range(2):
         expect(evidence.nth(index)).to_contain_text(f"decided on: SHAP #{report_id} (comp ")
+    expect(dossier.locator("#rollout-history")).to_contain_text("Rolled back")
     page.emulate_media(media="print")
     expect(page.locator("header.topbar")).to_be_hidden()
     shot(page, "4-dossier-print")

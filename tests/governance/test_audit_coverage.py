@@ -348,7 +348,33 @@ def feedback_api(w):
         created_at=timezone.now(),
     )
     items = [{"prediction_id": str(logged.prediction_id), "label": "negative"}]
-    return w.api_for(w.engineer).post(f"/api/v1/models/{version.model.name}/feedback/", {"items": items}, format="json")
+    response = w.api_for(w.engineer).post(
+        f"/api/v1/models/{version.model.name}/feedback/", {"items": items}, format="json"
+    )
+    # Feedback rows are observations: the interval's summary (celery beat) audits them.
+    from rollouts.services import feedback_summarize
+
+    feedback_summarize()
+    return response
+
+
+def _promoted_model(w):
+    """v1 deployed first, v2 promoted over it: a model that can roll back."""
+    from rollouts import services as rollout_services
+
+    rollout = _rollout_in_progress(w)
+    rollout_services.rollout_promote(actor=w.engineer, rollout=rollout)
+    return rollout.model
+
+
+def rollback_api(w):
+    model = _promoted_model(w)
+    return w.api_for(w.engineer).post(f"/api/v1/models/{model.name}/rollback/", {"reason": "spike"}, format="json")
+
+
+def rollback_page(w):
+    model = _promoted_model(w)
+    return page_client_for(w.engineer).post(f"/models/{model.name}/rollback/", {"confirm": "on", "reason": "spike"})
 
 
 def admin_password_change(w):
@@ -422,11 +448,13 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/rollouts/<int:pk>/pause/": [Write("POST", rollout_gate_api("pause"), "rollout.pause")],
     "api/v1/rollouts/<int:pk>/resume/": [Write("POST", rollout_gate_api("resume"), "rollout.resume")],
     "api/v1/rollouts/<int:pk>/abort/": [Write("POST", rollout_gate_api("abort"), "rollout.abort")],
+    "api/v1/models/<str:name>/rollback/": [Write("POST", rollback_api, "rollout.rollback")],
+    "models/<str:name>/rollback/": [Write("*", rollback_page, "rollout.rollback")],
     # serving (data plane)
     "api/v1/models/<str:name>/predict/": [
         Exempt("POST", "data plane: every prediction is recorded in PredictionLog, not the audit trail"),
     ],
-    "api/v1/models/<str:name>/feedback/": [Write("POST", feedback_api, "feedback.record")],
+    "api/v1/models/<str:name>/feedback/": [Write("POST", feedback_api, "feedback.summary")],
     # Django admin (superusers): its LogEntry rows are mirrored into the trail (governance/admin.py)
     "admin/login/": [Write("*", lambda w: login(w, "/admin/login/", "root"), "auth.login")],
     "admin/logout/": [Write("*", lambda w: logout(w, "/admin/logout/", w.root), "auth.logout")],

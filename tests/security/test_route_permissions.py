@@ -165,6 +165,8 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "api/v1/rollouts/<int:pk>/pause/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 200, 403, 403)},
     "api/v1/rollouts/<int:pk>/resume/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
     "api/v1/rollouts/<int:pk>/abort/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 200, 403, 403)},
+    # Without a reason: 400 for whoever may roll back (the rollout of the world is active besides).
+    "api/v1/models/<str:name>/rollback/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
     "api/schema/": {"GET": (200, 200, 200, 200, 200)},
     "api/docs/": {"GET": (200, 200, 200, 200, 200)},
     "reviews/": {"GET": (302, 403, 200, 200, 200)},
@@ -209,6 +211,7 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "models/<str:name>/monitoring/": {"GET": (302, 403, 200, 200, 200)},
     "rollouts/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
     "rollouts/<int:pk>/<str:action>/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 400, 403, 403)},
+    "models/<str:name>/rollback/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 400, 403, 403)},
 }
 
 
