@@ -62,7 +62,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     # Swagger UI's files served by us: the API docs work with no internet.
     "drf_spectacular_sidecar",
@@ -197,7 +196,8 @@ GLASSBOX_PREDICTOR_CACHE_SIZE = _env_int("GLASSBOX_PREDICTOR_CACHE_SIZE", 4)
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # API tokens, stored hashed, optionally scoped (governance/token_auth.py).
+        "governance.token_auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

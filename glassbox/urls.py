@@ -29,6 +29,8 @@ review_api = [
 
 api_v1 = [
     path("auth/token/", governance_apis.AuthTokenApi.as_view(), name="auth-token"),
+    path("auth/tokens/", governance_apis.ApiTokenListCreateApi.as_view(), name="auth-tokens"),
+    path("auth/tokens/<int:pk>/", governance_apis.ApiTokenRevokeApi.as_view(), name="auth-token-revoke"),
     path("", include((review_api, "reviews-api"))),
     path("", include((audit_urls.api_urlpatterns, "audit-api"))),
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),

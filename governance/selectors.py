@@ -8,7 +8,7 @@ from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import NotPermitted
-from governance.models import AuditEvent, Decision, ReviewRequest
+from governance.models import ApiToken, AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 
 # What review pages and the version JSON read of each review, in two queries.
@@ -209,3 +209,17 @@ def _serving_marks() -> dict[str, Any]:
     from rollouts.selectors import alerts_open, rollouts_active
 
     return {"open_alerts": alerts_open(), "active_rollouts": rollouts_active()}
+
+
+def api_tokens_of(user):
+    """A user's API tokens, newest first (revoked ones included: the list is
+    also where one sees what was revoked and when)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def api_token_of(user, pk: int):
+    """One of `user`'s tokens (an admin may reach anyone's), or None."""
+    tokens = ApiToken.objects.select_related("user")
+    if not user.is_superuser:
+        tokens = tokens.filter(user=user)
+    return tokens.filter(pk=pk).first()

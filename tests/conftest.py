@@ -17,7 +17,6 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import roles
@@ -121,11 +120,17 @@ def outsider(db):
     return UserFactory(username="olga")
 
 
+def token_for(user, **scoped) -> str:
+    """A new API key of `user` (full access unless `scopes=`/`model_names=`)."""
+    from governance.accounts import token_create
+
+    return token_create(actor=user, name="test", **scoped)[1]
+
+
 def api_client_for(user) -> APIClient:
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 
