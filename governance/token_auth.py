@@ -14,7 +14,6 @@ import time
 from datetime import timedelta
 
 from django.utils import timezone
-
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
