@@ -39,6 +39,7 @@ class AuthTokenApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        signin.local_signin_check()
         signin.signin_check(request._request, data.validated_data["username"])
         user = authenticate(request=request._request, **data.validated_data)
         if user is None or not user.is_active:

@@ -244,3 +244,22 @@ class ApiToken(models.Model):
         if not self.is_scoped:
             return True
         return scope in self.scopes and model_name in self.model_names
+
+
+class OidcIdentity(models.Model):
+    """Which account a person of the identity provider signs in to: the
+    provider's (issuer, subject) pair, never a username or e-mail address
+    (those can be reused or changed at the provider, and would hand one
+    person's account to another)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identity")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="one_account_per_oidc_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.subject}"

@@ -4,7 +4,6 @@ The predict path is kept lean: authentication, then cached routing and the
 model call; the prediction log is written off the request path and no audit
 event is written per prediction (rollouts/serving.py says why)."""
 
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status

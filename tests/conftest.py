@@ -417,3 +417,78 @@ def wait_for(condition, *, timeout: float = 60, interval: float = 0.2, what: str
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- the identity provider (OpenID Connect) --------------------------------------
+
+OIDC_CLIENT_ID = "glassbox-tests"
+OIDC_CLIENT_SECRET = "client-secret-for-tests-only"
+IDP_PASSWORD = "idp password for tests"
+
+
+class IdentityProvider:
+    """The test provider process (tests/identity_provider.py) and its people."""
+
+    def __init__(self, url: str, users_file: Path):
+        self.url = url
+        self.users_file = users_file
+
+    def set_people(self, people: dict[str, dict]) -> None:
+        """Who exists at the provider now: username -> {"groups": [...], ...}."""
+        import json
+
+        self.users_file.write_text(
+            json.dumps({name: {"password": IDP_PASSWORD, **person} for name, person in people.items()})
+        )
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory):
+    """One real OpenID Connect provider process on loopback for the session."""
+    folder = tmp_path_factory.mktemp("idp")
+    users, ready = folder / "users.json", folder / "ready.txt"
+    provider = IdentityProvider("", users)
+    provider.set_people({})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(settings.BASE_DIR) / "tests" / "identity_provider.py"),
+            "--users",
+            str(users),
+            "--client-id",
+            OIDC_CLIENT_ID,
+            "--client-secret",
+            OIDC_CLIENT_SECRET,
+            "--ready-file",
+            str(ready),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and ready.read_text()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the test identity provider did not start (exit code {process.poll()})")
+            time.sleep(0.05)
+        provider.url = ready.read_text()
+        yield provider
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def oidc(settings, identity_provider):
+    """Glassbox pointed at the test provider, as GLASSBOX_OIDC_* would set it."""
+    url = identity_provider.url
+    settings.GLASSBOX_OIDC_ENABLED = True
+    settings.GLASSBOX_OIDC_ISSUER = url
+    settings.GLASSBOX_OIDC_PROVIDER_NAME = "Test IdP"
+    settings.OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = OIDC_CLIENT_SECRET
+    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{url}/authorize"
+    settings.OIDC_OP_TOKEN_ENDPOINT = f"{url}/token"
+    settings.OIDC_OP_USER_ENDPOINT = f"{url}/userinfo"
+    settings.OIDC_OP_JWKS_ENDPOINT = f"{url}/jwks"
+    settings.GLASSBOX_OIDC_GROUP_ROLES = {"ml-engineers": "engineer", "model-risk": "reviewer", "risk-heads": "manager"}
+    identity_provider.set_people({})
+    return identity_provider
