@@ -182,7 +182,8 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
-        if "old_password" in form.errors:
+        # A wrong current password is a guess; an empty one is not.
+        if "old_password" in form.errors and self.request.POST.get("old_password"):
             signin_failed(self.request, self.request.user.get_username())
             record_refusal(
                 actor=self.request.user,

@@ -202,6 +202,13 @@ def token(w):
     return Client().post("/api/v1/auth/token/", {"username": "erin", "password": PASSWORD})
 
 
+def password_change(w):
+    return page_client_for(w.engineer).post(
+        "/password/change/",
+        {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD},
+    )
+
+
 def token_create(w):
     return w.api_for(w.engineer).post("/api/v1/auth/tokens/", {"name": "ci"}, format="json")
 
@@ -390,6 +397,10 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
         Exempt("PUT", "FormView sends PUT to post(), but Django parses form bodies of POST only: no login"),
     ],
     "logout/": [Write("POST", logout, "auth.logout")],
+    "password/change/": [
+        Write("POST", password_change, "auth.password_change"),
+        Exempt("PUT", "FormView sends PUT to post(), but Django parses form bodies of POST only: no change"),
+    ],
     # registry
     "api/v1/models/": [Write("POST", model_register, "model.create")],
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],

@@ -52,6 +52,15 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "metrics": {"GET": (401, 403, 200, 200, 200)},
     "login/": {"GET": (200, 200, 200, 200, 200), "POST": (200, 200, 200, 200, 200), "PUT": (200, 200, 200, 200, 200)},
     "logout/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
+    "password/change/": {
+        "GET": (302, 200, 200, 200, 200),
+        "POST": (302, 200, 200, 200, 200),
+        "PUT": (302, 200, 200, 200, 200),
+    },
+    "password/change/done/": {"GET": (302, 200, 200, 200, 200)},
+    # Sign-in through the identity provider: absent (404) while none is configured.
+    "oidc/authenticate/": {"GET": (404, 404, 404, 404, 404)},
+    "oidc/callback/": {"GET": (404, 404, 404, 404, 404)},
     "admin/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
     "admin/login/": {
         "GET": (200, 200, 200, 200, 200),
@@ -337,10 +346,21 @@ def test_route_answers_each_persona_as_expected(db, route_key):
 
 
 # Open to anyone: signing in, liveness, and the API's own description.
-PUBLIC = {"livez", "readyz", "healthz", "login/", "admin/login/", "api/v1/auth/token/", "api/schema/", "api/docs/"}
+PUBLIC = {
+    "livez",
+    "readyz",
+    "healthz",
+    "login/",
+    "admin/login/",
+    "api/v1/auth/token/",
+    "api/schema/",
+    "api/docs/",
+    "oidc/authenticate/",
+    "oidc/callback/",
+}
 # One's own account, open to every signed-in user, role or not: its API
 # tokens (which never reach further than their user) and its password.
-OWN_ACCOUNT = {"api/v1/auth/tokens/", "api/v1/auth/tokens/<int:pk>/"}
+OWN_ACCOUNT = {"api/v1/auth/tokens/", "api/v1/auth/tokens/<int:pk>/", "password/change/", "password/change/done/"}
 
 
 def test_no_role_means_no_way_in():
