@@ -39,7 +39,7 @@ def test_a_person_signs_in_through_the_identity_provider(live_server, browser, o
         expect(page.locator(".who")).to_contain_text("hana · engineer")
         expect(page.locator(".who a", has_text="Change password")).to_have_count(0)
         page.screenshot(path=SCREENSHOTS / "identity-provider-signed-in.png", full_page=True)
-        page.click(".who button", has_text="Log out")
+        page.locator(".who button", has_text="Log out").click()
         page.wait_for_url(re.compile(r"/login/"))
         context.close()
     finally:
@@ -57,7 +57,7 @@ def test_a_local_account_changes_its_password_from_the_header(live_server, brows
         page.click("main form button[type=submit]")
         page.wait_for_url(re.compile(r"/models/$"))
 
-        page.click(".who a", has_text="Change password")
+        page.locator(".who a", has_text="Change password").click()
         page.fill("input[name=old_password]", PASSWORD)
         page.fill("input[name=new_password1]", "a different horse, battery staple 42")
         page.fill("input[name=new_password2]", "a different horse, battery staple 42")
