@@ -121,10 +121,19 @@ def outsider(db):
 
 
 def token_for(user, **scoped) -> str:
-    """A new API key of `user` (full access unless `scopes=`/`model_names=`)."""
-    from governance.accounts import token_create
+    """A new API key of `user` (full access unless `scopes=`/`model_names=`).
+    A fixture row like UserFactory's, written without an audit event (as
+    DRF's Token rows were), so that tests counting events count only what
+    they do; creating tokens through the service is tested in
+    tests/governance/test_api_tokens.py."""
+    import secrets
 
-    return token_create(actor=user, name="test", **scoped)[1]
+    from governance.accounts import key_hash
+    from governance.models import ApiToken
+
+    key = "gbx_" + secrets.token_urlsafe(32)
+    ApiToken.objects.create(user=user, name="test", key_hash=key_hash(key), prefix=key[:8], **scoped)
+    return key
 
 
 def api_client_for(user) -> APIClient:
