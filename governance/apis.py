@@ -1,6 +1,7 @@
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -78,6 +79,9 @@ class ApiTokenListCreateApi(APIView):
     """Your API tokens: list them (never their keys), create one (its key is
     in this answer only)."""
 
+    # JSON only: lists of scopes and models have no plain form encoding.
+    parser_classes = [JSONParser]
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "ApiTokenInput"
@@ -115,7 +119,11 @@ class ApiTokenListCreateApi(APIView):
         tokens = selectors.api_tokens_of(request.user)
         return Response({"results": ApiTokenOutputSerializer(tokens, many=True).data})
 
-    @extend_schema(request=InputSerializer, responses={201: CreatedSerializer}, operation_id="auth_tokens_create")
+    @extend_schema(
+        request={"application/json": InputSerializer},
+        responses={201: CreatedSerializer},
+        operation_id="auth_tokens_create",
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
