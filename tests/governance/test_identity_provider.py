@@ -5,10 +5,14 @@ Glassbox's side of it - accounts created on first sign-in and linked by
 subject, roles from the provider's groups, deactivated accounts refused,
 local passwords switched off."""
 
-from urllib.parse import urlparse
+import os
+import subprocess
+import sys
+from urllib.parse import unquote_plus, urlparse
 
 import pytest
 import requests
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -27,8 +31,6 @@ def sign_in(client: Client, provider, username: str, password: str = IDP_PASSWOR
     form = requests.get(start["Location"], timeout=10)
     assert form.status_code == 200 and "Test identity provider" in form.text
     params = dict(pair.split("=", 1) for pair in authorize.query.split("&"))
-    from urllib.parse import unquote_plus
-
     params = {key: unquote_plus(value) for key, value in params.items()}
     answer = requests.post(
         f"{provider.url}/authorize",
@@ -159,3 +161,43 @@ def test_group_to_team_mapping_is_read_for_the_teams_to_come(settings, mapping, 
     settings.GLASSBOX_OIDC_GROUP_TEAMS = mapping
 
     assert identity.team_memberships_for_groups(["platform", "other"]) == expected
+
+
+def _settings_in_a_child(env: dict) -> subprocess.CompletedProcess:
+    # Settings are read once per process: a child reads them from this environment.
+    script = (
+        "import django; django.setup(); from django.conf import settings as s;"
+        "print(s.GLASSBOX_OIDC_ENABLED, s.GLASSBOX_LOCAL_SIGNIN, s.GLASSBOX_OIDC_GROUP_ROLES)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=django_settings.BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "glassbox.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_provider_settings_come_from_the_environment_and_refuse_half_a_configuration():
+    endpoints = {
+        f"GLASSBOX_OIDC_{name}_ENDPOINT": f"https://idp.example/{name.lower()}"
+        for name in ("AUTHORIZATION", "TOKEN", "USERINFO", "JWKS")
+    }
+    full = {
+        "GLASSBOX_OIDC_CLIENT_ID": "glassbox",
+        "GLASSBOX_OIDC_CLIENT_SECRET": "s3cret",
+        "GLASSBOX_OIDC_ISSUER": "https://idp.example",
+        "GLASSBOX_OIDC_GROUP_ROLES": '{"ml": "engineer"}',
+        "GLASSBOX_LOCAL_SIGNIN": "off",
+        **endpoints,
+    }
+
+    configured = _settings_in_a_child(full)
+    half = _settings_in_a_child({**full, "GLASSBOX_OIDC_TOKEN_ENDPOINT": ""})
+    passwords_only = _settings_in_a_child({"GLASSBOX_LOCAL_SIGNIN": "off"})
+
+    assert configured.stdout.strip() == "True False {'ml': 'engineer'}", configured.stderr
+    assert half.returncode != 0 and "GLASSBOX_OIDC_TOKEN_ENDPOINT" in half.stderr
+    # Without a provider, local sign-in cannot be switched off (nobody could sign in).
+    assert passwords_only.stdout.strip() == "False True {}", passwords_only.stderr
