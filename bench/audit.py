@@ -310,15 +310,15 @@ def timed_pair(first, last, repeat: int) -> tuple[float, float]:
 
 def bench_pages(manager, repeat: int) -> list[tuple[str, float, float]]:
     from django.test import Client
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from governance.accounts import token_create
     from governance.models import AuditEvent
 
     page = Client()
     page.force_login(manager)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=manager)[0].key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_create(actor=manager, name='bench')[1]}")
 
     def get(client, url):
         def fetch():

@@ -99,8 +99,8 @@ def fixtures(senders: int):
     """The model, one deployed version (a row: feedback never loads it) and
     one engineer per sender with an API token."""
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
+    from governance.accounts import token_create
     from registry.models import ModelVersion, RegisteredModel
 
     engineers = Group.objects.get(name="engineer")
@@ -123,7 +123,7 @@ def fixtures(senders: int):
         artifact_format="zip",
         created_by=users[0],
     )
-    tokens = [Token.objects.create(user=user).key for user in users]
+    tokens = [token_create(actor=user, name="bench")[1] for user in users]
     return model, version, users, tokens
 
 

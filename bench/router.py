@@ -128,9 +128,9 @@ def main():
     args = parse_args()
     db_name = setup_django()
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
     from governance import services as review_services
+    from governance.accounts import token_create
     from registry.models import ModelVersion, RegisteredModel
     from registry.selectors import version_predictor
     from rollouts import services as rollout_services
@@ -142,7 +142,7 @@ def main():
     for name, role in (("bench-erin", "engineer"), ("bench-eli", "engineer"), ("bench-rita", "reviewer")):
         users[name] = User.objects.create_user(name, password="bench-password-123")
         users[name].groups.add(Group.objects.get(name=role))
-    token = Token.objects.create(user=users["bench-erin"]).key
+    token = token_create(actor=users["bench-erin"], name="bench")[1]
 
     port = free_port()
     env = {**os.environ, "GLASSBOX_LOG_LEVEL": "WARNING"}

@@ -173,10 +173,10 @@ def main() -> None:
                 env,
                 "shell",
                 "-c",
-                "from django.contrib.auth.models import User, Group; from rest_framework.authtoken.models import Token;"
+                "from django.contrib.auth.models import User, Group; from governance.accounts import token_create;"
                 "from registry.services import model_create;"
                 "u = User.objects.create_user('bench', password='bench-password-123'); u.groups.add(Group.objects.get(name='engineer'));"
-                "model_create(actor=u, name='bench-model', risk_tier='low'); print(Token.objects.create(user=u).key)",
+                "model_create(actor=u, name='bench-model', risk_tier='low'); print(token_create(actor=u, name='bench')[1])",
             )
             .strip()
             .splitlines()[-1]

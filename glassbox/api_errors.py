@@ -46,7 +46,8 @@ def json_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": _flatten(exc.detail), "errors": exc.detail}
     elif isinstance(response.data, dict) and "detail" in response.data:
-        response.data = {"detail": str(response.data["detail"])}
+        # A refusal may carry a machine-readable `code` (a scoped token's, say).
+        response.data = {"detail": str(response.data["detail"]), **getattr(exc, "extra", {})}
     else:
         response.data = {"detail": _flatten(response.data)}
     return response

@@ -62,7 +62,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     # Swagger UI's files served by us: the API docs work with no internet.
     "drf_spectacular_sidecar",
@@ -144,6 +143,79 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "registry:model-list"
 LOGOUT_REDIRECT_URL = "login"
 
+
+def _env_json(name: str, default):
+    import json
+
+    value = os.environ.get(name, "")
+    if not value.strip():
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be JSON: {exc}") from None
+
+
+# --- identity: local passwords and the company's identity provider (OIDC) ----
+# Local accounts sign in with a password (login page, POST /api/v1/auth/token/);
+# people of an OpenID Connect provider sign in through it once
+# GLASSBOX_OIDC_CLIENT_ID is set (governance/identity.py, README "Connecting an
+# identity provider"). The password backend comes first: sessions opened
+# without a password (tests, the demo seed) use it.
+AUTHENTICATION_BACKENDS = [
+    "governance.identity.LocalPasswordBackend",
+    "governance.identity.GlassboxOIDCBackend",
+]
+GLASSBOX_OIDC_ENABLED = bool(os.environ.get("GLASSBOX_OIDC_CLIENT_ID", ""))
+# Local sign-in can be switched off only where the provider is on (someone must be able to sign in).
+GLASSBOX_LOCAL_SIGNIN = _env_bool("GLASSBOX_LOCAL_SIGNIN", True) or not GLASSBOX_OIDC_ENABLED
+# The name on the "Sign in with ..." button.
+GLASSBOX_OIDC_PROVIDER_NAME = os.environ.get("GLASSBOX_OIDC_PROVIDER_NAME", "your company account")
+# The provider's issuer (the `iss` of its ID tokens; accounts are linked by issuer and subject).
+GLASSBOX_OIDC_ISSUER = os.environ.get("GLASSBOX_OIDC_ISSUER", "")
+GLASSBOX_OIDC_USERNAME_CLAIM = os.environ.get("GLASSBOX_OIDC_USERNAME_CLAIM", "preferred_username")
+GLASSBOX_OIDC_GROUPS_CLAIM = os.environ.get("GLASSBOX_OIDC_GROUPS_CLAIM", "groups")
+# Provider group -> Glassbox role (engineer, reviewer, manager, admin), e.g.
+# {"ml-engineers": "engineer", "model-risk": "reviewer"}. At every sign-in a
+# person's roles become exactly those their groups map to.
+GLASSBOX_OIDC_GROUP_ROLES = _env_json("GLASSBOX_OIDC_GROUP_ROLES", {})
+# Provider group -> team membership, {"group": {"team": name, "role": "maintainer"|"engineer"|"viewer"}}:
+# read and checked here; applied once teams exist.
+GLASSBOX_OIDC_GROUP_TEAMS = _env_json("GLASSBOX_OIDC_GROUP_TEAMS", {})
+# mozilla-django-oidc's own settings, from ours. They are always defined (empty
+# when the provider is off): Django builds every backend on each sign-in.
+OIDC_RP_CLIENT_ID = os.environ.get("GLASSBOX_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("GLASSBOX_OIDC_CLIENT_SECRET", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("GLASSBOX_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("GLASSBOX_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("GLASSBOX_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("GLASSBOX_OIDC_JWKS_ENDPOINT", "") or None
+OIDC_RP_SIGN_ALGO = os.environ.get("GLASSBOX_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("GLASSBOX_OIDC_SCOPES", "openid email profile groups")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = _env_int("GLASSBOX_OIDC_TIMEOUT_SECONDS", 10)
+OIDC_VERIFY_SSL = _env_bool("GLASSBOX_OIDC_VERIFY_TLS", True)
+LOGIN_REDIRECT_URL_FAILURE = "/login/?oidc=failed"
+if GLASSBOX_OIDC_ENABLED:
+    _missing = [
+        name
+        for name, value in (
+            ("GLASSBOX_OIDC_CLIENT_SECRET", OIDC_RP_CLIENT_SECRET),
+            ("GLASSBOX_OIDC_ISSUER", GLASSBOX_OIDC_ISSUER),
+            ("GLASSBOX_OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+            ("GLASSBOX_OIDC_TOKEN_ENDPOINT", OIDC_OP_TOKEN_ENDPOINT),
+            ("GLASSBOX_OIDC_USERINFO_ENDPOINT", OIDC_OP_USER_ENDPOINT),
+            ("GLASSBOX_OIDC_JWKS_ENDPOINT", OIDC_OP_JWKS_ENDPOINT),
+        )
+        if not value
+    ]
+    if _missing:
+        raise ImproperlyConfigured(f"GLASSBOX_OIDC_CLIENT_ID is set: also set {', '.join(_missing)}")
+elif OIDC_OP_JWKS_ENDPOINT is None:
+    # mozilla-django-oidc refuses to build its backend without a key source;
+    # a placeholder while the provider is off (the backend then answers nothing).
+    OIDC_OP_JWKS_ENDPOINT = "http://oidc-not-configured.invalid/jwks"
+
 # --- artifacts -------------------------------------------------------------
 # Uploads stream to a temporary file next to the artifact store so that
 # accepting an artifact is a rename, not a second copy.
@@ -197,7 +269,8 @@ GLASSBOX_PREDICTOR_CACHE_SIZE = _env_int("GLASSBOX_PREDICTOR_CACHE_SIZE", 4)
 # --- REST API ----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # API tokens, stored hashed, optionally scoped (governance/token_auth.py).
+        "governance.token_auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from explanations import urls as explanation_urls
 from glassbox import views as platform_views
 from governance import apis as governance_apis
-from governance import audit_urls, signin
+from governance import audit_urls, identity, signin
 from governance import views as governance_views
 from registry import urls as registry_urls
 from rollouts import urls as rollout_urls
@@ -31,6 +31,8 @@ review_api = [
 
 api_v1 = [
     path("auth/token/", governance_apis.AuthTokenApi.as_view(), name="auth-token"),
+    path("auth/tokens/", governance_apis.ApiTokenListCreateApi.as_view(), name="auth-tokens"),
+    path("auth/tokens/<int:pk>/", governance_apis.ApiTokenRevokeApi.as_view(), name="auth-token-revoke"),
     path("", include((review_api, "reviews-api"))),
     path("", include((audit_urls.api_urlpatterns, "audit-api"))),
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
@@ -50,6 +52,11 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("login/", signin.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/change/", signin.PasswordChangeView.as_view(), name="password_change"),
+    path("password/change/done/", signin.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    # Sign-in through the identity provider (404 while none is configured).
+    path("oidc/authenticate/", identity.OidcStartView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", identity.OidcCallbackView.as_view(), name="oidc_authentication_callback"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

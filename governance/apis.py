@@ -1,14 +1,15 @@
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from glassbox.errors import GlassboxError
+from glassbox.errors import GlassboxError, NotFound
 from governance import accounts, selectors, services, signin
 from governance.audit_actions import AuditAction
-from governance.models import Decision, ReviewRequest
+from governance.models import ApiToken, Decision, ReviewRequest
 from governance.selectors import review_latest
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
@@ -39,13 +40,114 @@ class AuthTokenApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        signin.local_signin_check()
         signin.signin_check(request._request, data.validated_data["username"])
         user = authenticate(request=request._request, **data.validated_data)
         if user is None or not user.is_active:
             signin.signin_failed(request._request, data.validated_data["username"])
             raise InvalidCredentials("Unable to log in with the given username and password.")
-        token = accounts.token_issue(actor=user)
-        return Response({"token": token.key})
+        _, key = accounts.token_issue(actor=user)
+        return Response({"token": key})
+
+
+class ApiTokenOutputSerializer(serializers.ModelSerializer):
+    models = serializers.ListField(source="model_names", child=serializers.CharField())
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiToken.Scope.choices))
+    revoked = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        ref_name = "ApiToken"
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "models",
+            "expires_at",
+            "last_used_at",
+            "created_at",
+            "revoked_at",
+            "revoked",
+        ]
+
+    def get_revoked(self, token) -> bool:
+        return token.revoked_at is not None
+
+
+class ApiTokenListCreateApi(APIView):
+    """Your API tokens: list them (never their keys), create one (its key is
+    in this answer only)."""
+
+    # JSON only: lists of scopes and models have no plain form encoding.
+    parser_classes = [JSONParser]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ApiTokenInput"
+
+        name = serializers.CharField(max_length=100)
+        scopes = serializers.ListField(
+            child=serializers.ChoiceField(choices=ApiToken.Scope.choices),
+            required=False,
+            default=list,
+            help_text="empty: the token acts with all your permissions",
+        )
+        models = serializers.ListField(
+            child=serializers.CharField(max_length=100),
+            required=False,
+            default=list,
+            help_text="the models a scoped token may be used on",
+        )
+        expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    class CreatedSerializer(ApiTokenOutputSerializer):
+        key = serializers.SerializerMethodField(help_text="shown once: store it now")
+
+        class Meta(ApiTokenOutputSerializer.Meta):
+            ref_name = "ApiTokenCreated"
+            fields = [*ApiTokenOutputSerializer.Meta.fields, "key"]
+
+        def get_key(self, token) -> str:
+            return self.context["key"]
+
+    @extend_schema(
+        responses=inline_serializer("ApiTokenList", {"results": ApiTokenOutputSerializer(many=True)}),
+        operation_id="auth_tokens_list",
+    )
+    def get(self, request):
+        tokens = selectors.api_tokens_of(request.user)
+        return Response({"results": ApiTokenOutputSerializer(tokens, many=True).data})
+
+    @extend_schema(
+        request={"application/json": InputSerializer},
+        responses={201: CreatedSerializer},
+        operation_id="auth_tokens_create",
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        token, key = accounts.token_create(
+            actor=request.user,
+            name=data.validated_data["name"],
+            scopes=data.validated_data["scopes"],
+            model_names=data.validated_data["models"],
+            expires_at=data.validated_data["expires_at"],
+        )
+        return Response(self.CreatedSerializer(token, context={"key": key}).data, status=status.HTTP_201_CREATED)
+
+
+class ApiTokenRevokeApi(APIView):
+    """Revoke one of your tokens; it stops working at once (serving
+    processes: within a second)."""
+
+    @extend_schema(responses={204: None}, operation_id="auth_tokens_revoke")
+    def delete(self, request, pk: int):
+        token = selectors.api_token_of(request.user, pk)
+        if token is None:
+            raise NotFound("No such token.")
+        accounts.token_revoke(actor=request.user, token=token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class DecisionOutputSerializer(serializers.ModelSerializer):

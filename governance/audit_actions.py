@@ -16,6 +16,14 @@ class AuditAction(StrEnum):
     AUTH_LOGOUT = "auth.logout"
     AUTH_PASSWORD_CHANGE = "auth.password_change"
     AUTH_TOKEN = "auth.token"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    # A token refused: expired, revoked, or outside its scopes or models.
+    TOKEN_REFUSE = "token.refuse"
+    # Signing in through the company's identity provider (OpenID Connect).
+    OIDC_LOGIN = "auth.oidc_login"
+    OIDC_ACCOUNT_CREATE = "auth.oidc_account_create"
+    OIDC_ROLES_SYNC = "auth.oidc_roles_sync"
 
     # The Django admin, mirrored from its LogEntry rows.
     ADMIN_ADD = "admin.add"

@@ -318,3 +318,73 @@ class IntegrityAlert(models.Model):
 
     def __str__(self) -> str:
         return f"integrity alert: {self.subject}"
+
+
+class ApiToken(models.Model):
+    """An API key of one user. Only the SHA-256 of the key is stored: the key
+    itself is shown once, when the token is created. A token without scopes
+    acts with all of its user's permissions; a scoped one (client
+    applications) may only call the scoped operations on the named models,
+    and never more than its user may."""
+
+    class Scope(models.TextChoices):
+        PREDICT = "predict", "predict"
+        FEEDBACK = "feedback", "feedback"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The key's first characters, so that a person can tell their tokens apart.
+    prefix = models.CharField(max_length=8)
+    scopes = models.JSONField(default=list, blank=True)
+    # The names of the models a scoped token reaches (`models` in the API).
+    model_names = models.JSONField(default=list, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        # Never the key (we do not have it) nor its hash.
+        return f"token {self.name!r} of {self.user_id}"
+
+    @property
+    def is_scoped(self) -> bool:
+        return bool(self.scopes)
+
+    def refusal(self, now) -> str:
+        """Why this token may not be used now ("" when it may)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return ""
+
+    def allows(self, scope: str | None, model_name: str | None) -> bool:
+        """Whether the token reaches an operation of `scope` (None: an
+        operation outside every scope) on `model_name`."""
+        if not self.is_scoped:
+            return True
+        return scope in self.scopes and model_name in self.model_names
+
+
+class OidcIdentity(models.Model):
+    """Which account a person of the identity provider signs in to: the
+    provider's (issuer, subject) pair, never a username or e-mail address
+    (those can be reused or changed at the provider, and would hand one
+    person's account to another)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identity")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="one_account_per_oidc_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.subject}"

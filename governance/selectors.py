@@ -12,7 +12,7 @@ from glassbox.errors import Conflict, GlassboxError, NotPermitted
 from governance.audit import event_timestamp
 from governance.audit_actions import AuditAction
 from governance.evidence import current_report_entries, decision_evidence_view
-from governance.models import AuditEvent, Decision, ReviewRequest
+from governance.models import ApiToken, AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 
 # What review pages and the version JSON read of each review, in two queries.
@@ -447,3 +447,17 @@ def _serving_marks() -> dict[str, Any]:
         "active_rollouts": rollouts_active(),
         "integrity_alerts": IntegrityAlert.objects.filter(cleared_at__isnull=True).order_by("raised_at", "id"),
     }
+
+
+def api_tokens_of(user):
+    """A user's API tokens, newest first (revoked ones included: the list is
+    also where one sees what was revoked and when)."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def api_token_of(user, pk: int):
+    """One of `user`'s tokens (an admin may reach anyone's), or None."""
+    tokens = ApiToken.objects.select_related("user")
+    if not user.is_superuser:
+        tokens = tokens.filter(user=user)
+    return tokens.filter(pk=pk).first()

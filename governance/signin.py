@@ -34,6 +34,8 @@ import time
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
+from django.http import Http404
+from django.urls import reverse_lazy
 
 from glassbox.errors import GlassboxError
 from glassbox.middleware import client_address
@@ -98,12 +100,38 @@ def signin_failed(request, username: str) -> None:
                 cache.add(key, 1, timeout=remaining + 1)
 
 
+class LocalSigninDisabled(GlassboxError):
+    status_code = 403
+
+
+def local_signin_check() -> None:
+    """Refuse a password sign-in where only the identity provider signs people in."""
+    if not settings.GLASSBOX_LOCAL_SIGNIN:
+        raise LocalSigninDisabled(
+            "Passwords are switched off here: sign in through the identity provider.", code="local_signin_disabled"
+        )
+
+
 class LoginView(auth_views.LoginView):
-    """Django's login page with the sign-in budget in front of it."""
+    """Django's login page with the sign-in budget in front of it, and the
+    identity provider's button where one is configured."""
 
     template_name = "governance/login.html"
 
+    def get_context_data(self, **kwargs):
+        return {
+            **super().get_context_data(**kwargs),
+            "local_signin": settings.GLASSBOX_LOCAL_SIGNIN,
+            "oidc_enabled": settings.GLASSBOX_OIDC_ENABLED,
+            "oidc_provider_name": settings.GLASSBOX_OIDC_PROVIDER_NAME,
+            "oidc_failed": self.request.GET.get("oidc") == "failed",
+        }
+
     def post(self, request, *args, **kwargs):
+        if not settings.GLASSBOX_LOCAL_SIGNIN:
+            response = self.render_to_response(self.get_context_data())
+            response.status_code = 403
+            return response
         username = str(request.POST.get("username", ""))
         try:
             signin_check(request, username)
@@ -121,3 +149,52 @@ class LoginView(auth_views.LoginView):
     def form_invalid(self, form):
         signin_failed(self.request, str(self.request.POST.get("username", "")))
         return super().form_invalid(form)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's password change page, for local accounts. The current
+    password is a password check like signing in: it spends the same budget,
+    so a stolen session cannot be used to guess it."""
+
+    template_name = "governance/password_change.html"
+    success_url = reverse_lazy("password_change_done")
+
+    def dispatch(self, request, *args, **kwargs):
+        # Accounts of the identity provider have no password here to change.
+        if not settings.GLASSBOX_LOCAL_SIGNIN or (
+            request.user.is_authenticated and not request.user.has_usable_password()
+        ):
+            raise Http404("Passwords are managed by the identity provider.")
+        return super().dispatch(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        username = request.user.get_username()
+        try:
+            signin_check(request, username)
+        except TooManyAttempts as exc:
+            form = self.get_form_class()(request.user)
+            form.cleaned_data = {}
+            form.add_error(None, exc.message)
+            response = self.render_to_response(self.get_context_data(form=form))
+            response.status_code = 429
+            response["Retry-After"] = str(exc.extra["retry_after"])
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        # A wrong current password is a guess; an empty one is not.
+        if "old_password" in form.errors and self.request.POST.get("old_password"):
+            signin_failed(self.request, self.request.user.get_username())
+            record_refusal(
+                actor=self.request.user,
+                action=AuditAction.AUTH_PASSWORD_CHANGE,
+                reason="wrong current password",
+                object_type="auth.user",
+                object_id=self.request.user.pk,
+                object_label=self.request.user.get_username(),
+            )
+        return super().form_invalid(form)
+
+
+class PasswordChangeDoneView(auth_views.PasswordChangeDoneView):
+    template_name = "governance/password_change_done.html"

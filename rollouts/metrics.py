@@ -24,8 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -185,8 +184,11 @@ def _user_of(request):
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return user
+    from governance.token_auth import ApiTokenAuthentication
+
+    # A scoped token (predict/feedback only) raises PermissionDenied here: the caller answers 403.
     try:
-        found = TokenAuthentication().authenticate(request)
+        found = ApiTokenAuthentication().authenticate(request)
     except AuthenticationFailed:
         return None
     return found[0] if found else None
@@ -195,7 +197,10 @@ def _user_of(request):
 @require_safe
 def metrics_view(request):
     if not _bearer_token_matches(request):
-        user = _user_of(request)
+        try:
+            user = _user_of(request)
+        except PermissionDenied as refused:
+            return JsonResponse({"detail": str(refused.detail), **getattr(refused, "extra", {})}, status=403)
         if user is None:
             response = JsonResponse({"detail": "Sign in, or send the metrics bearer token."}, status=401)
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -4,17 +4,15 @@ The predict path is kept lean: authentication, then cached routing and the
 model call; the prediction log is written off the request path and no audit
 event is written per prediction (rollouts/serving.py says why)."""
 
-import time
-
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput, NotFound
+from governance.token_auth import CachedApiTokenAuthentication
 from rollouts import routing, services, serving
 
 PIN_HEADER = "X-Glassbox-Version"
@@ -89,47 +87,10 @@ def _body(request) -> dict:
     return request.data
 
 
-class CachedTokenAuthentication(TokenAuthentication):
-    """Token authentication that remembers a token's user for a second in
-    this process: the predict path then costs no query in the steady state.
-    A deleted token or deactivated user is refused within that second."""
-
-    TTL_SECONDS = 1.0
-    # Bounded: a client cycling through many tokens cannot grow it forever.
-    MAX_ENTRIES = 10_000
-    _cache: dict[str, tuple[float, tuple]] = {}
-
-    def authenticate_credentials(self, key):
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self.TTL_SECONDS:
-            return hit[1]
-        found = super().authenticate_credentials(key)
-        if len(self._cache) >= self.MAX_ENTRIES:
-            self._cache.clear()  # every entry is at most a second from expiring anyway
-        self._cache[key] = (now, found)
-        return found
-
-
-class CachedTokenScheme(OpenApiAuthenticationExtension):
-    """The schema's name for CachedTokenAuthentication: the same tokens and
-    header as `tokenAuth`, under a name of its own (one name per class)."""
-
-    target_class = CachedTokenAuthentication
-    name = "cachedTokenAuth"
-    priority = 1
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": 'The same API token as tokenAuth: "Token <key>".',
-        }
-
-
 class PredictApi(APIView):
-    authentication_classes = [CachedTokenAuthentication, SessionAuthentication]
+    authentication_classes = [CachedApiTokenAuthentication, SessionAuthentication]
+    # Open to tokens scoped to `predict` on this model (governance/token_auth.py).
+    token_scope = "predict"
     # The rules (limits, types, routing) live in serving.predict; this documents the body.
     InputSerializer = PredictInputSerializer
 
@@ -163,6 +124,7 @@ class PredictApi(APIView):
 
 
 class FeedbackApi(APIView):
+    token_scope = "feedback"
     InputSerializer = FeedbackInputSerializer
 
     @extend_schema(

@@ -17,7 +17,6 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import roles
@@ -121,11 +120,26 @@ def outsider(db):
     return UserFactory(username="olga")
 
 
+def token_for(user, **scoped) -> str:
+    """A new API key of `user` (full access unless `scopes=`/`model_names=`).
+    A fixture row like UserFactory's, written without an audit event (as
+    DRF's Token rows were), so that tests counting events count only what
+    they do; creating tokens through the service is tested in
+    tests/governance/test_api_tokens.py."""
+    import secrets
+
+    from governance.accounts import key_hash
+    from governance.models import ApiToken
+
+    key = "gbx_" + secrets.token_urlsafe(32)
+    ApiToken.objects.create(user=user, name="test", key_hash=key_hash(key), prefix=key[:8], **scoped)
+    return key
+
+
 def api_client_for(user) -> APIClient:
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 
@@ -412,3 +426,78 @@ def wait_for(condition, *, timeout: float = 60, interval: float = 0.2, what: str
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- the identity provider (OpenID Connect) --------------------------------------
+
+OIDC_CLIENT_ID = "glassbox-tests"
+OIDC_CLIENT_SECRET = "client-secret-for-tests-only"
+IDP_PASSWORD = "idp password for tests"
+
+
+class IdentityProvider:
+    """The test provider process (tests/identity_provider.py) and its people."""
+
+    def __init__(self, url: str, users_file: Path):
+        self.url = url
+        self.users_file = users_file
+
+    def set_people(self, people: dict[str, dict]) -> None:
+        """Who exists at the provider now: username -> {"groups": [...], ...}."""
+        import json
+
+        self.users_file.write_text(
+            json.dumps({name: {"password": IDP_PASSWORD, **person} for name, person in people.items()})
+        )
+
+
+@pytest.fixture(scope="session")
+def identity_provider(tmp_path_factory):
+    """One real OpenID Connect provider process on loopback for the session."""
+    folder = tmp_path_factory.mktemp("idp")
+    users, ready = folder / "users.json", folder / "ready.txt"
+    provider = IdentityProvider("", users)
+    provider.set_people({})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(settings.BASE_DIR) / "tests" / "identity_provider.py"),
+            "--users",
+            str(users),
+            "--client-id",
+            OIDC_CLIENT_ID,
+            "--client-secret",
+            OIDC_CLIENT_SECRET,
+            "--ready-file",
+            str(ready),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and ready.read_text()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the test identity provider did not start (exit code {process.poll()})")
+            time.sleep(0.05)
+        provider.url = ready.read_text()
+        yield provider
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def oidc(settings, identity_provider):
+    """Glassbox pointed at the test provider, as GLASSBOX_OIDC_* would set it."""
+    url = identity_provider.url
+    settings.GLASSBOX_OIDC_ENABLED = True
+    settings.GLASSBOX_OIDC_ISSUER = url
+    settings.GLASSBOX_OIDC_PROVIDER_NAME = "Test IdP"
+    settings.OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
+    settings.OIDC_RP_CLIENT_SECRET = OIDC_CLIENT_SECRET
+    settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{url}/authorize"
+    settings.OIDC_OP_TOKEN_ENDPOINT = f"{url}/token"
+    settings.OIDC_OP_USER_ENDPOINT = f"{url}/userinfo"
+    settings.OIDC_OP_JWKS_ENDPOINT = f"{url}/jwks"
+    settings.GLASSBOX_OIDC_GROUP_ROLES = {"ml-engineers": "engineer", "model-risk": "reviewer", "risk-heads": "manager"}
+    identity_provider.set_people({})
+    return identity_provider

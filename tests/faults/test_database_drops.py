@@ -32,9 +32,9 @@ DEADLINE_SECONDS = 90
 
 
 def token_for(user) -> str:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import token_for as new_token
 
-    return Token.objects.get_or_create(user=user)[0].key
+    return new_token(user)
 
 
 class Tally:

@@ -29,12 +29,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def test_sixty_seconds_at_a_fixed_rate_with_a_canary_running(gunicorn_server, worker_pool, served_model, engineer):
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import token_for
 
     v1, v2 = served_model.versions.order_by("number")
     deploy(served_model, v1, actor=engineer)
     worker_pool.start("analyst", beat=True, env={"GLASSBOX_ROLLOUT_TICK_SECONDS": "2"})
-    token = Token.objects.get_or_create(user=engineer)[0].key
+    token = token_for(engineer)
     server = gunicorn_server(workers=1, threads=4)
     texts = chinese_reviews(200)
     client = server.connect()

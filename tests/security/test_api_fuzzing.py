@@ -25,13 +25,12 @@ from django.core import signals
 from django.db import close_old_connections
 from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
-from rest_framework.authtoken.models import Token
 from schemathesis import checks
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 from glassbox.wsgi import application
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory
+from tests.conftest import ModelVersionFactory, RegisteredModelFactory, token_for
 from tests.explanations.reporting import make_report
 from tests.rollouts.rollout_helpers import deploy, start_canary, upload_dataset
 
@@ -55,7 +54,7 @@ class FuzzWorld:
     finished explanation report."""
 
     def __init__(self, *, engineer, manager, model, rollout, dataset, report):
-        self.tokens = {user: Token.objects.get_or_create(user=user)[0].key for user in (engineer, manager)}
+        self.tokens = {user: token_for(user) for user in (engineer, manager)}
         self.engineer, self.manager = engineer, manager
         self.values = {
             "name": [model.name, "zh-draft"],
