@@ -9,6 +9,7 @@ from governance import apis as governance_apis
 from governance import audit_urls, signin
 from governance import views as governance_views
 from registry import urls as registry_urls
+from notifications import urls as notification_urls
 from rollouts import urls as rollout_urls
 from rollouts.metrics import metrics_view
 
@@ -34,6 +35,7 @@ api_v1 = [
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
     path("", include((explanation_urls.api_urlpatterns, "explanations-api"))),
     path("", include((rollout_urls.api_urlpatterns, "rollouts-api"))),
+    path("", include((notification_urls.api_urlpatterns, "notifications-api"))),
 ]
 
 # An unmatched path under /api/ answers JSON, like every API error.
@@ -57,4 +59,5 @@ urlpatterns = [
     path("", include((registry_urls.urlpatterns, "registry"))),
     path("", include((explanation_urls.urlpatterns, "explanations"))),
     path("", include((rollout_urls.urlpatterns, "rollouts"))),
+    path("", include((notification_urls.urlpatterns, "notifications"))),
 ]
