@@ -8,8 +8,8 @@ from glassbox import views as platform_views
 from governance import apis as governance_apis
 from governance import audit_urls, signin
 from governance import views as governance_views
-from registry import urls as registry_urls
 from notifications import urls as notification_urls
+from registry import urls as registry_urls
 from rollouts import urls as rollout_urls
 from rollouts.metrics import metrics_view
 
