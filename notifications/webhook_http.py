@@ -56,6 +56,8 @@ def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_pr
         address = address.ipv4_mapped
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
+    if address.is_unspecified:
+        return "an unspecified address"
     if address.is_global and not address.is_multicast:
         return None
     if allow_private and (address.is_private or address.is_loopback or address.is_link_local):
