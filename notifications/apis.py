@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput
+from governance.audit_actions import AuditAction
 from notifications import events, selectors, services
 from notifications.models import WebhookDelivery, WebhookSubscription
 from registry import selectors as registry_selectors
@@ -93,6 +94,7 @@ class WebhookListCreateApi(APIView):
         operation_id="webhooks_list",
     )
     def get(self, request):
+        services.webhooks_access(actor=request.user)
         cursor, size = _page_args(request)
         rows = selectors.webhook_list(user=request.user, before_id=cursor, limit=size + 1)
         return Response(_page(request, rows, size, WebhookOutputSerializer))
@@ -101,6 +103,7 @@ class WebhookListCreateApi(APIView):
         request=InputSerializer, responses={201: WebhookCreatedOutputSerializer}, operation_id="webhooks_create"
     )
     def post(self, request):
+        services.webhooks_access(actor=request.user, action=AuditAction.WEBHOOK_CREATE)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
@@ -118,6 +121,7 @@ class WebhookDetailApi(APIView):
 
     @extend_schema(responses={204: None}, operation_id="webhooks_destroy")
     def delete(self, request, pk: int):
+        services.webhooks_access(actor=request.user, action=AuditAction.WEBHOOK_DELETE)
         sub = services.webhook_get(user=request.user, pk=pk)
         services.webhook_delete(actor=request.user, subscription=sub)
         return Response(status=status.HTTP_204_NO_CONTENT)

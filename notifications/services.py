@@ -33,7 +33,7 @@ from notifications.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
-from notifications.permissions import webhook_manage_refusal
+from notifications.permissions import webhook_manage_refusal, webhooks_refusal
 from notifications.webhook_http import UnsafeTarget, post_signed, resolve_target
 from registry.models import ModelVersion, RegisteredModel
 
@@ -326,8 +326,20 @@ def webhook_create(*, actor, url: str, event_types: list[str], model: Registered
         raise
 
 
+def webhooks_access(*, actor, action: AuditAction | None = None) -> None:
+    """The door of the webhook API: a caller whose role manages no webhooks
+    is refused before anything else (a refused write is on the trail)."""
+    refusal = webhooks_refusal(actor)
+    if refusal is None:
+        return
+    if action is not None:
+        record_refusal(actor=actor, action=action, reason=refusal, object_type="notifications.webhooksubscription")
+    raise NotPermitted(refusal)
+
+
 def webhook_get(*, user, pk: int) -> WebhookSubscription:
     """A subscription the user may manage; others' are 404 (not even their existence shows)."""
+    webhooks_access(actor=user)
     sub = WebhookSubscription.objects.select_related("model", "created_by").filter(pk=pk).first()
     if sub is None or webhook_manage_refusal(user, sub.model) is not None:
         raise NotFound("No such webhook subscription.")

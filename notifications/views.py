@@ -3,9 +3,11 @@
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from governance.roles import roles_of
 from notifications import services
 from notifications.models import NotificationKind, NotificationPreference
 
@@ -22,6 +24,9 @@ class PreferencesForm(forms.Form):
 @login_required
 @require_http_methods(["GET", "POST"])
 def notification_preferences(request):
+    # Notifications concern the platform's roles; an account without one is told nothing.
+    if not (roles_of(request.user) or request.user.is_superuser):
+        raise PermissionDenied
     pref = NotificationPreference.objects.filter(user=request.user).first()
     disabled = set(pref.disabled_kinds) if pref else set()
     if request.method == "POST":
