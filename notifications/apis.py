@@ -65,6 +65,22 @@ class DeliveryOutputSerializer(serializers.ModelSerializer):
         )
 
 
+class WebhookPageOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "WebhookPage"
+
+    results = WebhookOutputSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="the next page's URL, or null")
+
+
+class DeliveryPageOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "WebhookDeliveryPage"
+
+    results = DeliveryOutputSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="the next page's URL, or null")
+
+
 def _page_args(request) -> tuple[int | None, int]:
     try:
         cursor = int(request.query_params["cursor"]) if request.query_params.get("cursor") else None
@@ -90,7 +106,7 @@ class WebhookListCreateApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("cursor", int), OpenApiParameter("page_size", int)],
-        responses=WebhookOutputSerializer(many=True),
+        responses=WebhookPageOutputSerializer,
         operation_id="webhooks_list",
     )
     def get(self, request):
@@ -130,7 +146,7 @@ class WebhookDetailApi(APIView):
 class WebhookDeliveryListApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("cursor", int), OpenApiParameter("page_size", int)],
-        responses=DeliveryOutputSerializer(many=True),
+        responses=DeliveryPageOutputSerializer,
         operation_id="webhooks_deliveries_list",
     )
     def get(self, request, pk: int):
