@@ -39,9 +39,6 @@ from registry.models import ModelVersion, RegisteredModel
 
 logger = logging.getLogger(__name__)
 
-MAX_EVENTS_PER_SUBSCRIPTION = len(events.EVENT_TYPES)
-
-
 # --- from the audit trail to the queue ------------------------------------------------
 
 
@@ -143,17 +140,16 @@ def _recipients(event: AuditEvent) -> tuple[str, list, dict] | None:
         events.ROLLBACK_ACTION: NotificationKind.ROLLOUT_ROLLED_BACK,
     }.get(action)
     if kind is not None:
+        rollouts = Rollout.objects.select_related("created_by", "model", "candidate")
         rollout = None
+        named = (event.detail or {}).get("rollout_id")
         if event.object_type == "rollouts.rollout":
-            rollout = Rollout.objects.select_related("created_by", "model", "candidate").filter(pk=event.object_id)
-            rollout = rollout.first()
+            rollout = rollouts.filter(pk=event.object_id).first()
+        elif isinstance(named, int):
+            rollout = rollouts.filter(pk=named).first()
         elif event.model_name and event.version_number is not None:
             # A rollback names the model or the version; the rollout is the one that deployed that version.
-            rollout = (
-                Rollout.objects.select_related("created_by", "model", "candidate")
-                .filter(model__name=event.model_name, candidate__number=event.version_number)
-                .first()
-            )
+            rollout = rollouts.filter(model__name=event.model_name, candidate__number=event.version_number).first()
         users = list(_users_in(roles.MANAGER))
         if rollout is not None:
             users.append(rollout.created_by)

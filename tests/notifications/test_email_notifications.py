@@ -100,9 +100,12 @@ def test_the_starter_and_managers_are_told_when_the_platform_aborts_a_rollout(sm
     assert "aborted by the platform" in body and "error rate 0.3 over 0.01" in body
 
 
-def test_the_starter_and_managers_are_told_of_a_rollback(smtp_server, rollout, engineer2, manager):
-    # Rollback itself is built beside this; its audit event is what feeds the e-mail.
-    record_event(actor=engineer2, action=events.ROLLBACK_ACTION, obj=rollout, detail={"reason": "bad answers"})
+@pytest.mark.parametrize("names", ["the rollout", "the version"])
+def test_the_starter_and_managers_are_told_of_a_rollback(smtp_server, rollout, engineer2, manager, names):
+    # Rollback itself is built beside this; its audit event is what feeds the
+    # e-mail, whether it names the rollout or the rolled-back version.
+    subject = rollout if names == "the rollout" else rollout.candidate
+    record_event(actor=engineer2, action=events.ROLLBACK_ACTION, obj=subject, detail={"reason": "bad answers"})
 
     send_for(events.ROLLBACK_ACTION)
 
