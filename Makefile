@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify clean
 
 venv: $(VENV_STAMP)
 
@@ -52,6 +52,10 @@ bench-upload: dev-venv
 	$(PY) bench/upload.py
 
 # SHAP against converged Owen values (trains a small 512-position model on the way).
+# Makes and drops its own scratch database (deepbench_<pid>) and temporary store.
+bench-deep-verify: dev-venv
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(PY) bench/deep_verify.py $(BENCH_ARGS)
+
 bench-fidelity: dev-venv
 	$(PY) bench/fidelity.py $(BENCH_ARGS)
 
@@ -68,6 +72,13 @@ bench-router: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_ROUTER_DB) $(PY) bench/router.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_ROUTER_DB); exit $$status
+
+# Concurrent clients against gunicorn: the demo BERT and a BERT-base-sized model, batching on (and off with --unbatched).
+BENCH_SERVING_DB ?= servingbench
+bench-serving-load: dev-venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_SERVING_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_SERVING_DB) $(PY) bench/serving_load.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_SERVING_DB); exit $$status
 
 # Top tokens of the demo classes, ranked the old way (mean |value|) and by share of the attribution mass.
 bench-global-importance: dev-venv

@@ -38,14 +38,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bert_base import build_bert_base  # noqa: E402
+
 from explanations.explainers import get_explainer  # noqa: E402
-from registry.demo_training import LABELS, SPECIAL_TOKENS, load_reviews, split_reviews  # noqa: E402
+from registry.demo_training import load_reviews, split_reviews  # noqa: E402
 from registry.onnx_export import AGREEMENT_TOLERANCE, agreement_texts, check_agreement, export_onnx  # noqa: E402
 from registry.predictors import TransformersPredictor, worker_threads  # noqa: E402
 
 DEMO_DIR = ROOT / "var" / "demo-models"
 QUICK_DEMO_DIR = ROOT / "var" / "test-demo-models"
-BASE_VOCAB = 21128
 IG_FALLBACK_STEPS = 32  # the ig explainer's default (h6's branch) when it is not on this one
 
 
@@ -77,39 +78,7 @@ def demo_model_dir(work: Path, train_full: bool) -> tuple[Path, str]:
 
 
 def base_model_dir(work: Path) -> Path:
-    """A BERT-base-sized classifier with random weights and a character vocabulary
-    of 21,128 entries (the corpus' characters, then filler), saved as an upload is."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    target = work / "base"
-    chars = sorted({ch for text, _ in load_reviews() for ch in text if not ch.isspace()})
-    vocab = list(SPECIAL_TOKENS) + [ch for ch in chars if ch not in SPECIAL_TOKENS]
-    vocab += [f"[unused{i}]" for i in range(BASE_VOCAB - len(vocab))]
-    vocab = vocab[:BASE_VOCAB]
-    tokenizer = BertTokenizerFast(
-        vocab={token: i for i, token in enumerate(vocab)},
-        do_lower_case=False,
-        tokenize_chinese_chars=True,
-        model_max_length=512,
-    )
-    config = BertConfig(
-        vocab_size=BASE_VOCAB,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=512,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target
+    return build_bert_base(work / "base")
 
 
 def rows_per_second(predictor, texts: list[str], rows: int) -> float:

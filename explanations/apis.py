@@ -17,6 +17,7 @@ from explanations import exports, selectors, services
 from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
+from governance.services import report_open_record
 from registry import selectors as registry_selectors
 
 
@@ -77,7 +78,14 @@ class ReportSummarySerializer(serializers.ModelSerializer):
 
 class ReportOutputSerializer(ReportSummarySerializer):
     class Meta(ReportSummarySerializer.Meta):
-        fields = ReportSummarySerializer.Meta.fields + ["heartbeat_at", "timings", "results", "fidelity"]
+        fields = ReportSummarySerializer.Meta.fields + [
+            "heartbeat_at",
+            "timings",
+            "results",
+            "fidelity",
+            "results_sha256",
+            "fidelity_sha256",
+        ]
 
 
 class ReportRequestInputSerializer(serializers.Serializer):
@@ -163,6 +171,7 @@ class ReportDetailApi(APIView):
     @extend_schema(responses=ReportOutputSerializer, operation_id="explanations_retrieve")
     def get(self, request, pk: int):
         report = selectors.report_get(user=request.user, pk=pk)
+        report_open_record(actor=request.user, report=report, via="api")
         return Response(ReportOutputSerializer(report).data)
 
 
@@ -193,6 +202,7 @@ class _ExportApi(APIView):
                 f"Report {pk} is {report.status}; only a succeeded report can be exported.",
                 current_status=report.status,
             )
+        report_open_record(actor=request.user, report=report, via="export")
         return report
 
     @staticmethod

@@ -46,6 +46,11 @@ class ExplanationReport(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     results = models.JSONField(null=True, blank=True)
     fidelity = models.JSONField(null=True, blank=True)
+    # SHA-256 of the canonical JSON of `results` and of `fidelity`, set when
+    # the report succeeds and recorded in its explanation.succeed event, so the
+    # trail binds what the report said (governance.audit.content_digest).
+    results_sha256 = models.CharField(max_length=64, blank=True)
+    fidelity_sha256 = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     timings = models.JSONField(default=dict, blank=True)
     # How long it should take, said when it was requested: {"seconds", "rows_per_second", "basis", ...}.

@@ -60,14 +60,14 @@ def report_list(*, user, version) -> QuerySet[ExplanationReport]:
     )
 
 
-def succeeded_methods(*, version) -> set[str]:
+def succeeded_methods(*, version, finished_after=None) -> set[str]:
     """Explanation methods ("shap", "pfi", ...) with a succeeded report for
-    `version`: the evidence the approval policy asks for."""
-    return set(
-        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
-        .values_list("method", flat=True)
-        .distinct()
-    )
+    `version`: the evidence the approval policy asks for. `finished_after`
+    counts only reports finished later (a re-certification's fresh evidence)."""
+    reports = ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+    if finished_after is not None:
+        reports = reports.filter(finished_at__gt=finished_after)
+    return set(reports.values_list("method", flat=True).distinct())
 
 
 def succeeded_reports(*, version) -> QuerySet[ExplanationReport]:
@@ -76,6 +76,27 @@ def succeeded_reports(*, version) -> QuerySet[ExplanationReport]:
         ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
         .select_related("dataset", "requested_by", "version__model")
         .defer("results", "texts")
+    )
+
+
+def evidence_rows(*, version) -> list[dict]:
+    """What a decision's evidence snapshot records of each succeeded report of
+    the version, oldest first, in one query and without the results."""
+    return list(
+        ExplanationReport.objects.filter(version=version, status=ExplanationReport.Status.SUCCEEDED)
+        .order_by("id")
+        .values(
+            "id",
+            "method",
+            "params",
+            "dataset_id",
+            "dataset__sha256",
+            "text_count",
+            "finished_at",
+            "results_sha256",
+            "fidelity_sha256",
+            "fidelity",
+        )
     )
 
 
@@ -215,6 +236,9 @@ def dossier_reports(*, user, version) -> list[dict]:
             "created_at": report.created_at.isoformat(),
             "finished_at": report.finished_at.isoformat() if report.finished_at else None,
             "error": report.error,
+            "dataset_sha256": report.dataset.sha256 if report.dataset_id else None,
+            "results_sha256": report.results_sha256,
+            "fidelity_sha256": report.fidelity_sha256,
             "fidelity": report.fidelity,
             "top_tokens": report_top_tokens(report, top=10),
             "url": f"/api/v1/explanations/{report.pk}/",

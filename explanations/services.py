@@ -21,7 +21,7 @@ from django.utils import timezone
 from explanations import selectors
 from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
-from governance.audit import record_event, record_refusal
+from governance.audit import content_digest, record_event, record_refusal
 from governance.audit_actions import AuditAction
 
 logger = logging.getLogger(__name__)
@@ -544,14 +544,18 @@ def report_succeed(*, report_id: int, results: dict, fidelity: dict, timings: di
     report = ExplanationReport.objects.filter(pk=report_id).first()
     if report is None:
         return False
+    results, fidelity = json_safe(results), json_safe(fidelity)
+    # Digests of what is stored, recorded on the row and in the chained event:
+    # a later change to either shows in `audit_verify --deep`.
+    digests = {"results_sha256": content_digest(results), "fidelity_sha256": content_digest(fidelity)}
     try:
         report_move(
             actor=None,
             report=report,
             to_status=Status.SUCCEEDED,
             action=AuditAction.EXPLANATION_SUCCEED,
-            fields={"results": json_safe(results), "fidelity": json_safe(fidelity), "timings": json_safe(timings)},
-            detail={"timings": json_safe(timings)},
+            fields={"results": results, "fidelity": fidelity, "timings": json_safe(timings), **digests},
+            detail={"timings": json_safe(timings), **digests},
         )
     except Conflict:
         return False  # cancelled or failed while we combined

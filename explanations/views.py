@@ -13,6 +13,7 @@ from explanations.global_importance import DEFAULT_MIN_TEXTS, UNITS, cached_glob
 from explanations.models import ExplanationReport
 from glassbox.errors import GlassboxError, NotPermitted
 from glassbox.page_errors import page_errors, service_call
+from governance.services import report_open_record
 from registry import selectors as registry_selectors
 
 
@@ -80,6 +81,7 @@ def _importance_view(request) -> dict:
 @page_errors
 def report_detail(request, pk: int):
     report = selectors.report_get(user=request.user, pk=pk)
+    report_open_record(actor=request.user, report=report, via="page")
     results = report.results or {}
     remaining = report.remaining_seconds(timezone.now())
     context = {

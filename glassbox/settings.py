@@ -262,6 +262,8 @@ CELERY_TASK_ROUTES = {
     "explanations.tasks.run_report": {"queue": "explanations"},
     "explanations.tasks.run_chunk": {"queue": "explanations"},
     "explanations.tasks.finalize_report": {"queue": "explanations"},
+    # Reads every artifact and dataset: heavy, so off the light queue.
+    "governance.tasks.deep_verify": {"queue": "explanations"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic jobs, run by `celery worker -B` (the demo) or a separate `celery beat`.
@@ -316,6 +318,11 @@ GLASSBOX_GPU_METHODS = _env_list("GLASSBOX_GPU_METHODS", [])
 # Limits of one predict call.
 GLASSBOX_PREDICT_MAX_INPUTS = _env_int("GLASSBOX_PREDICT_MAX_INPUTS", 64)
 GLASSBOX_PREDICT_MAX_INPUT_CHARS = _env_int("GLASSBOX_PREDICT_MAX_INPUT_CHARS", 5000)
+# Cross-request batching of transformers predictions in a serving process
+# (rollouts/request_batching.py): calls arriving within BATCH_WAIT_MS of the
+# first share one predict pass of at most BATCH_MAX rows; BATCH_MAX 1 turns it off.
+GLASSBOX_BATCH_WAIT_MS = float(os.environ.get("GLASSBOX_BATCH_WAIT_MS", "5"))
+GLASSBOX_BATCH_MAX = _env_int("GLASSBOX_BATCH_MAX", 64)
 # Prediction logs are written in batches off the request path: at most every
 # FLUSH seconds or BATCH rows, whichever comes first.
 GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS = float(os.environ.get("GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS", "0.5"))
@@ -377,6 +384,12 @@ GLASSBOX_MONITOR_THRESHOLDS = {
     "min_feedback": _env_int("GLASSBOX_MONITOR_MIN_FEEDBACK", 20),
     "min_drift_texts": _env_int("GLASSBOX_MONITOR_MIN_DRIFT_TEXTS", 200),
 }
+# Deep verification of the audit trail and the evidence it binds (digests of
+# report results, dataset files and artifacts): daily by default.
+CELERY_BEAT_SCHEDULE["audit-deep-verify"] = {
+    "task": "governance.tasks.deep_verify",
+    "schedule": float(_env_int("GLASSBOX_DEEP_VERIFY_INTERVAL_SECONDS", 86400)),
+}
 CELERY_BEAT_SCHEDULE["rollouts-check-monitors"] = {
     "task": "rollouts.tasks.check_monitors",
     "schedule": float(GLASSBOX_ROLLOUT_TICK_SECONDS),
@@ -427,15 +440,28 @@ AUDIT_CHECKPOINT_KEY = os.environ.get("AUDIT_CHECKPOINT_KEY", "")
 # --- review policy -----------------------------------------------------------
 # Per risk tier: approvals from distinct reviewers, explanation methods that
 # must have a succeeded report for the version before anyone may approve it,
-# and how many days an approval holds before re-certification is due.
+# how many days an approval holds before re-certification is due, and whether
+# a re-certification round needs fresh evidence (reports finished after the
+# approval it renews; see README "Re-certification").
 GLASSBOX_APPROVAL_POLICY = {
-    "low": {"approvals": 1, "evidence": [], "recertify_days": 365},
-    "medium": {"approvals": 2, "evidence": [], "recertify_days": 180},
+    "low": {"approvals": 1, "evidence": [], "recertify_days": 365, "recertify_fresh_evidence": False},
+    "medium": {"approvals": 2, "evidence": [], "recertify_days": 180, "recertify_fresh_evidence": False},
     "high": {
         "approvals": 2,
         "evidence": _env_list("GLASSBOX_HIGH_RISK_EVIDENCE", ["shap", "pfi"]),
         "recertify_days": 90,
+        "recertify_fresh_evidence": True,
+        # An approver must have opened the required reports before approving.
+        "require_opened_evidence": _env_bool("GLASSBOX_HIGH_RISK_REQUIRE_OPENED_EVIDENCE", True),
     },
+}
+# How often the beat task looks for deployed versions whose certification
+# lapsed or was refused, and raises their alerts (idempotent; hourly is plenty
+# for a date, and a restart never waits a day for its first look).
+GLASSBOX_CERTIFICATION_CHECK_SECONDS = _env_int("GLASSBOX_CERTIFICATION_CHECK_SECONDS", 3600)
+CELERY_BEAT_SCHEDULE["rollouts-check-certifications"] = {
+    "task": "rollouts.tasks.check_certifications",
+    "schedule": float(GLASSBOX_CERTIFICATION_CHECK_SECONDS),
 }
 
 # --- security ----------------------------------------------------------------

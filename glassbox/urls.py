@@ -19,12 +19,14 @@ review_pages = [
     path("reviews/", governance_views.review_queue, name="queue"),
     path("dashboard/", governance_views.dashboard, name="dashboard"),
     path(f"{_version}/submit/", governance_views.review_submit, name="submit"),
+    path(f"{_version}/recertify/", governance_views.review_recertify, name="recertify"),
     path(f"{_version}/review/", governance_views.review_detail, name="detail"),
     path(f"{_version}/dossier/", governance_views.dossier, name="dossier"),
     path(f"{_version}/dossier.json", governance_views.dossier_json, name="dossier-json"),
 ]
 review_api = [
     path(f"{_version}/submit/", governance_apis.ReviewSubmitApi.as_view(), name="submit"),
+    path(f"{_version}/recertify/", governance_apis.RecertifyApi.as_view(), name="recertify"),
     path(f"{_version}/decisions/", governance_apis.DecisionListCreateApi.as_view(), name="decisions"),
 ]
 

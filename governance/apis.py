@@ -53,7 +53,7 @@ class DecisionOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["id", "reviewer", "decision", "comment", "created_at"]
+        fields = ["id", "reviewer", "decision", "comment", "created_at", "evidence"]
 
 
 class ReviewOutputSerializer(serializers.ModelSerializer):
@@ -68,6 +68,7 @@ class ReviewOutputSerializer(serializers.ModelSerializer):
         model = ReviewRequest
         fields = [
             "id",
+            "kind",
             "status",
             "opened_by",
             "opened_at",
@@ -75,6 +76,8 @@ class ReviewOutputSerializer(serializers.ModelSerializer):
             "approvals",
             "required_approvals",
             "required_evidence",
+            "fresh_evidence_since",
+            "require_opened_evidence",
             "missing_evidence",
             "decisions",
         ]
@@ -113,6 +116,20 @@ class ReviewSubmitApi(APIView):
             actor=request.user, name=name, number=number, action=AuditAction.REVIEW_SUBMIT
         )
         services.review_submit(actor=request.user, version=version)
+        version = registry_selectors.version_get(user=request.user, name=name, number=number)
+        return Response(ReviewStateOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class RecertifyApi(APIView):
+    """Open a re-certification round of an approved or deployed version (its
+    engineers). The version keeps its status, and keeps serving, meanwhile."""
+
+    @extend_schema(request=None, responses={201: ReviewStateOutputSerializer}, operation_id="versions_recertify")
+    def post(self, request, name: str, number: int):
+        version = services.review_target_get(
+            actor=request.user, name=name, number=number, action=AuditAction.VERSION_RECERTIFY_REQUEST
+        )
+        services.review_recertify(actor=request.user, version=version)
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         return Response(ReviewStateOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 

@@ -178,6 +178,16 @@ def _json_roundtrip(value: Any) -> Any:
     return _without_nul(loaded) if "\\u0000" in text else loaded
 
 
+def content_digest(value: Any) -> str:
+    """SHA-256 of a JSON value's canonical form, as the database will hand it
+    back: the digest that binds a report's results (and the like) into the
+    trail. Recomputing it from the stored value later gives the same hex
+    unless the value changed (audit_verify --deep)."""
+    if value is None:
+        return hashlib.sha256(b"null").hexdigest()
+    return hashlib.sha256(canonical_json(_json_roundtrip(value)).encode()).hexdigest()
+
+
 def _text(value: Any, limit: int) -> str:
     return str(value or "").replace("\x00", "\ufffd")[:limit]
 

@@ -25,6 +25,10 @@ class AuditAction(StrEnum):
     # The trail itself.
     AUDIT_CHECKPOINT = "audit.checkpoint"
     AUDIT_EXPORT = "audit.export"
+    # Deep verification found stored evidence that no longer matches its recorded digest.
+    AUDIT_INTEGRITY_ALERT = "audit.integrity_alert"
+    # ...and a later check found it matching again (restored by a person, from a backup).
+    AUDIT_INTEGRITY_CLEARED = "audit.integrity_cleared"
 
     # Registry.
     MODEL_CREATE = "model.create"
@@ -36,6 +40,12 @@ class AuditAction(StrEnum):
     VERSION_DEPLOY = "version.deploy"
     VERSION_RETIRE = "version.retire"
     VERSION_REFERENCE_SET = "version.reference_set"
+    # Re-certification (README "Re-certification"): an engineer asks for a new
+    # round; its approval renews the date; its reject withdraws the certification
+    # without touching the status (the version keeps serving).
+    VERSION_RECERTIFY_REQUEST = "version.recertify_request"
+    VERSION_RECERTIFY = "version.recertify"
+    VERSION_RECERTIFY_REJECT = "version.recertify_reject"
     # Which inference backend serves a version (ONNX Runtime after its agreement check, or torch).
     VERSION_INFERENCE_BACKEND = "version.inference_backend"
 

@@ -89,6 +89,22 @@ class ReviewRequest(models.Model):
         APPROVED = "approved", "approved"
         REJECTED = "rejected", "rejected"
 
+    class Kind(models.TextChoices):
+        # The first review moves the version registered -> in_review -> approved | rejected.
+        INITIAL = "initial", "review"
+        # A re-certification round of an approved or deployed version leaves
+        # its status alone: approval renews the date, reject withdraws the
+        # certification (no new rollout; a deployed one keeps serving).
+        RECERTIFICATION = "recertification", "re-certification round"
+
+    # The version statuses in which each kind of round can be decided.
+    DECIDABLE_VERSION_STATUSES: dict[str, set[str]] = {
+        Kind.INITIAL: {"in_review"},
+        Kind.RECERTIFICATION: {"approved", "deployed"},
+    }
+    # Any succeeded report counts as fresh evidence when the tier names no method.
+    ANY_METHOD = "any"
+
     # Closed reviews are final: a rejected version never comes back.
     ALLOWED_TRANSITIONS: dict[str, set[str]] = {
         Status.OPEN: {Status.APPROVED, Status.REJECTED},
@@ -104,6 +120,14 @@ class ReviewRequest(models.Model):
     required_approvals = models.PositiveSmallIntegerField()
     # Explanation methods that must have a succeeded report for the version.
     required_evidence = models.JSONField(default=list, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.INITIAL)
+    # Set on a re-certification round whose tier asks for fresh evidence: the
+    # approval it renews closed then, and the required reports must have
+    # finished after it (copied when the round opens, like the rest of the bar).
+    fresh_evidence_since = models.DateTimeField(null=True, blank=True)
+    # Whether an approver must first have opened the required reports (see
+    # governance.evidence.required_reports); copied from the policy too.
+    require_opened_evidence = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -130,19 +154,34 @@ class ReviewRequest(models.Model):
         # Reads the prefetched decisions when there are any (lists, pages).
         return [d for d in self.decisions.all() if d.decision == Decision.Verdict.APPROVE]
 
+    @property
+    def is_recertification(self) -> bool:
+        return self.kind == self.Kind.RECERTIFICATION
+
     def missing_evidence(self) -> list[str]:
-        """Required explanation methods without a succeeded report for the version, in policy order."""
+        """Required explanation methods without a succeeded report for the
+        version, in policy order. A round that needs fresh evidence counts
+        only reports finished after `fresh_evidence_since`; when its tier
+        names no method, one fresh report of any method is needed ("any")."""
         from explanations.selectors import succeeded_methods
 
-        if not self.required_evidence:
+        if self.fresh_evidence_since is not None:
+            have = succeeded_methods(version=self.version, finished_after=self.fresh_evidence_since)
+            if not self.required_evidence:
+                return [] if have else [self.ANY_METHOD]
+        elif not self.required_evidence:
             return []
-        have = succeeded_methods(version=self.version)
+        else:
+            have = succeeded_methods(version=self.version)
         return [method for method in self.required_evidence if method not in have]
 
-    def decision_refusal(self, user, decision: str) -> GlassboxError | None:
+    def decision_refusal(self, user, decision: str, *, evidence: dict | None = None) -> GlassboxError | None:
         """Why `user` may not record `decision` on this review now, or None.
         The service raises what this returns; pages show its message next to
-        the disabled button. Separation of duties lives here, nowhere else."""
+        the disabled button. Separation of duties lives here, nowhere else.
+        `evidence` is the snapshot the service is about to record (pages
+        leave it out and one is read here): the refusal and the record then
+        speak of the same reports."""
         version = self.version
         if not (user.is_authenticated and user.has_perm("governance.add_decision")):
             return NotPermitted("Only reviewers may decide on versions.")
@@ -158,13 +197,40 @@ class ReviewRequest(models.Model):
         if any(d.reviewer_id == user.pk for d in self.decisions.all()):
             return Conflict(f"You have already decided on {version}; each reviewer counts once.")
         if decision == Decision.Verdict.APPROVE:
-            missing = self.missing_evidence()
+            from governance.evidence import evidence_snapshot, unopened_required
+
+            if evidence is None or self.fresh_evidence_since is not None:
+                # A round that needs fresh evidence counts only reports finished after its cut-off.
+                missing = self.missing_evidence()
+            else:
+                have = {entry["method"] for entry in evidence["reports"]}
+                missing = [method for method in self.required_evidence if method not in have]
+            if missing and self.fresh_evidence_since is not None:
+                methods = "any method" if missing == [self.ANY_METHOD] else ", ".join(missing)
+                return Conflict(
+                    f"{version} cannot be re-certified yet: its {version.model.risk_tier}-risk policy needs fresh "
+                    f"evidence, a succeeded explanation report for {methods} finished after the approval this "
+                    f"round renews ({self.fresh_evidence_since:%Y-%m-%d %H:%M} UTC), and there is none.",
+                    missing_evidence=missing,
+                    fresh_evidence_since=self.fresh_evidence_since.isoformat(),
+                )
             if missing:
                 return Conflict(
                     f"{version} cannot be approved yet: its {version.model.risk_tier}-risk policy needs a succeeded "
                     f"explanation report for {', '.join(missing)}, and there is none.",
                     missing_evidence=missing,
                 )
+            if self.require_opened_evidence:
+                if evidence is None:
+                    evidence = evidence_snapshot(review=self, reviewer=user)
+                unopened = unopened_required(review=self, evidence=evidence)
+                if unopened:
+                    names = ", ".join(entry["label"] for entry in unopened)
+                    return Conflict(
+                        f"{version} cannot be approved by you yet: its {version.model.risk_tier}-risk policy asks "
+                        f"the approver to open the evidence first, and you have not opened {names}.",
+                        unopened_reports=[entry["id"] for entry in unopened],
+                    )
         return None
 
 
@@ -180,6 +246,11 @@ class Decision(models.Model):
     decision = models.CharField(max_length=10, choices=Verdict.choices)
     comment = models.TextField(blank=True, max_length=10_000)
     created_at = models.DateTimeField(default=timezone.now)
+    # What the verdict was given on, taken under the review's lock: every
+    # succeeded report of the version with its digests and fidelity headline,
+    # and which of them this reviewer had opened (governance.evidence). The
+    # same dict is in the decision's audit event, so the trail binds it.
+    evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -193,3 +264,57 @@ class Decision(models.Model):
 
     def audit_scope(self) -> tuple[str, int]:
         return self.review.audit_scope()
+
+
+class ReportOpen(models.Model):
+    """A reviewer of an open review opened one of the version's reports (its
+    page or an export). One compact row per (review, reviewer, report), the
+    first open only: an access log, not a chain event per page view. What
+    counts is bound later, in the evidence of the reviewer's decision."""
+
+    class Via(models.TextChoices):
+        PAGE = "page", "report page"
+        EXPORT = "export", "export"
+        API = "api", "API"
+
+    review = models.ForeignKey(ReviewRequest, on_delete=models.PROTECT, related_name="report_opens")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # No constraint: the log must not stand in the way of (or hide) a report
+    # row that disappears; audit_verify --deep names that.
+    report = models.ForeignKey(
+        "explanations.ExplanationReport", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    via = models.CharField(max_length=8, choices=Via.choices)
+    opened_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["review", "reviewer", "report"], name="one_open_per_reviewer_report"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} opened report #{self.report_id} in review #{self.review_id}"
+
+
+class IntegrityAlert(models.Model):
+    """Something stored no longer matches the digest the trail recorded for it
+    (found by the scheduled deep verification). Nothing is repaired: the
+    alert stays open until a later check finds the subject matching again
+    (a person restored it, from a backup say)."""
+
+    subject = models.CharField(max_length=200)
+    message = models.CharField(max_length=1000)
+    raised_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject"], condition=models.Q(cleared_at__isnull=True), name="one_open_integrity_alert"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"integrity alert: {self.subject}"

@@ -15,6 +15,10 @@ class ApprovalPolicy:
     approvals: int
     evidence: tuple[str, ...]
     recertify_days: int
+    # A re-certification round needs reports finished after the approval it renews.
+    recertify_fresh_evidence: bool = False
+    # The approver must have opened the required reports (page or export).
+    require_opened_evidence: bool = False
 
     def recertify_by(self, approved_at: datetime) -> date:
         return (approved_at + timedelta(days=self.recertify_days)).date()
@@ -28,6 +32,8 @@ def approval_policy(risk_tier: str) -> ApprovalPolicy:
             approvals=int(entry["approvals"]),
             evidence=tuple(str(method) for method in entry.get("evidence", ())),
             recertify_days=int(entry["recertify_days"]),
+            recertify_fresh_evidence=bool(entry.get("recertify_fresh_evidence", False)),
+            require_opened_evidence=bool(entry.get("require_opened_evidence", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"GLASSBOX_APPROVAL_POLICY has no valid entry for risk tier {risk_tier!r}.") from exc

@@ -13,11 +13,13 @@ from django.utils import timezone
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
-from governance.models import Decision, ReviewRequest
+from governance.evidence import evidence_snapshot
+from governance.models import Decision, ReportOpen, ReviewRequest
 from governance.policy import approval_policy
+from governance.selectors import recertification_refusal
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
-from registry.services import version_move
+from registry.services import version_move, version_recertify
 
 COMMENT_MAX_LENGTH = 10_000
 
@@ -88,6 +90,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
         opened_by=actor,
         required_approvals=policy.approvals,
         required_evidence=list(policy.evidence),
+        require_opened_evidence=policy.require_opened_evidence,
     )
     version_move(
         actor=actor,
@@ -105,11 +108,92 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
                 "status": review.status,
                 "required_approvals": review.required_approvals,
                 "required_evidence": review.required_evidence,
+                "require_opened_evidence": review.require_opened_evidence,
             }
         },
         detail={"risk_tier": policy.risk_tier},
     )
     version.status = locked.status
+    return review
+
+
+def review_recertify(*, actor, version: ModelVersion) -> ReviewRequest:
+    """Open a re-certification round of an approved or deployed version: a
+    review with its tier's bar (and fresh evidence where the tier asks for
+    it) that leaves the version's status alone, so it keeps serving while
+    reviewers look again."""
+    try:
+        return _recertify_open(actor=actor, version=version)
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor,
+            action=AuditAction.VERSION_RECERTIFY_REQUEST,
+            reason=exc.message,
+            obj=version,
+            detail={"status_code": exc.status_code},
+        )
+        raise
+
+
+@transaction.atomic
+def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
+    if not (actor.is_authenticated and actor.has_perm("governance.add_reviewrequest")):
+        raise NotPermitted("Only engineers may open a re-certification round.")
+    locked, _ = _lock_for_review(version)
+    refusal = recertification_refusal(user=actor, version=locked)
+    if refusal is not None:
+        raise refusal
+    policy = approval_policy(locked.model.risk_tier)
+    opened_at = timezone.now()
+    fresh_since = None
+    if policy.recertify_fresh_evidence:
+        # Fresh: finished after the approval this round renews (the round's own
+        # opening when no approval is on record, e.g. rows from before reviews).
+        last_approval = (
+            ReviewRequest.objects.filter(version=locked, status=ReviewRequest.Status.APPROVED)
+            .order_by("-closed_at")
+            .values_list("closed_at", flat=True)
+            .first()
+        )
+        fresh_since = last_approval or opened_at
+    review = ReviewRequest.objects.create(
+        version=locked,
+        kind=ReviewRequest.Kind.RECERTIFICATION,
+        opened_by=actor,
+        opened_at=opened_at,
+        required_approvals=policy.approvals,
+        required_evidence=list(policy.evidence),
+        fresh_evidence_since=fresh_since,
+        require_opened_evidence=policy.require_opened_evidence,
+    )
+    lapsed_since = locked.certification_lapsed_since(opened_at.date())
+    record_event(
+        actor=actor,
+        action=AuditAction.VERSION_RECERTIFY_REQUEST,
+        obj=locked,
+        detail={
+            "review_id": review.pk,
+            "status": locked.status,
+            "recertify_by": locked.recertify_by,
+            "lapsed_since": lapsed_since,
+        },
+    )
+    record_event(
+        actor=actor,
+        action=AuditAction.REVIEW_OPEN,
+        obj=review,
+        changes={
+            "after": {
+                "status": review.status,
+                "kind": review.kind,
+                "required_approvals": review.required_approvals,
+                "required_evidence": review.required_evidence,
+                "fresh_evidence_since": fresh_since,
+                "require_opened_evidence": review.require_opened_evidence,
+            }
+        },
+        detail={"risk_tier": policy.risk_tier},
+    )
     return review
 
 
@@ -145,24 +229,29 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
         raise NotPermitted("Only reviewers may decide on versions.")
 
     locked, review = _lock_for_review(version)
-    if review is None or locked.status != ModelVersion.Status.IN_REVIEW:
+    if review is None or locked.status not in ReviewRequest.DECIDABLE_VERSION_STATUSES[review.kind]:
         raise Conflict(
             f"{locked} is {locked.status}; only a version in review can be decided on.", current_status=locked.status
         )
-    refusal = review.decision_refusal(actor, decision)
+    # Taken under the review's lock, and the refusal reads this same snapshot:
+    # what is recorded is exactly what the decision was allowed on.
+    evidence = evidence_snapshot(review=review, reviewer=actor)
+    refusal = review.decision_refusal(actor, decision, evidence=evidence)
     if refusal is not None:
         raise refusal
 
-    made = Decision.objects.create(review=review, reviewer=actor, decision=decision, comment=comment)
+    made = Decision.objects.create(review=review, reviewer=actor, decision=decision, comment=comment, evidence=evidence)
     made.review = review
     record_event(
         actor=actor,
         action=AuditAction(f"review.{decision}"),
         obj=made,
         changes={"after": {"decision": decision}},
-        detail={"review_id": review.pk, "comment": comment},
+        detail={"review_id": review.pk, "comment": comment, "evidence": evidence},
     )
-    if decision == Decision.Verdict.REJECT:
+    if review.is_recertification:
+        _recertification_decided(actor=actor, review=review, version=locked, decision=decision, comment=comment)
+    elif decision == Decision.Verdict.REJECT:
         _review_close(actor=actor, review=review, status=ReviewRequest.Status.REJECTED)
         version_move(
             actor=actor,
@@ -190,6 +279,49 @@ def _decide(*, actor, version: ModelVersion, decision: str, comment: str) -> Dec
     return made
 
 
+def _quorum(review: ReviewRequest) -> list[str] | None:
+    """The approvers' names once the approvals reach the review's quorum, else None."""
+    approvals = review.decisions.filter(decision=Decision.Verdict.APPROVE).select_related("reviewer")
+    approvers = [approval.reviewer.get_username() for approval in approvals]
+    return approvers if len(approvers) >= review.required_approvals else None
+
+
+def _recertification_decided(
+    *, actor, review: ReviewRequest, version: ModelVersion, decision: str, comment: str
+) -> None:
+    """Close a re-certification round when a decision settles it. The version
+    keeps its status either way: approval renews the date; a reject withdraws
+    the certification (no new rollout) and, for a deployed version, raises a
+    critical alert; the platform never stops serving it on its own."""
+    from rollouts.services import certification_alerts_sync  # the alert lives with the serving side
+
+    if decision == Decision.Verdict.REJECT:
+        _review_close(actor=actor, review=review, status=ReviewRequest.Status.REJECTED)
+        record_event(
+            actor=actor,
+            action=AuditAction.VERSION_RECERTIFY_REJECT,
+            obj=version,
+            detail={
+                "review_id": review.pk,
+                "comment": comment,
+                "status": version.status,
+                "still_serving": version.status == ModelVersion.Status.DEPLOYED,
+            },
+        )
+    else:
+        approvers = _quorum(review)
+        if approvers is None:
+            return
+        closed_at = _review_close(actor=actor, review=review, status=ReviewRequest.Status.APPROVED)
+        version_recertify(
+            actor=actor,
+            version=version,
+            recertify_by=approval_policy(version.model.risk_tier).recertify_by(closed_at),
+            detail={"review_id": review.pk, "approved_by": approvers},
+        )
+    certification_alerts_sync(version_id=version.pk)
+
+
 def _review_close(*, actor, review: ReviewRequest, status: str) -> datetime:
     if not review.can_move_to(status):
         raise Conflict(f"{review} is {review.status}; it cannot become {status}.")
@@ -204,3 +336,25 @@ def _review_close(*, actor, review: ReviewRequest, status: str) -> datetime:
         changes={"before": {"status": before}, "after": {"status": status, "closed_at": review.closed_at}},
     )
     return review.closed_at
+
+
+def report_open_record(*, actor, report, via: str) -> bool:
+    """Note that `actor`, who may decide on the version's open review, opened
+    one of its succeeded reports (page, export or API). Deliberately not a
+    chain event per view: a compact access-log row, the first open of each
+    report only; what it proves is bound into the reviewer's decision, whose
+    evidence lists the reports they had opened. Returns whether it counted."""
+    if report.status != "succeeded" or not (actor.is_authenticated and actor.has_perm("governance.add_decision")):
+        return False
+    review = (
+        ReviewRequest.objects.filter(version_id=report.version_id, status=ReviewRequest.Status.OPEN)
+        .values("pk", "opened_by_id", "version__created_by_id")
+        .first()
+    )
+    # Only someone who may decide on this review is its reviewer.
+    if review is None or actor.pk in (review["opened_by_id"], review["version__created_by_id"]):
+        return False
+    ReportOpen.objects.bulk_create(
+        [ReportOpen(review_id=review["pk"], reviewer=actor, report_id=report.pk, via=via)], ignore_conflicts=True
+    )
+    return True

@@ -81,6 +81,27 @@ def review_submit(request, name: str, number: int):
 
 @login_required
 @page_errors
+@require_POST
+def review_recertify(request, name: str, number: int):
+    version = services.review_target_get(
+        actor=request.user, name=name, number=number, action=AuditAction.VERSION_RECERTIFY_REQUEST
+    )
+    service_call(
+        request,
+        services.review_recertify,
+        success=lambda review: (
+            f"Opened re-certification round #{review.pk} of {version}: it needs {review.required_approvals} "
+            f"approval(s); it stays {version.get_status_display()} meanwhile."
+        ),
+        refusal_as_message=True,
+        actor=request.user,
+        version=version,
+    )
+    return redirect(version.get_absolute_url())
+
+
+@login_required
+@page_errors
 @require_GET
 def dossier(request, name: str, number: int):
     if request.GET.get("format") == "json":
@@ -90,6 +111,7 @@ def dossier(request, name: str, number: int):
         "version": version,
         "model": version.model,
         "reviews": selectors.review_history(user=request.user, version=version),
+        "certification": selectors.certification_state(version),
         "audit_events": selectors.version_audit_events(user=request.user, version=version),
         "rollout_history": selectors.version_rollouts(user=request.user, version=version),
         "generated_at": timezone.now(),

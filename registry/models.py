@@ -1,3 +1,5 @@
+from datetime import date, timedelta
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -137,6 +139,13 @@ class ModelVersion(models.Model):
 
     def can_be_submitted_by(self, user) -> bool:
         return self.submission_refusal(user) is None
+
+    def certification_lapsed_since(self, today: date) -> date | None:
+        """The first day this approved or deployed version was past its
+        re-certification date (`recertify_by` is the last good day), or None."""
+        if self.status not in (self.Status.APPROVED, self.Status.DEPLOYED) or self.recertify_by is None:
+            return None
+        return self.recertify_by + timedelta(days=1) if self.recertify_by < today else None
 
     @property
     def card(self) -> dict[str, str]:

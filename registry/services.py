@@ -296,6 +296,27 @@ def version_move(
     return locked
 
 
+def version_recertify(*, actor, version: ModelVersion, recertify_by, detail: dict | None = None) -> ModelVersion:
+    """Renew a version's certification: a new re-certification date, status
+    untouched (the review service decides when; this records it)."""
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if locked.status not in (ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED):
+            raise Conflict(f"{locked} is {locked.status}; only an approved or deployed version can be re-certified.")
+        before = locked.recertify_by
+        locked.recertify_by = recertify_by
+        locked.save(update_fields=["recertify_by"])
+        record_event(
+            actor=actor,
+            action=AuditAction.VERSION_RECERTIFY,
+            obj=locked,
+            changes={"before": {"recertify_by": before}, "after": {"recertify_by": recertify_by}},
+            detail={"status": locked.status, **(detail or {})},
+        )
+    version.recertify_by = locked.recertify_by
+    return locked
+
+
 def dataset_upload_precheck(*, actor) -> None:
     """Refuse (and record it) before the body of an upload is even read: a
     caller who may not upload must not make the server stream a file to disk."""
@@ -336,6 +357,8 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
                 actor=actor,
                 action=AuditAction.DATASET_CREATE,
                 obj=dataset,
-                changes={"after": {"name": name, "sha256": upload.sha256, "rows": len(parsed.rows)}},
+                changes={
+                    "after": {"name": name, "sha256": upload.sha256, "size": upload.size, "rows": len(parsed.rows)}
+                },
             )
         return dataset

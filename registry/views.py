@@ -10,7 +10,7 @@ from django.views.decorators.http import require_safe
 
 from glassbox.errors import GlassboxError
 from glassbox.page_errors import page_errors
-from governance.selectors import review_latest
+from governance.selectors import certification_state, recertification_refusal, review_latest
 from registry import selectors, services
 from registry.forms import VersionUploadForm
 from registry.uploads import (
@@ -53,6 +53,8 @@ def version_detail(request, name: str, number: int):
         "model": version.model,
         "review": review_latest(version),
         "can_submit": version.can_be_submitted_by(request.user),
+        "certification": certification_state(version),
+        "can_recertify": recertification_refusal(user=request.user, version=version) is None,
     }
     return render(request, "registry/version_detail.html", context)
 

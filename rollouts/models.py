@@ -292,9 +292,22 @@ class Alert(models.Model):
     """A monitored value crossed its threshold. Open until the value is back
     within bounds (then `cleared_at` is set); shown on the dashboard."""
 
+    class Severity(models.TextChoices):
+        WARNING = "warning", "warning"
+        # Someone must act: e.g. a deployed version whose re-certification was rejected.
+        CRITICAL = "critical", "critical"
+
+    # Not measured values: the certification of a deployed version (value: days
+    # past its date, or 1 for a rejected round; bound 0). Cleared when it is
+    # re-certified or stops serving, never by the live monitor.
+    CERTIFICATION_LAPSED = "certification_lapsed"
+    CERTIFICATION_REFUSED = "certification_refused"
+    CERTIFICATION_METRICS = (CERTIFICATION_LAPSED, CERTIFICATION_REFUSED)
+
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     metric = models.CharField(max_length=64)
+    severity = models.CharField(max_length=8, choices=Severity.choices, default=Severity.WARNING)
     value = models.FloatField()
     threshold = models.FloatField()
     message = models.CharField(max_length=500)

@@ -113,7 +113,12 @@ def rollouts_active() -> QuerySet[Rollout]:
 
 def alerts_open() -> QuerySet[Alert]:
     """Monitoring alerts not cleared yet, across all models (the manager's dashboard)."""
-    return Alert.objects.filter(cleared_at__isnull=True).select_related("model", "version")
+    # Critical ones first ("critical" sorts before "warning"), then the newest.
+    return (
+        Alert.objects.filter(cleared_at__isnull=True)
+        .select_related("model", "version")
+        .order_by("severity", "-raised_at", "-id")
+    )
 
 
 def serving_state(model: RegisteredModel) -> ServingState | None:

@@ -22,6 +22,10 @@ Decisions worth knowing:
   once. The candidate stays approved, so it can be rolled out again later
   (after a fix elsewhere, e.g. a quieter reference set or other thresholds).
 - `actor=None` means the platform itself (the analysis task).
+- A candidate must hold its certification: past its re-certification date,
+  or after a rejected re-certification round, a rollout does not start
+  (governance.selectors.certification_refusal). What already serves is never
+  stopped for it; a certification alert says so instead (certification_check).
 
 - Feedback (ground truth a person asserts about earlier predictions) and
   monitoring alerts (raised and cleared by the platform, `monitor_check`)
@@ -35,7 +39,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -44,6 +48,7 @@ from django.utils import timezone
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
+from governance.selectors import certification_refusal, certification_state, versions_with_refused_certification
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
 from rollouts import prediction_log, selectors
@@ -361,6 +366,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
             f"{candidate} is {candidate.status}: only an approved version can roll out.",
             current_status=candidate.status,
         )
+    _require_certified(candidate)
     steps = clean_steps(steps)
     thresholds = clean_thresholds(thresholds)
     interval = clean_interval(interval)
@@ -384,6 +390,7 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
                     f"{candidate} is {candidate.status}: only an approved version can roll out.",
                     current_status=candidate.status,
                 )
+            _require_certified(candidate)  # a round rejected meanwhile counts
             now = timezone.now()
             rollout = Rollout.objects.create(
                 model=model,
@@ -427,6 +434,14 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
         number = f"#{active.pk}" if active is not None else "another rollout"
         raise Conflict(f"rollout {number} is already active for {model.name}.") from exc
     return rollout
+
+
+def _require_certified(candidate: ModelVersion) -> None:
+    """An approval holds until its re-certification date, and not after a
+    rejected re-certification round: past either, no new rollout."""
+    refusal = certification_refusal(candidate)
+    if refusal is not None:
+        raise refusal
 
 
 # --- manual gates ------------------------------------------------------------------------
@@ -856,3 +871,108 @@ def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
         )
         cleared.append(alert)
     return cleared
+
+
+# --- certification alerts (actor None: the platform) -------------------------------------
+
+
+def certification_check(*, today: date | None = None) -> list[Alert]:
+    """Raise the alerts of deployed versions whose certification lapsed or was
+    rejected, and clear those of versions re-certified since (the beat task,
+    and safe to run at any time: each version is settled under its row lock,
+    so a second run finds the alerts open and changes nothing)."""
+    today = today or timezone.now().date()
+    deployed = ModelVersion.objects.filter(status=ModelVersion.Status.DEPLOYED)
+    lapsed = deployed.filter(recertify_by__lt=today).values_list("pk", flat=True)
+    refused = versions_with_refused_certification().filter(status=ModelVersion.Status.DEPLOYED)
+    with_alerts = Alert.objects.filter(cleared_at__isnull=True, metric__in=Alert.CERTIFICATION_METRICS)
+    version_ids = (
+        set(lapsed) | set(refused.values_list("pk", flat=True)) | set(with_alerts.values_list("version_id", flat=True))
+    )
+    changed: list[Alert] = []
+    for version_id in sorted(version_ids):
+        changed += certification_alerts_sync(version_id=version_id, today=today)
+    return changed
+
+
+def _certification_alerts_wanted(version: ModelVersion, *, today: date) -> dict[str, tuple[str, float, str]]:
+    """metric -> (severity, value, message) of the certification alerts a version should have open."""
+    if version.status != ModelVersion.Status.DEPLOYED:
+        return {}  # only what serves is alerted on; an approved one is simply refused a rollout
+    state = certification_state(version, today=today)
+    if state.refused_round is not None:
+        refused = state.refused_round
+        return {
+            Alert.CERTIFICATION_REFUSED: (
+                Alert.Severity.CRITICAL,
+                1.0,
+                (
+                    f"{version} is serving although its re-certification was rejected (review #{refused.pk}, "
+                    f"{refused.closed_at:%Y-%m-%d}): roll back to the previous version or roll out a replacement. "
+                    "Glassbox keeps serving it until someone does."
+                )[:500],
+            )
+        }
+    if state.lapsed_since is not None:
+        days = (today - state.recertify_by).days
+        return {
+            Alert.CERTIFICATION_LAPSED: (
+                Alert.Severity.WARNING,
+                float(days),
+                (
+                    f"{version} is serving past its re-certification date {state.recertify_by:%Y-%m-%d} "
+                    f"(lapsed since {state.lapsed_since:%Y-%m-%d}, {days} day(s)): open a re-certification round."
+                )[:500],
+            )
+        }
+    return {}
+
+
+@transaction.atomic
+def certification_alerts_sync(*, version_id: int, today: date | None = None) -> list[Alert]:
+    """Make one version's open certification alerts what its certification
+    says: raise the missing one, clear the ones that no longer apply."""
+    now = timezone.now()
+    today = today or now.date()
+    version = ModelVersion.objects.select_for_update(of=("self",)).select_related("model").get(pk=version_id)
+    wanted = _certification_alerts_wanted(version, today=today)
+    open_alerts = {
+        alert.metric: alert
+        for alert in Alert.objects.select_for_update().filter(
+            version=version, cleared_at__isnull=True, metric__in=Alert.CERTIFICATION_METRICS
+        )
+    }
+    changed = []
+    for metric, (severity, value, message) in wanted.items():
+        if metric in open_alerts:
+            continue
+        alert = Alert.objects.create(
+            model=version.model,
+            version=version,
+            metric=metric,
+            severity=severity,
+            value=value,
+            threshold=0.0,
+            message=message,
+            raised_at=now,
+        )
+        record_event(
+            actor=None,
+            action=AuditAction.MONITOR_ALERT_RAISED,
+            obj=alert,
+            detail={"metric": metric, "severity": severity, "value": value, "recertify_by": version.recertify_by},
+        )
+        changed.append(alert)
+    for metric, alert in open_alerts.items():
+        if metric in wanted:
+            continue
+        alert.cleared_at = now
+        alert.save(update_fields=["cleared_at"])
+        record_event(
+            actor=None,
+            action=AuditAction.MONITOR_ALERT_CLEARED,
+            obj=alert,
+            detail={"metric": metric, "reason": "certification holds again", "recertify_by": version.recertify_by},
+        )
+        changed.append(alert)
+    return changed

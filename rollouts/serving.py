@@ -5,7 +5,9 @@ Decisions, so callers know what to expect:
   is answered by one version (sticky per key). Without a key, each input is
   routed at random by the candidate's weight on its own.
 - Each version's inputs go to its predictor in one batch call; the latency
-  logged for an input is the duration of its batch.
+  logged for an input is the duration of its call's batch. Transformers
+  calls from concurrent requests share forward passes
+  (rollouts/request_batching.py); their latency includes the short wait.
 - Errors: a candidate that raises has its inputs logged as errors (the
   analysis counts them and aborts it) and answered by the stable version
   instead, so a broken canary costs its users nothing. When the stable (or a
@@ -34,6 +36,7 @@ from governance.audit import record_refusal
 from governance.audit_actions import AuditAction
 from registry.models import ModelVersion, RegisteredModel
 from rollouts import prediction_log
+from rollouts.request_batching import batched
 from rollouts.routing import RoutingTable, routing_table
 from rollouts.serving_cache import has_serving_perm
 from rollouts.shadow import shadow_mirror
@@ -131,8 +134,11 @@ def run_model(version: ModelVersion, texts: list[str]):
     from registry.selectors import version_predictor
 
     predictor = version_predictor(version)
+    # Transformers calls share forward passes with concurrent calls; the
+    # latency is the caller's: its wait for the shared pass included.
+    runner = batched(predictor) if version.flavor == ModelVersion.Flavor.TRANSFORMERS else predictor
     started = time.perf_counter()
-    probabilities = predictor.predict_proba(texts)
+    probabilities = runner.predict_proba(texts)
     return predictor.labels, probabilities, (time.perf_counter() - started) * 1000.0
 
 

@@ -85,3 +85,16 @@ def check_monitors() -> int:
     if changed:
         logger.info("monitoring: %d alert(s) raised or cleared", len(changed))
     return len(changed)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def check_certifications() -> int:
+    """Raise the alerts of deployed versions past their re-certification date
+    or refused re-certification, clear those re-certified (celery beat, every
+    GLASSBOX_CERTIFICATION_CHECK_SECONDS). Idempotent."""
+    from rollouts.services import certification_check
+
+    changed = certification_check()
+    if changed:
+        logger.info("certification: %d alert(s) raised or cleared", len(changed))
+    return len(changed)

@@ -220,6 +220,11 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
         page.fill("textarea[name=comment]", f"热力图合理，{username} 同意上线")
         page.click("button[name=decision][value=approve]")
         expect(page.locator("main dl").first).to_contain_text(f"{number} of 2 required")
+        # The decision shows the evidence it was made on, and that this reviewer opened it.
+        decided_on = page.locator("article.decision", has_text=f"{username} 同意上线").locator("p.decided-on")
+        expect(decided_on).to_contain_text(f"decided on: SHAP #{report_id} (comp ")
+        expect(decided_on).to_contain_text("vs random")
+        expect(decided_on.locator(".label")).to_have_text("opened")
         if number == 2:
             page.goto(f"/models/{MODEL}/versions/2/")
             expect(page.locator("h1 .status")).to_have_text("approved")
@@ -317,6 +322,10 @@ def all_four_journeys(base_url, browser, worker_pool, demo_models, engineer, rev
     expect(dossier).to_contain_text("Compliance dossier")
     expect(dossier).to_contain_text("rita 同意上线")
     expect(dossier).to_contain_text("ravi 同意上线")
+    evidence = dossier.locator("article.decision p.decided-on")
+    expect(evidence).to_have_count(2)
+    for index in range(2):
+        expect(evidence.nth(index)).to_contain_text(f"decided on: SHAP #{report_id} (comp ")
     page.emulate_media(media="print")
     expect(page.locator("header.topbar")).to_be_hidden()
     shot(page, "4-dossier-print")

@@ -32,11 +32,15 @@ def test_a_high_risk_version_with_shap_and_pfi_reports_can_be_approved(
 ):
     review = submit(api, engineer, high_risk_version)
     assert review.missing_evidence() == ["shap", "pfi"]
-    make_report(version=high_risk_version, requested_by=reviewer, method="shap")
-    make_report(version=high_risk_version, requested_by=reviewer, method="pfi")
+    reports = [
+        make_report(version=high_risk_version, requested_by=reviewer, method=method) for method in ("shap", "pfi")
+    ]
     assert review.missing_evidence() == []
     path = f"/api/v1/models/{high_risk_version.model.name}/versions/{high_risk_version.number}/decisions/"
     for user in (reviewer, reviewer2):
+        # The high-risk policy asks each approver to open the evidence first.
+        for report in reports:
+            assert page_client_for(user).get(f"/explanations/{report.pk}/").status_code == 200
         response = api(user).post(path, {"decision": "approve", "comment": "evidence read"}, format="json")
         assert response.status_code == 201, response.json()
     high_risk_version.refresh_from_db()

@@ -251,6 +251,14 @@ def decide_page(w):
     return page_client_for(w.reviewer).post(path, {"decision": "reject", "comment": "no model card"})
 
 
+def recertify_api(w):
+    return w.api_for(w.engineer).post("/api/v1/" + _version_path(_approved(w), "recertify/"))
+
+
+def recertify_page(w):
+    return page_client_for(w.engineer).post("/" + _version_path(_approved(w), "recertify/"))
+
+
 def explain_api(w):
     path = "/api/v1/" + _version_path(w.uploaded_version(), "explanations/")
     return w.api_for(w.engineer).post(path, {"method": "lime", "texts": ["很好"]}, format="json")
@@ -411,6 +419,10 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/<str:name>/versions/<int:number>/decisions/": [Write("POST", decide_api, "review.approve")],
     "models/<str:name>/versions/<int:number>/submit/": [Write("*", submit_page, "version.submit")],
     "models/<str:name>/versions/<int:number>/review/": [Write("*", decide_page, "review.reject")],
+    "api/v1/models/<str:name>/versions/<int:number>/recertify/": [
+        Write("POST", recertify_api, "version.recertify_request")
+    ],
+    "models/<str:name>/versions/<int:number>/recertify/": [Write("*", recertify_page, "version.recertify_request")],
     # explanations
     "api/v1/models/<str:name>/versions/<int:number>/explanations/": [Write("POST", explain_api, "explanation.request")],
     "models/<str:name>/versions/<int:number>/explanations/new/": [Write("*", explain_page, "explanation.request")],

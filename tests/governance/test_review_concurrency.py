@@ -116,3 +116,73 @@ def test_concurrent_submits_open_one_review(committed_db):
     assert ReviewRequest.objects.filter(version=version).count() == 1
     assert AuditEvent.objects.filter(action="version.submit").count() == 1
     assert AuditEvent.objects.filter(action="review.submit", outcome="denied").count() == 9
+
+
+def test_an_approval_racing_a_finishing_report_records_a_consistent_snapshot(committed_db):
+    """The report's success is written but not committed while a reviewer
+    approves: the snapshot (read under the review's lock) leaves it out, the
+    recorded evidence says so, and the review page lists the report "after
+    the decision" although it finished first."""
+    from django.db import transaction
+
+    from explanations import services as report_services
+    from governance import services
+    from tests.conftest import page_client_for, wait_for
+    from tests.explanations.reporting import FIDELITY, local_results, make_report
+
+    engineer = UserFactory(username="erin", role=roles.ENGINEER)
+    reviewer = UserFactory(username="rita", role=roles.REVIEWER)
+    version = submitted_version(uploader=engineer)
+    before = make_report(version=version, requested_by=engineer, status="running")
+    report_services.report_succeed(report_id=before.pk, results=local_results(["好"]), fidelity=FIDELITY, timings={})
+    racing = make_report(version=version, requested_by=engineer, method="lime", status="running")
+    written, release = threading.Event(), threading.Event()
+
+    def finish_report() -> None:
+        try:
+            with transaction.atomic():
+                report_services.report_succeed(
+                    report_id=racing.pk, results=local_results(["差"]), fidelity=FIDELITY, timings={}
+                )
+                written.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    finisher = threading.Thread(target=finish_report)
+    finisher.start()
+    assert written.wait(timeout=30)
+    decided: list = []
+
+    def approve() -> None:
+        try:
+            decided.append(services.decision_record(actor=reviewer, version=version, decision="approve", comment="ok"))
+        finally:
+            connection.close()
+
+    approver = threading.Thread(target=approve)
+    approver.start()
+    # Let the finisher commit only once the approver has its snapshot and
+    # waits for the audit chain that the finisher holds.
+    wait_for(chain_waiters, timeout=30, what="the approver waiting for the audit chain")
+    release.set()
+    finisher.join()
+    approver.join()
+
+    decision = Decision.objects.get(pk=decided[0].pk)
+    assert [entry["id"] for entry in decision.evidence["reports"]] == [before.pk]
+    racing.refresh_from_db()
+    assert racing.status == "succeeded" and racing.finished_at < decision.created_at
+    page = page_client_for(reviewer).get(f"/models/{version.model.name}/versions/{version.number}/review/")
+    assert f'after the decision: <a href="/explanations/{racing.pk}/">LIME #{racing.pk}' in page.content.decode()
+    assert verify_chain()[1] is None
+
+
+def chain_waiters() -> int:
+    """Sessions waiting for the audit chain's advisory lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return cursor.fetchone()[0]

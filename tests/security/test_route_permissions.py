@@ -130,6 +130,10 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
         "GET": (401, 405, 405, 405, 405),
         "POST": (401, 403, 409, 403, 403),
     },
+    "api/v1/models/<str:name>/versions/<int:number>/recertify/": {
+        "GET": (401, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 403, 403),
+    },
     "api/v1/models/<str:name>/versions/<int:number>/decisions/": {
         "GET": (401, 403, 200, 200, 200),
         "POST": (401, 403, 403, 201, 403),
@@ -167,6 +171,10 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
     "reviews/": {"GET": (302, 403, 200, 200, 200)},
     "dashboard/": {"GET": (302, 403, 403, 403, 200)},
     "models/<str:name>/versions/<int:number>/submit/": {
+        "GET": (302, 405, 405, 405, 405),
+        "POST": (302, 403, 302, 403, 403),
+    },
+    "models/<str:name>/versions/<int:number>/recertify/": {
         "GET": (302, 405, 405, 405, 405),
         "POST": (302, 403, 302, 403, 403),
     },
