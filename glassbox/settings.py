@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "registry",
     "explanations",
     "rollouts",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -473,6 +474,44 @@ CELERY_BEAT_SCHEDULE["rollouts-summarize-feedback"] = {
     "task": "rollouts.tasks.summarize_feedback",
     "schedule": float(GLASSBOX_FEEDBACK_SUMMARY_SECONDS),
 }
+
+# --- notifications and webhooks ------------------------------------------------
+# E-mail goes through Django's backend: SMTP when EMAIL_HOST is set, else the
+# console (the demo prints each message in the worker's output).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = _env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Glassbox <glassbox@localhost>")
+# Where links in e-mails point (the address people open the platform at).
+GLASSBOX_BASE_URL = os.environ.get("GLASSBOX_BASE_URL", "http://localhost:8000").rstrip("/")
+# Sending an e-mail: attempts in all, the first retry after BACKOFF seconds, doubling.
+GLASSBOX_NOTIFICATION_MAX_ATTEMPTS = _env_int("GLASSBOX_NOTIFICATION_MAX_ATTEMPTS", 5)
+GLASSBOX_NOTIFICATION_BACKOFF_SECONDS = float(os.environ.get("GLASSBOX_NOTIFICATION_BACKOFF_SECONDS", "30"))
+# Owners hear of a re-certification this many days before it is due (daily beat task).
+GLASSBOX_RECERTIFICATION_NOTICE_DAYS = _env_int("GLASSBOX_RECERTIFICATION_NOTICE_DAYS", 14)
+CELERY_BEAT_SCHEDULE["notifications-recertification-due"] = {
+    "task": "notifications.tasks.notify_recertifications_due",
+    "schedule": float(_env_int("GLASSBOX_RECERTIFICATION_CHECK_SECONDS", 86400)),
+}
+# Webhook deliveries: attempts in all; the first retry after BACKOFF seconds, doubling each time.
+GLASSBOX_WEBHOOK_MAX_ATTEMPTS = _env_int("GLASSBOX_WEBHOOK_MAX_ATTEMPTS", 6)
+GLASSBOX_WEBHOOK_BACKOFF_SECONDS = float(os.environ.get("GLASSBOX_WEBHOOK_BACKOFF_SECONDS", "10"))
+# One attempt: seconds to connect, and to get the whole answer; bytes of answer read at most.
+GLASSBOX_WEBHOOK_CONNECT_TIMEOUT = float(os.environ.get("GLASSBOX_WEBHOOK_CONNECT_TIMEOUT", "5"))
+GLASSBOX_WEBHOOK_TIMEOUT = float(os.environ.get("GLASSBOX_WEBHOOK_TIMEOUT", "10"))
+GLASSBOX_WEBHOOK_MAX_RESPONSE_BYTES = _env_int("GLASSBOX_WEBHOOK_MAX_RESPONSE_BYTES", 64 * 1024)
+# Targets on private, loopback or link-local addresses are refused (SSRF)
+# unless this is set: for a receiver inside your own network, and the tests.
+# Cloud metadata addresses stay refused even then.
+GLASSBOX_WEBHOOK_ALLOW_PRIVATE = _env_bool("GLASSBOX_WEBHOOK_ALLOW_PRIVATE", False)
 
 # --- audit -------------------------------------------------------------------
 # The key that signs audit checkpoints lives outside the database.

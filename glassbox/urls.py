@@ -8,6 +8,7 @@ from glassbox import views as platform_views
 from governance import apis as governance_apis
 from governance import audit_urls, identity, signin
 from governance import views as governance_views
+from notifications import urls as notification_urls
 from registry import urls as registry_urls
 from rollouts import urls as rollout_urls
 from rollouts.metrics import metrics_view
@@ -38,6 +39,7 @@ api_v1 = [
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
     path("", include((explanation_urls.api_urlpatterns, "explanations-api"))),
     path("", include((rollout_urls.api_urlpatterns, "rollouts-api"))),
+    path("", include((notification_urls.api_urlpatterns, "notifications-api"))),
 ]
 
 # An unmatched path under /api/ answers JSON, like every API error.
@@ -66,4 +68,5 @@ urlpatterns = [
     path("", include((registry_urls.urlpatterns, "registry"))),
     path("", include((explanation_urls.urlpatterns, "explanations"))),
     path("", include((rollout_urls.urlpatterns, "rollouts"))),
+    path("", include((notification_urls.urlpatterns, "notifications"))),
 ]

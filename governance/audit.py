@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.utils import timezone
 from glassbox.middleware import current_request_context
 from governance.audit_actions import AuditAction
 from governance.models import AuditEvent
+from notifications.events import event_type_of
 
 GENESIS_HASH = "0" * 64
 # An arbitrary constant naming "the audit chain" among PostgreSQL advisory locks.
@@ -244,7 +246,19 @@ def record_event(
         # time order is chain order (the trail's date filters rely on it).
         now = timezone.now()
         fields["created_at"] = max(now, prev_time) if prev_time else now
-        return AuditEvent.objects.create(**fields, prev_hash=prev_hash, hash=compute_event_hash(fields, prev_hash))
+        event = AuditEvent.objects.create(**fields, prev_hash=prev_hash, hash=compute_event_hash(fields, prev_hash))
+    if outcome == AuditEvent.Outcome.OK and event_type_of(fields["action"]) is not None:
+        # The one place that feeds e-mail notifications and webhooks: only
+        # once the change is committed, and never on the request path (a
+        # worker does the rest; see notifications.services).
+        transaction.on_commit(partial(_enqueue_dispatch, event.pk))
+    return event
+
+
+def _enqueue_dispatch(event_id: int) -> None:
+    from notifications.services import enqueue_dispatch
+
+    enqueue_dispatch(event_id)
 
 
 def chained_events(events: Iterable[dict[str, Any]], *, prev_hash: str) -> Iterator[AuditEvent]:

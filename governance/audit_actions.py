@@ -95,3 +95,8 @@ class AuditAction(StrEnum):
     FEEDBACK_SUMMARY = "feedback.summary"
     MONITOR_ALERT_RAISED = "monitor.alert_raised"
     MONITOR_ALERT_CLEARED = "monitor.alert_cleared"
+
+    # Notifications and webhooks.
+    NOTIFICATION_PREFERENCES = "notification.preferences"
+    WEBHOOK_CREATE = "webhook.create"
+    WEBHOOK_DELETE = "webhook.delete"

@@ -34,6 +34,14 @@ _ROLLOUT_WRITE = [
     "rollouts.add_feedback",
 ]
 
+# Webhook subscriptions of the models one may change (engineers); admins also
+# manage those of every model at once (`model: null`).
+_WEBHOOKS = [
+    "notifications.view_webhooksubscription",
+    "notifications.add_webhooksubscription",
+    "notifications.delete_webhooksubscription",
+]
+
 # "app_label.codename" per role. Reviewers and managers read; only engineers
 # (and admins) write to the registry.
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -45,7 +53,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "governance.add_reviewrequest",
         "explanations.add_explanationreport",
     ]
-    + _ROLLOUT_WRITE,
+    + _ROLLOUT_WRITE
+    + _WEBHOOKS,
     # Only reviewers decide; separation of duties is checked per version.
     # Reviewers may also request the explanation reports they need as evidence.
     REVIEWER: _READ + ["governance.add_decision", "explanations.add_explanationreport"],
@@ -59,8 +68,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "governance.add_reviewrequest",
         "explanations.add_explanationreport",
         "explanations.change_explanationreport",
+        "notifications.manage_global_webhooks",
     ]
-    + _ROLLOUT_WRITE,
+    + _ROLLOUT_WRITE
+    + _WEBHOOKS,
 }
 
 

@@ -12,7 +12,7 @@ from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("glassbox", "governance", "registry", "explanations", "rollouts")
+APPS = ("glassbox", "governance", "registry", "explanations", "rollouts", "notifications")
 # action="x.y", and an action picked in a tuple: `action, event = "aborted", "rollout.abort"`.
 ACTION_LITERAL = re.compile(r"""\baction=(["'])([a-z_]+\.[a-z_]+)\1|, event = "[a-z]+", "([a-z_]+\.[a-z_]+)\"""")
 

@@ -409,6 +409,24 @@ def _group(w) -> int:
     return Group.objects.create(name="temporary").pk
 
 
+def webhook_subscribe(w):
+    from django.conf import settings
+
+    settings.GLASSBOX_WEBHOOK_ALLOW_PRIVATE = True  # a loopback target: nothing is sent here
+    name = RegisteredModelFactory(created_by=w.engineer).name
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["rollout.paused"], "model": name}
+    return w.api_for(w.engineer).post("/api/v1/webhooks/", body, format="json")
+
+
+def webhook_unsubscribe(w):
+    created = webhook_subscribe(w).json()
+    return w.api_for(w.engineer).delete(f"/api/v1/webhooks/{created['id']}/")
+
+
+def notification_preferences(w):
+    return page_client_for(w.reviewer).post("/account/notifications/", {"enabled": ["review_opened"]})
+
+
 NEW_USER_FORM = {"username": "newbie", "usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
 SET_PASSWORD_FORM = {"usable_password": "true", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
 READS = "only reads (answers any method like GET)"
@@ -468,6 +486,10 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/rollouts/<int:pk>/abort/": [Write("POST", rollout_gate_api("abort"), "rollout.abort")],
     "api/v1/models/<str:name>/rollback/": [Write("POST", rollback_api, "rollout.rollback")],
     "models/<str:name>/rollback/": [Write("*", rollback_page, "rollout.rollback")],
+    # notifications and webhooks (notifications/)
+    "api/v1/webhooks/": [Write("POST", webhook_subscribe, "webhook.create")],
+    "api/v1/webhooks/<int:pk>/": [Write("DELETE", webhook_unsubscribe, "webhook.delete")],
+    "account/notifications/": [Write("*", notification_preferences, "notification.preferences")],
     # serving (data plane)
     "api/v1/models/<str:name>/predict/": [
         Exempt("POST", "data plane: every prediction is recorded in PredictionLog, not the audit trail"),

@@ -30,6 +30,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation import GenerationMode
 
 from glassbox.wsgi import application
+from notifications.models import WebhookSubscription
 from tests.conftest import ModelVersionFactory, RegisteredModelFactory, token_for
 from tests.explanations.reporting import make_report
 from tests.rollouts.rollout_helpers import deploy, start_canary, upload_dataset
@@ -53,13 +54,18 @@ class FuzzWorld:
     canary rollout), `zh-draft` (v1 just registered), a dataset and a
     finished explanation report."""
 
-    def __init__(self, *, engineer, manager, model, rollout, dataset, report):
+    def __init__(self, *, engineer, manager, model, rollout, dataset, report, webhook):
         self.tokens = {user: token_for(user) for user in (engineer, manager)}
         self.engineer, self.manager = engineer, manager
         self.values = {
             "name": [model.name, "zh-draft"],
             "number": [1, 2],
-            "id": {"rollouts": [rollout.pk], "explanations": [report.pk], "datasets": [dataset.pk]},
+            "id": {
+                "rollouts": [rollout.pk],
+                "explanations": [report.pk],
+                "datasets": [dataset.pk],
+                "webhooks": [webhook.pk],
+            },
         }
 
     def headers_for(self, case) -> dict:
@@ -106,8 +112,18 @@ def fuzz_world(served_model, serving_env, engineer, engineer2, manager, demo_mod
     ModelVersionFactory(model=RegisteredModelFactory(name="zh-draft", created_by=engineer2))
     dataset = upload_dataset(uploader=engineer, path=demo_models["holdout_csv"])
     report = make_report(version=v1, requested_by=engineer)
+    # A subscription whose target is never called here (no worker runs in this test).
+    webhook = WebhookSubscription.objects.create(
+        url="https://hooks.example.com/glassbox", events=["alert.raised"], model=served_model, created_by=engineer
+    )
     world = FuzzWorld(
-        engineer=engineer, manager=manager, model=served_model, rollout=rollout, dataset=dataset, report=report
+        engineer=engineer,
+        manager=manager,
+        model=served_model,
+        rollout=rollout,
+        dataset=dataset,
+        report=report,
+        webhook=webhook,
     )
     # Requests go through the real WSGI handler, which closes the database
     # connection when a request finishes: here, the test's own transaction.

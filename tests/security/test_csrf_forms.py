@@ -10,7 +10,7 @@ from governance.models import AuditEvent
 from tests.conftest import page_client_for
 from tests.governance.test_audit_coverage import all_routes, write_methods
 from tests.security import corpus
-from tests.security.test_route_permissions import EXPECTED, World
+from tests.security.test_route_permissions import ALL_EXPECTED, World
 
 pytestmark = pytest.mark.usefixtures("corpus_summary")
 
@@ -25,7 +25,9 @@ def _form_routes() -> list:
 
 # Known at collection time from the permission table, which
 # test_route_permissions keeps complete for every route and method.
-FORM_ROUTES = sorted(route for route, methods in EXPECTED.items() if not route.startswith("api/") and "POST" in methods)
+FORM_ROUTES = sorted(
+    route for route, methods in ALL_EXPECTED.items() if not route.startswith("api/") and "POST" in methods
+)
 
 
 def test_the_table_lists_every_form_the_walk_finds(db):
