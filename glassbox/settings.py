@@ -396,6 +396,9 @@ GLASSBOX_APPROVAL_POLICY = {
         "approvals": 2,
         "evidence": _env_list("GLASSBOX_HIGH_RISK_EVIDENCE", ["shap", "pfi"]),
         "recertify_days": 90,
+        # True: at least one approver must belong to no team (validation
+        # independent of every development team, not only the owning one).
+        "require_independent_approver": _env_bool("GLASSBOX_HIGH_RISK_INDEPENDENT_APPROVER", False),
     },
 }
 

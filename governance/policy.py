@@ -15,6 +15,8 @@ class ApprovalPolicy:
     approvals: int
     evidence: tuple[str, ...]
     recertify_days: int
+    # At least one approver must belong to no team at all.
+    require_independent_approver: bool = False
 
     def recertify_by(self, approved_at: datetime) -> date:
         return (approved_at + timedelta(days=self.recertify_days)).date()
@@ -28,6 +30,7 @@ def approval_policy(risk_tier: str) -> ApprovalPolicy:
             approvals=int(entry["approvals"]),
             evidence=tuple(str(method) for method in entry.get("evidence", ())),
             recertify_days=int(entry["recertify_days"]),
+            require_independent_approver=bool(entry.get("require_independent_approver", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"GLASSBOX_APPROVAL_POLICY has no valid entry for risk tier {risk_tier!r}.") from exc

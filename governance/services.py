@@ -76,7 +76,7 @@ def review_submit(*, actor, version: ModelVersion) -> ReviewRequest:
 
 @transaction.atomic
 def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
-    if not (actor.is_authenticated and actor.has_perm("governance.add_reviewrequest")):
+    if not version.model.can_receive_version_from(actor):
         raise NotPermitted("Only engineers may submit versions for review.")
     locked, _ = _lock_for_review(version)
     refusal = locked.submission_refusal(actor)
@@ -88,6 +88,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
         opened_by=actor,
         required_approvals=policy.approvals,
         required_evidence=list(policy.evidence),
+        require_independent_approver=policy.require_independent_approver,
     )
     version_move(
         actor=actor,
@@ -105,6 +106,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
                 "status": review.status,
                 "required_approvals": review.required_approvals,
                 "required_evidence": review.required_evidence,
+                "require_independent_approver": review.require_independent_approver,
             }
         },
         detail={"risk_tier": policy.risk_tier},

@@ -137,10 +137,8 @@ class Rollout(models.Model):
         ACTION_TARGETS) on this rollout now, in words for its page; None:
         they may. The services ask it again under their locks, with `user`
         None (the platform, which needs no role)."""
-        if user is not None and not (
-            user.is_authenticated and user.has_perm("rollouts.change_rollout") and self.model.can_be_viewed_by(user)
-        ):
-            return "Only engineers may act on rollouts."
+        if user is not None and not self.model.access_of(user).release:
+            return "Only maintainers of the model's team may act on rollouts."
         if action == "resume":
             if self.status == self.Status.PAUSED:
                 return None

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput, NotFound
+from governance.audit_actions import AuditAction
 from rollouts import routing, services, serving
 
 PIN_HEADER = "X-Glassbox-Version"
@@ -151,6 +152,7 @@ class PredictApi(APIView):
     def post(self, request, name: str):
         serving.require_serving_permission(request.user, name)
         model = _model_named(name)
+        serving.require_model_serving_permission(request.user, model, action=AuditAction.PREDICTION_REQUEST)
         body = _body(request)
         predictions = serving.predict(
             actor=request.user,
