@@ -173,7 +173,6 @@ class ReviewRequest(models.Model):
                 )
         return None
 
-
     def independence_refusal(self, user) -> GlassboxError | None:
         """Validation independent of development: a member of the team that
         owns the model may not approve its versions, and where the review's
@@ -188,7 +187,9 @@ class ReviewRequest(models.Model):
             )
         if self.require_independent_approver and len(self.approvals()) + 1 >= self.required_approvals:
             approvers = [d.reviewer_id for d in self.approvals()] + [user.pk]
-            if not set(approvers) - set(TeamMembership.objects.filter(user_id__in=approvers).values_list("user_id", flat=True)):
+            if not set(approvers) - set(
+                TeamMembership.objects.filter(user_id__in=approvers).values_list("user_id", flat=True)
+            ):
                 return Conflict(
                     f"{self.version} is {self.version.model.risk_tier} risk: its policy needs at least one approver "
                     "who belongs to no team, and neither you nor the approvers before you do.",

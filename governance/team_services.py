@@ -42,7 +42,9 @@ def team_create(*, actor, name: str) -> Team:
         try:
             with transaction.atomic():
                 team = Team.objects.create(name=name, created_by=actor)
-                record_event(actor=actor, action=AuditAction.TEAM_CREATE, changes={"after": {"name": name}}, **_team_label(team))
+                record_event(
+                    actor=actor, action=AuditAction.TEAM_CREATE, changes={"after": {"name": name}}, **_team_label(team)
+                )
         except IntegrityError as exc:
             raise Conflict(f"A team named {name!r} already exists.") from exc
         return team

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0006_teams'),
+        ("governance", "0006_teams"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='reviewrequest',
-            name='require_independent_approver',
+            model_name="reviewrequest",
+            name="require_independent_approver",
             field=models.BooleanField(default=False),
         ),
     ]
