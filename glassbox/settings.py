@@ -226,6 +226,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "glassbox.api_schema.add_error_responses",
+        # ...and who may call it (x-glassbox-access).
+        "glassbox.api_schema.add_access_requirements",
     ],
 }
 

@@ -3,8 +3,9 @@
 A model belongs to one team. A member's role in that team says what they may
 do with its models (viewer < engineer < maintainer, each including the ones
 before). Reviewers and managers keep their global roles: a reviewer reads
-the models they review (any with a version submitted for review) and decides
-on them; a manager reads every model; an admin does everything.
+every model, since any team's version may come to them for review (and
+requests reports on it and decides on it); a manager reads every model; an
+admin does everything.
 
 `model_access(user, model)` answers for one model; `model_read_filter(user)`
 is the same read rule as a queryset filter for lists. Views, serializers and
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q
 
-from governance.models import ReviewRequest, TeamMembership
+from governance.models import TeamMembership
 
 Role = TeamMembership.Role
 # Team roles in rising order.
@@ -97,11 +98,7 @@ def model_access(user, model, *, team_role=_UNKNOWN) -> ModelAccess:
         )
     rank = ROLE_RANK.get(role, 0)
     reviewer = user.has_perm(DECIDE)
-    read = (
-        rank >= 1
-        or user.has_perm(VIEW_ALL_MODELS)
-        or (reviewer and ReviewRequest.objects.filter(version__model_id=model.pk).exists())
-    )
+    read = rank >= 1 or reviewer or user.has_perm(VIEW_ALL_MODELS)
     return ModelAccess(
         team_role=role,
         read=read,
@@ -117,13 +114,10 @@ def model_read_filter(user, prefix: str = "") -> Q:
     `prefix` such as "model__" or "version__model__", on rows of a model)."""
     if user is None or not (user.is_authenticated and user.is_active):
         return Q(pk__in=[])
-    if user.has_perm(VIEW_ALL_MODELS):  # managers and admins (superusers hold every permission)
+    # Managers, reviewers and admins (superusers hold every permission).
+    if user.has_perm(VIEW_ALL_MODELS) or user.has_perm(DECIDE):
         return Q()
-    teams = TeamMembership.objects.filter(user=user).values("team_id")
-    readable = Q(**{f"{prefix}team_id__in": teams})
-    if user.has_perm(DECIDE):
-        readable |= Q(**{f"{prefix}pk__in": ReviewRequest.objects.values("version__model_id")})
-    return readable
+    return Q(**{f"{prefix}team_id__in": TeamMembership.objects.filter(user=user).values("team_id")})
 
 
 def team_roles_of(user) -> dict[int, str]:

@@ -50,7 +50,6 @@ class TeamListCreateApi(APIView):
         request=InputSerializer,
         responses={201: TeamOutputSerializer},
         operation_id="teams_create",
-        description="Admins only.",
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)

@@ -23,15 +23,6 @@ def submitted_version(*, uploader, risk_tier: str = "low", name: str | None = No
     return version
 
 
-def reviewable_model_of(version: ModelVersion) -> ModelVersion:
-    """Puts another version of `version`'s model in review: reviewers read
-    the models they review (governance/access.py), and a test of what a
-    reviewer may do with a version not in review needs its model readable."""
-    other = ModelVersionFactory(model=version.model, created_by=version.created_by)
-    services.review_submit(actor=version.created_by, version=other)
-    return other
-
-
 def version_path(version: ModelVersion, suffix: str = "") -> str:
     return f"/api/v1/models/{version.model.name}/versions/{version.number}/{suffix}"
 

@@ -17,7 +17,6 @@ from tests.governance.reviewing import (
     give_role,
     new_version,
     open_review,
-    reviewable_model_of,
     submitted_version,
     version_path,
 )
@@ -135,7 +134,6 @@ def test_outsider_deciding_is_refused_and_recorded(engineer, outsider):
 @pytest.mark.parametrize("state", ["registered", "approved", "deployed", "retired"])
 def test_deciding_on_a_version_not_in_review_is_409_with_current_state(engineer, reviewer, state):
     version = new_version(uploader=engineer)
-    reviewable_model_of(version)  # the reviewer reads the model: the refusal is about the state
     ModelVersion.objects.filter(pk=version.pk).update(status=state)
     version.refresh_from_db()
 

@@ -61,7 +61,7 @@ def test_model_json_lists_each_versions_review(api, engineer, reviewer):
 
 
 def test_every_refusal_is_json_with_a_detail(api, engineer, reviewer):
-    version = submitted_version(uploader=engineer)
+    version = new_version(uploader=engineer)
 
     response = api(reviewer).post(version_path(version, "decisions/"), "not json", content_type="application/json")
 

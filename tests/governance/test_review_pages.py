@@ -10,7 +10,7 @@ from governance import roles
 from governance.models import AuditEvent, Decision, ReviewRequest
 from registry.models import ModelVersion
 from tests.conftest import page_client_for
-from tests.governance.reviewing import decide, give_role, new_version, reviewable_model_of, submitted_version
+from tests.governance.reviewing import decide, give_role, new_version, submitted_version
 
 
 def page_url(version, suffix: str = "") -> str:
@@ -49,7 +49,6 @@ def test_submit_without_csrf_token_is_refused(engineer):
 
 def test_reviewer_sees_no_submit_button_and_cannot_submit(engineer, reviewer):
     version = new_version(uploader=engineer)
-    reviewable_model_of(version)  # the reviewer reads the model: the refusal is about submitting
     client = page_client_for(reviewer)
 
     assert "Submit for review" not in client.get(page_url(version)).content.decode()
@@ -178,7 +177,6 @@ def test_reject_without_comment_in_the_form_is_400_and_keeps_the_review_open(eng
 
 def test_review_page_of_a_version_never_submitted(engineer, reviewer):
     version = new_version(uploader=engineer)
-    reviewable_model_of(version)
 
     page = page_client_for(reviewer).get(page_url(version, "review/")).content.decode()
 
