@@ -92,6 +92,8 @@ class ModelListCreateApi(APIView):
         team = serializers.CharField(
             max_length=100,
             required=False,
+            # A blank value is the field left out (a multipart form cannot omit it otherwise).
+            allow_blank=True,
             help_text="the owning team; defaults to the caller's only team (400 team_required when they have several)",
         )
 

@@ -33,7 +33,7 @@ def _owning_team(*, actor, team: str | None):
     """The team a new model goes to: the one named, else the caller's only
     team. The caller must be an engineer or maintainer of it (or an admin)."""
     roles = team_roles_of(actor)
-    if team is None:
+    if not team:
         if len(roles) > 1 or (not roles and is_admin(actor)):
             raise InvalidInput("Name the team that will own the model (`team`).", code="team_required", field="team")
         if not roles:

@@ -84,6 +84,9 @@ def _checked_inputs(inputs) -> list[str]:
             raise InvalidInput(f"inputs[{index}] must be a text, not {type(text).__name__}.")
         if not text.strip():
             raise InvalidInput(f"inputs[{index}] is empty.")
+        if "\x00" in text:
+            # PostgreSQL text cannot hold it: the prediction log could not record the input.
+            raise InvalidInput(f"inputs[{index}] contains a NUL character.")
         if len(text) > max_chars:
             raise TooLarge(f"inputs[{index}] has {len(text)} characters; at most {max_chars} are allowed.")
     return inputs
@@ -92,8 +95,8 @@ def _checked_inputs(inputs) -> list[str]:
 def _checked_key(key) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key:
-        raise InvalidInput("key must be a non-empty text when given.")
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidInput("key must be a non-empty text without NUL characters when given.")
     if len(key) > KEY_MAX_CHARS:
         raise InvalidInput(f"key is at most {KEY_MAX_CHARS} characters.")
     return key
