@@ -105,18 +105,15 @@ class ExplanationReport(models.Model):
         return max(0, round(seconds - spent))
 
     def can_be_viewed_by(self, user) -> bool:
-        return (
-            user.is_authenticated
-            and user.has_perm("explanations.view_explanationreport")
-            and self.version.model.can_be_viewed_by(user)
-        )
+        return self.version.model.can_be_viewed_by(user)
 
     def cancel_refusal(self, user) -> GlassboxError | None:
         """Why `user` may not cancel this report now, or None. The requester
         cancels their own report; admins may cancel anyone's."""
-        if not (user.is_authenticated and user.has_perm("explanations.add_explanationreport")):
+        access = self.version.model.access_of(user)
+        if not access.request_reports:
             return NotPermitted("Only engineers and reviewers may cancel explanation reports.")
-        if user.pk != self.requested_by_id and not user.has_perm("explanations.change_explanationreport"):
+        if user.pk != self.requested_by_id and not access.admin:
             return NotPermitted(f"Only {self.requested_by.get_username()}, who requested it, may cancel this report.")
         if not self.can_move_to(self.Status.CANCELLED):
             return Conflict(

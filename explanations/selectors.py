@@ -10,6 +10,7 @@ from django.db.models.functions import Cast
 
 from explanations.models import ExplanationChunk, ExplanationReport
 from glassbox.errors import NotFound, NotPermitted
+from governance.access import has_standing
 
 
 def explainer_for(method: str):
@@ -27,7 +28,7 @@ def known_methods() -> list[str]:
 
 
 def _require_read(user) -> None:
-    if not (user.is_authenticated and user.has_perm("explanations.view_explanationreport")):
+    if not has_standing(user):
         raise NotPermitted("You have no role that may read explanation reports.")
 
 
@@ -42,7 +43,8 @@ def report_get(*, user, pk: int) -> ExplanationReport:
     if report is None:
         raise NotFound(f"No explanation report {pk}.")
     if not report.can_be_viewed_by(user):
-        raise NotPermitted("You may not read this explanation report.")
+        # Not revealed: the same answer as a report that does not exist.
+        raise NotFound(f"No explanation report {pk}.")
     return report
 
 
@@ -50,7 +52,7 @@ def report_list(*, user, version) -> QuerySet[ExplanationReport]:
     """A version's reports, newest first, without their (large) results."""
     _require_read(user)
     if not version.model.can_be_viewed_by(user):
-        raise NotPermitted("You may not read this model's explanation reports.")
+        raise NotFound(f"No model named {version.model.name!r}.")
     return (
         ExplanationReport.objects.filter(version=version)
         .select_related("version__model", "dataset", "requested_by")
@@ -222,7 +224,7 @@ def report_top_tokens(report: ExplanationReport, *, top: int = 5) -> list[dict]:
 
 def dossier_reports(*, user, version) -> list[dict]:
     """A version's reports as the compliance dossier's JSON lists them."""
-    if not user.has_perm("explanations.view_explanationreport"):
+    if not version.model.can_be_viewed_by(user):
         return []
     return [
         {

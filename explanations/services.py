@@ -144,11 +144,9 @@ def report_plan(
     say how long it would take. Raises InvalidInput naming the field at fault;
     over GLASSBOX_MAX_REPORT_TEXTS, code report_too_large with the estimate
     and the sample to ask for instead."""
-    if not (actor.is_authenticated and actor.has_perm("explanations.add_explanationreport")):
+    if not version.model.access_of(actor).request_reports:
         record_refusal(actor=actor, action=AuditAction.EXPLANATION_REQUEST, reason="not permitted", obj=version)
         raise NotPermitted("Only engineers and reviewers may request explanation reports.")
-    if not version.model.can_be_viewed_by(actor):
-        raise NotPermitted("You may not read this model.")
 
     methods = selectors.known_methods()
     if method not in methods:

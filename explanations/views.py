@@ -22,7 +22,7 @@ from registry import selectors as registry_selectors
 @page_errors
 def report_new(request, name: str, number: int):
     version = registry_selectors.version_get(user=request.user, name=name, number=number)
-    if not request.user.has_perm("explanations.add_explanationreport"):
+    if not version.model.access_of(request.user).request_reports:
         raise PermissionDenied("Only engineers and reviewers may request explanation reports.")
     form = ReportRequestForm(request.POST or None)
     status = 200

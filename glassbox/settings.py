@@ -300,6 +300,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "glassbox.api_schema.add_error_responses",
+        # ...and who may call it (x-glassbox-access).
+        "glassbox.api_schema.add_access_requirements",
     ],
 }
 
@@ -533,6 +535,9 @@ GLASSBOX_APPROVAL_POLICY = {
         "recertify_fresh_evidence": True,
         # An approver must have opened the required reports before approving.
         "require_opened_evidence": _env_bool("GLASSBOX_HIGH_RISK_REQUIRE_OPENED_EVIDENCE", True),
+        # True: at least one approver must belong to no team (validation
+        # independent of every development team, not only the owning one).
+        "require_independent_approver": _env_bool("GLASSBOX_HIGH_RISK_INDEPENDENT_APPROVER", False),
     },
 }
 # How often the beat task looks for deployed versions whose certification

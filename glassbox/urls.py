@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from explanations import urls as explanation_urls
 from glassbox import views as platform_views
 from governance import apis as governance_apis
-from governance import audit_urls, identity, signin
+from governance import audit_urls, identity, signin, team_urls
 from governance import views as governance_views
 from notifications import urls as notification_urls
 from registry import urls as registry_urls
@@ -36,6 +36,7 @@ api_v1 = [
     path("auth/tokens/<int:pk>/", governance_apis.ApiTokenRevokeApi.as_view(), name="auth-token-revoke"),
     path("", include((review_api, "reviews-api"))),
     path("", include((audit_urls.api_urlpatterns, "audit-api"))),
+    path("", include((team_urls.api_urlpatterns, "teams-api"))),
     path("", include((registry_urls.api_urlpatterns, "registry-api"))),
     path("", include((explanation_urls.api_urlpatterns, "explanations-api"))),
     path("", include((rollout_urls.api_urlpatterns, "rollouts-api"))),

@@ -36,13 +36,10 @@ def key_hash(key: str) -> str:
 
 
 def can_issue_token_for(user, model) -> bool:
-    """Whether `user` may create a token scoped to `model`.
-
-    Today: the global permission that starts rollouts (whoever runs a model's
-    serving hands out its client keys). Once teams own models this becomes
-    the per-model check "maintainer of the model's team" - this function is
-    the one place to switch."""
-    return user.is_active and user.has_perm("rollouts.add_rollout")
+    """Whether `user` may create a token scoped to `model`: whoever runs the
+    model's serving (its team's maintainers, and admins) hands out its
+    client keys."""
+    return user.is_active and model.access_of(user).release
 
 
 def _token_label(token: ApiToken) -> dict:

@@ -38,8 +38,15 @@ class AuditAction(StrEnum):
     # ...and a later check found it matching again (restored by a person, from a backup).
     AUDIT_INTEGRITY_CLEARED = "audit.integrity_cleared"
 
+    # Teams: who belongs to which team in which role, and which team owns a model.
+    TEAM_CREATE = "team.create"
+    TEAM_MEMBER_ADD = "team.member_add"
+    TEAM_MEMBER_ROLE = "team.member_role"
+    TEAM_MEMBER_REMOVE = "team.member_remove"
+
     # Registry.
     MODEL_CREATE = "model.create"
+    MODEL_TEAM_MOVE = "model.team_move"
     DATASET_CREATE = "dataset.create"
     VERSION_CREATE = "version.create"
     VERSION_SUBMIT = "version.submit"

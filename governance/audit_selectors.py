@@ -21,10 +21,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 from glassbox.errors import InvalidInput, NotPermitted
+from governance.access import VIEW_ALL_MODELS, model_read_filter
 from governance.audit import HASHED_FIELDS, event_timestamp
 from governance.models import AuditEvent
 
@@ -159,6 +160,14 @@ def audit_event_queryset(*, user, query: AuditQuery) -> QuerySet[AuditEvent]:
     """The events matching the filters, unordered (callers order by id)."""
     require_audit_read(user)
     events = AuditEvent.objects.all()
+    if not user.has_perm(VIEW_ALL_MODELS):
+        # A reader who may not see every model sees the platform's own events
+        # and those of the models they may read (today every audit reader, a
+        # manager or an admin, sees every model: this holds for a new role).
+        from registry.models import RegisteredModel
+
+        readable = RegisteredModel.objects.filter(model_read_filter(user)).values("name")
+        events = events.filter(Q(model_name="") | Q(model_name__in=readable))
     if query.actor:
         events = events.filter(actor_username=query.actor)
     if query.action:

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -128,6 +129,8 @@ class ReviewRequest(models.Model):
     # Whether an approver must first have opened the required reports (see
     # governance.evidence.required_reports); copied from the policy too.
     require_opened_evidence = models.BooleanField(default=False)
+    # At least one approver must belong to no team (the policy's require_independent_approver).
+    require_independent_approver = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -197,6 +200,9 @@ class ReviewRequest(models.Model):
         if any(d.reviewer_id == user.pk for d in self.decisions.all()):
             return Conflict(f"You have already decided on {version}; each reviewer counts once.")
         if decision == Decision.Verdict.APPROVE:
+            refusal = self.independence_refusal(user)
+            if refusal is not None:
+                return refusal
             from governance.evidence import evidence_snapshot, unopened_required
 
             if evidence is None or self.fresh_evidence_since is not None:
@@ -231,6 +237,30 @@ class ReviewRequest(models.Model):
                         f"the approver to open the evidence first, and you have not opened {names}.",
                         unopened_reports=[entry["id"] for entry in unopened],
                     )
+        return None
+
+    def independence_refusal(self, user) -> GlassboxError | None:
+        """Validation independent of development: a member of the team that
+        owns the model may not approve its versions, and where the review's
+        policy asks for it, the approval that completes the quorum needs at
+        least one approver who belongs to no team at all."""
+        team = self.version.model.team
+        if TeamMembership.objects.filter(user=user, team=team).exists():
+            return NotPermitted(
+                f"You are a member of team {team.name}, which owns {self.version.model.name}: validation must be "
+                "independent of development, so a reviewer outside the team must approve it.",
+                code="approver_not_independent",
+            )
+        if self.require_independent_approver and len(self.approvals()) + 1 >= self.required_approvals:
+            approvers = [d.reviewer_id for d in self.approvals()] + [user.pk]
+            if not set(approvers) - set(
+                TeamMembership.objects.filter(user_id__in=approvers).values_list("user_id", flat=True)
+            ):
+                return Conflict(
+                    f"{self.version} is {self.version.model.risk_tier} risk: its policy needs at least one approver "
+                    "who belongs to no team, and neither you nor the approvers before you do.",
+                    code="independent_approver_required",
+                )
         return None
 
 
@@ -388,3 +418,59 @@ class OidcIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.issuer} {self.subject}"
+
+
+class Team(models.Model):
+    """A group of people that owns models. What a member may do with the
+    team's models comes from their membership's role (governance/access.py)."""
+
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[
+            # The same slug rule as model names: team names appear in URLs and audit rows.
+            RegexValidator(
+                r"^[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?$",
+                "Use 1-100 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit.",
+            )
+        ],
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        # Global abilities of the admin and manager roles (governance/roles.py).
+        permissions = [
+            ("manage_teams", "Create teams, manage any team and move models between teams"),
+            ("view_all_models", "Read every model, whichever team owns it"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def audit_scope(self) -> tuple[str, None]:
+        return "", None
+
+
+class TeamMembership(models.Model):
+    class Role(models.TextChoices):
+        # In rising order of what they may do; each includes the ones before.
+        VIEWER = "viewer", "viewer"
+        ENGINEER = "engineer", "engineer"
+        MAINTAINER = "maintainer", "maintainer"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships")
+    role = models.CharField(max_length=12, choices=Role.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team", "user"]
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team_and_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.team}"
+
+    def audit_scope(self) -> tuple[str, None]:
+        return "", None

@@ -19,6 +19,8 @@ class ApprovalPolicy:
     recertify_fresh_evidence: bool = False
     # The approver must have opened the required reports (page or export).
     require_opened_evidence: bool = False
+    # At least one approver must belong to no team at all.
+    require_independent_approver: bool = False
 
     def recertify_by(self, approved_at: datetime) -> date:
         return (approved_at + timedelta(days=self.recertify_days)).date()
@@ -34,6 +36,7 @@ def approval_policy(risk_tier: str) -> ApprovalPolicy:
             recertify_days=int(entry["recertify_days"]),
             recertify_fresh_evidence=bool(entry.get("recertify_fresh_evidence", False)),
             require_opened_evidence=bool(entry.get("require_opened_evidence", False)),
+            require_independent_approver=bool(entry.get("require_independent_approver", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"GLASSBOX_APPROVAL_POLICY has no valid entry for risk tier {risk_tier!r}.") from exc

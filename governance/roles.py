@@ -58,9 +58,12 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     # Only reviewers decide; separation of duties is checked per version.
     # Reviewers may also request the explanation reports they need as evidence.
     REVIEWER: _READ + ["governance.add_decision", "explanations.add_explanationreport"],
-    MANAGER: _READ + ["governance.view_auditevent"],
+    # Managers read every model, whichever team owns it (governance/access.py).
+    MANAGER: _READ + ["governance.view_auditevent", "governance.view_all_models"],
     ADMIN: _READ
     + [
+        "governance.view_all_models",
+        "governance.manage_teams",
         "registry.add_registeredmodel",
         "registry.add_modelversion",
         "registry.add_dataset",

@@ -9,6 +9,7 @@ from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, NotPermitted
+from governance.access import has_standing, model_read_filter
 from governance.audit import event_timestamp
 from governance.audit_actions import AuditAction
 from governance.evidence import current_report_entries, decision_evidence_view
@@ -26,7 +27,10 @@ def _require(user, permission: str, message: str) -> None:
 
 
 def _require_review_read(user) -> None:
-    _require(user, "governance.view_reviewrequest", "You have no role that may read reviews.")
+    # Which versions: the caller reached them through registry.selectors,
+    # which answers a model they may not read with 404 (governance/access.py).
+    if not has_standing(user):
+        raise NotPermitted("You have no role that may read reviews.")
 
 
 def review_latest(version: ModelVersion) -> ReviewRequest | None:
@@ -157,15 +161,16 @@ def review_history(*, user, version: ModelVersion) -> list[ReviewRequest]:
 
 
 def decision_list(*, user, version: ModelVersion) -> QuerySet[Decision]:
-    _require(user, "governance.view_decision", "You have no role that may read review decisions.")
+    if not has_standing(user):
+        raise NotPermitted("You have no role that may read review decisions.")
     decisions = Decision.objects.filter(review__version=version).select_related("reviewer", "review")
     return decisions.order_by("created_at", "id")
 
 
 def review_queue(*, user) -> QuerySet[ReviewRequest]:
-    """Open reviews, oldest first: the reviewers' work list."""
+    """Open reviews of the models `user` may read, oldest first: the reviewers' work list."""
     _require_review_read(user)
-    return _open_reviews()
+    return _open_reviews().filter(model_read_filter(user, prefix="version__model__"))
 
 
 def _open_reviews() -> QuerySet[ReviewRequest]:
@@ -372,7 +377,7 @@ def version_rollouts(*, user, version: ModelVersion) -> list[dict[str, Any]]:
     each went, how its analyses judged it, and when (the dossier's section)."""
     from rollouts.selectors import analysis_verdict_counts, rollout_history
 
-    if not user.has_perm("rollouts.view_rollout"):
+    if not version.model.can_be_viewed_by(user):
         return []
     rollouts = list(rollout_history(version))
     verdicts = analysis_verdict_counts(rollouts)

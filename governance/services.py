@@ -78,7 +78,7 @@ def review_submit(*, actor, version: ModelVersion) -> ReviewRequest:
 
 @transaction.atomic
 def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
-    if not (actor.is_authenticated and actor.has_perm("governance.add_reviewrequest")):
+    if not version.model.can_receive_version_from(actor):
         raise NotPermitted("Only engineers may submit versions for review.")
     locked, _ = _lock_for_review(version)
     refusal = locked.submission_refusal(actor)
@@ -91,6 +91,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
         required_approvals=policy.approvals,
         required_evidence=list(policy.evidence),
         require_opened_evidence=policy.require_opened_evidence,
+        require_independent_approver=policy.require_independent_approver,
     )
     version_move(
         actor=actor,
@@ -109,6 +110,7 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
                 "required_approvals": review.required_approvals,
                 "required_evidence": review.required_evidence,
                 "require_opened_evidence": review.require_opened_evidence,
+                "require_independent_approver": review.require_independent_approver,
             }
         },
         detail={"risk_tier": policy.risk_tier},

@@ -1,15 +1,12 @@
-"""Who may manage which webhook subscriptions, in one function.
-
-Today's rule: changing a model is a global permission (engineers may change
-every model they can see), so "the models one may change" is that. When
-per-model permissions land (teams), swap `_may_change_model` for the
-per-model check; nothing else here needs to change."""
+"""Who may manage which webhook subscriptions, in one function: the
+engineers of the model's team (and its maintainers) for that model, admins
+for every model (governance/access.py)."""
 
 from registry.models import RegisteredModel
 
 
 def _may_change_model(user, model: RegisteredModel) -> bool:
-    return model.can_be_viewed_by(user) and model.can_receive_version_from(user)
+    return model.access_of(user).develop
 
 
 def webhooks_refusal(user) -> str | None:

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import TooLarge
+from governance import team_services
 from governance.apis import ReviewOutputSerializer
 from governance.selectors import review_latest
 from registry import selectors, services
@@ -63,10 +64,11 @@ class VersionOutputSerializer(serializers.ModelSerializer):
 
 class ModelOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
+    team = serializers.CharField(source="team.name")
 
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "risk_tier", "description", "created_by", "created_at"]
+        fields = ["name", "task", "risk_tier", "description", "team", "created_by", "created_at"]
 
 
 class ModelDetailOutputSerializer(ModelOutputSerializer):
@@ -87,8 +89,19 @@ class ModelListCreateApi(APIView):
         )
         risk_tier = serializers.ChoiceField(choices=RegisteredModel.RiskTier.choices)
         description = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
+        team = serializers.CharField(
+            max_length=100,
+            required=False,
+            # A blank value is the field left out (a multipart form cannot omit it otherwise).
+            allow_blank=True,
+            help_text="the owning team; defaults to the caller's only team (400 team_required when they have several)",
+        )
 
-    @extend_schema(responses=ModelOutputSerializer(many=True), operation_id="models_list")
+    @extend_schema(
+        responses=ModelOutputSerializer(many=True),
+        operation_id="models_list",
+        description="The models the caller may read.",
+    )
     def get(self, request):
         models = selectors.model_list(user=request.user)
         return Response(ModelOutputSerializer(models, many=True).data)
@@ -102,11 +115,30 @@ class ModelListCreateApi(APIView):
 
 
 class ModelDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelTeamMoveRequest"
+
+        team = serializers.CharField(max_length=100)
+
     @extend_schema(responses=ModelDetailOutputSerializer, operation_id="models_retrieve")
     def get(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
         model.ordered_versions = selectors.version_list(user=request.user, model=model)
         return Response(ModelDetailOutputSerializer(model).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=ModelOutputSerializer,
+        operation_id="models_partial_update",
+        description="Move the model to another team: admins only, audited.",
+    )
+    def patch(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = team_services.model_team_move(actor=request.user, model=model, team_name=data.validated_data["team"])
+        return Response(ModelOutputSerializer(model).data)
 
 
 class StreamingUploadMixin:

@@ -27,6 +27,9 @@ class RegisteredModel(models.Model):
     task = models.CharField(max_length=40, choices=Task.choices, default=Task.TEXT_CLASSIFICATION)
     risk_tier = models.CharField(max_length=10, choices=RiskTier.choices)
     description = models.TextField(blank=True, max_length=10_000)
+    # The team that owns the model: its members' roles say who may do what
+    # with it (governance/access.py). Moving it is an admin's audited act.
+    team = models.ForeignKey("governance.Team", on_delete=models.PROTECT, related_name="models")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -42,11 +45,17 @@ class RegisteredModel(models.Model):
     def audit_scope(self) -> tuple[str, None]:
         return self.name, None
 
+    def access_of(self, user):
+        """What `user` may do with this model (one answer for every app)."""
+        from governance.access import model_access
+
+        return model_access(user, self)
+
     def can_be_viewed_by(self, user) -> bool:
-        return user.is_authenticated and user.has_perm("registry.view_registeredmodel")
+        return self.access_of(user).read
 
     def can_receive_version_from(self, user) -> bool:
-        return user.is_authenticated and user.has_perm("registry.add_modelversion")
+        return self.access_of(user).develop
 
 
 class ModelVersion(models.Model):
@@ -128,8 +137,8 @@ class ModelVersion(models.Model):
 
     def submission_refusal(self, user) -> GlassboxError | None:
         """Why `user` may not submit this version for review now, or None.
-        Any engineer may submit (the uploader included); reviewers may not."""
-        if not (user.is_authenticated and user.has_perm("governance.add_reviewrequest")):
+        Any engineer of the owning team may submit (the uploader included)."""
+        if not self.model.access_of(user).develop:
             return NotPermitted("Only engineers may submit versions for review.")
         if not self.can_move_to(self.Status.IN_REVIEW):
             return Conflict(

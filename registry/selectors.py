@@ -6,6 +6,7 @@ from pathlib import Path
 from django.db.models import Count, QuerySet
 
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
+from governance.access import has_standing, model_read_filter
 from registry.artifacts import artifact_storage, local_model_path
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel
@@ -14,19 +15,27 @@ logger = logging.getLogger(__name__)
 
 
 def _require_read(user) -> None:
-    if not (user.is_authenticated and user.has_perm("registry.view_registeredmodel")):
+    # Before any lookup: the refusal is the same whether the object exists or not.
+    if not has_standing(user):
         raise NotPermitted("You have no role that may read the registry.")
 
 
 def model_list(*, user) -> QuerySet[RegisteredModel]:
+    """The models `user` may read (governance/access.py)."""
     _require_read(user)
-    return RegisteredModel.objects.annotate(version_count=Count("versions")).select_related("created_by")
+    return (
+        RegisteredModel.objects.filter(model_read_filter(user))
+        .annotate(version_count=Count("versions"))
+        .select_related("created_by", "team")
+    )
 
 
 def model_get(*, user, name: str) -> RegisteredModel:
+    """A model `user` may read; one they may not is answered as if it did not
+    exist (404), so a name alone reveals nothing."""
     _require_read(user)
-    model = RegisteredModel.objects.select_related("created_by").filter(name=name).first()
-    if model is None:
+    model = RegisteredModel.objects.select_related("created_by", "team").filter(name=name).first()
+    if model is None or not model.can_be_viewed_by(user):
         raise NotFound(f"No model named {name!r}.")
     return model
 

@@ -10,8 +10,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from governance.access import ROLE_RANK, Role, is_admin, team_roles_of
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
+from governance.models import Team
 from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
@@ -27,14 +29,47 @@ def _check_name(name: str, *, what: str) -> None:
         raise InvalidInput(f"Invalid {what} name: {exc.messages[0]}") from exc
 
 
+def _owning_team(*, actor, team: str | None):
+    """The team a new model goes to: the one named, else the caller's only
+    team. The caller must be an engineer or maintainer of it (or an admin)."""
+    roles = team_roles_of(actor)
+    if not team:
+        if len(roles) > 1 or (not roles and is_admin(actor)):
+            raise InvalidInput("Name the team that will own the model (`team`).", code="team_required", field="team")
+        if not roles:
+            raise NotPermitted("Only engineers may register models.")
+        owner = Team.objects.get(pk=next(iter(roles)))
+    else:
+        owner = Team.objects.filter(name=str(team)[:100]).first()
+        if owner is None:
+            raise InvalidInput(f"No team named {str(team)[:100]!r}.", field="team")
+    if not is_admin(actor) and ROLE_RANK.get(roles.get(owner.pk), 0) < ROLE_RANK[Role.ENGINEER]:
+        raise NotPermitted(f"Only engineers and maintainers of team {owner.name} may register its models.")
+    return owner
+
+
 def model_create(
-    *, actor, name: str, risk_tier: str, task: str = RegisteredModel.Task.TEXT_CLASSIFICATION, description: str = ""
+    *,
+    actor,
+    name: str,
+    risk_tier: str,
+    task: str = RegisteredModel.Task.TEXT_CLASSIFICATION,
+    description: str = "",
+    team: str | None = None,
 ) -> RegisteredModel:
-    if not (actor.is_authenticated and actor.has_perm("registry.add_registeredmodel")):
+    try:
+        if not actor.is_authenticated:
+            raise NotPermitted("Only engineers may register models.")
+        owner = _owning_team(actor=actor, team=team)
+    except GlassboxError as exc:
         record_refusal(
-            actor=actor, action=AuditAction.MODEL_CREATE, reason="not permitted", object_label=str(name)[:100]
+            actor=actor,
+            action=AuditAction.MODEL_CREATE,
+            reason=exc.message,
+            object_label=str(name)[:100],
+            detail={"team": str(team)[:100] if team is not None else None, "status_code": exc.status_code},
         )
-        raise NotPermitted("Only engineers may register models.")
+        raise
     _check_name(name, what="model")
     if risk_tier not in RegisteredModel.RiskTier.values:
         raise InvalidInput(f"risk_tier must be one of {', '.join(RegisteredModel.RiskTier.values)}.")
@@ -43,13 +78,13 @@ def model_create(
     try:
         with transaction.atomic():
             model = RegisteredModel.objects.create(
-                name=name, task=task, risk_tier=risk_tier, description=description, created_by=actor
+                name=name, task=task, risk_tier=risk_tier, description=description, team=owner, created_by=actor
             )
             record_event(
                 actor=actor,
                 action=AuditAction.MODEL_CREATE,
                 obj=model,
-                changes={"after": {"name": name, "task": task, "risk_tier": risk_tier}},
+                changes={"after": {"name": name, "task": task, "risk_tier": risk_tier, "team": owner.name}},
             )
     except IntegrityError as exc:
         raise Conflict(f"A model named {name!r} already exists.") from exc
@@ -81,7 +116,7 @@ def version_upload_precheck(*, actor, model: RegisteredModel) -> None:
             object_label=model.name,
             model_name=model.name,
         )
-        raise NotPermitted("Only engineers may upload model versions.")
+        raise NotPermitted(f"Only engineers of team {model.team} may upload versions of {model.name}.")
 
 
 def version_create(
@@ -105,7 +140,7 @@ def version_create(
     }
     with _upload_attempt(actor=actor, action=AuditAction.VERSION_CREATE, upload=upload, refusal=refusal) as attempt:
         if not model.can_receive_version_from(actor):
-            raise NotPermitted("Only engineers may upload model versions.")
+            raise NotPermitted(f"Only engineers of team {model.team} may upload versions of {model.name}.")
         if flavor not in ModelVersion.Flavor.values:
             raise InvalidInput(f"flavor must be one of {', '.join(ModelVersion.Flavor.values)}.")
         unknown = set(card) - set(CARD_FIELDS)

@@ -62,10 +62,8 @@ class ServingState(models.Model):
         and the 409 (what to do instead); None: they may. `active` is the
         model's active rollout, if any. The service asks it again under the
         lock with `user` None (the role was checked before)."""
-        if user is not None and not (
-            user.is_authenticated and user.has_perm("rollouts.change_rollout") and self.model.can_be_viewed_by(user)
-        ):
-            return "Only engineers may roll back a model."
+        if user is not None and not self.model.access_of(user).release:
+            return "Only maintainers of the model's team may roll it back."
         if active is not None:
             return (
                 f"Rollout #{active.pk} of v{active.candidate.number} is {active.status}: abort it to send all "
@@ -181,10 +179,8 @@ class Rollout(models.Model):
         ACTION_TARGETS, or "step": the next step) on this rollout now, in words for its page; None:
         they may. The services ask it again under their locks, with `user`
         None (the platform, which needs no role)."""
-        if user is not None and not (
-            user.is_authenticated and user.has_perm("rollouts.change_rollout") and self.model.can_be_viewed_by(user)
-        ):
-            return "Only engineers may act on rollouts."
+        if user is not None and not self.model.access_of(user).release:
+            return "Only maintainers of the model's team may act on rollouts."
         if action == "resume":
             if self.status == self.Status.PAUSED:
                 return None

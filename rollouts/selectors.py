@@ -19,6 +19,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
+from governance.access import has_standing
 from registry.models import ModelVersion, RegisteredModel
 from rollouts.aggregation import empty_bucket, raw_buckets
 from rollouts.drift import measure_drift
@@ -45,10 +46,10 @@ _RELATED = ("model", "candidate", "stable", "created_by", "rolled_back_by")
 
 
 def _require_read(user, model: RegisteredModel | None = None) -> None:
-    if not (user.is_authenticated and user.has_perm("rollouts.view_rollout")):
+    if not has_standing(user):
         raise NotPermitted("You have no role that may read rollouts.")
     if model is not None and not model.can_be_viewed_by(user):
-        raise NotPermitted("You may not read this model's rollouts.")
+        raise NotFound(f"No model named {model.name!r}.")
 
 
 def _rollouts(latest_runs: int) -> QuerySet[Rollout]:
@@ -72,14 +73,14 @@ def rollout_get(*, user, pk: int, latest_runs: int = 0) -> Rollout:
     if rollout is None:
         raise NotFound(f"No rollout {pk}.")
     if not rollout.model.can_be_viewed_by(user):
-        raise NotPermitted("You may not read this rollout.")
+        # Not revealed: the same answer as a rollout that does not exist.
+        raise NotFound(f"No rollout {pk}.")
     return rollout
 
 
 def analysis_runs(*, user, rollout: Rollout, limit: int | None = None) -> QuerySet[AnalysisRun]:
     """A rollout's analysis runs, newest first."""
-    if not (user.is_authenticated and user.has_perm("rollouts.view_analysisrun")):
-        raise NotPermitted("You have no role that may read analysis runs.")
+    _require_read(user, rollout.model)
     runs = AnalysisRun.objects.filter(rollout=rollout).order_by("-window_end", "-id")
     return runs[:limit] if limit else runs
 
@@ -325,8 +326,10 @@ def model_monitoring(*, user, model: RegisteredModel, window: str | None = None,
     """The monitoring page of a model: per version that is deployed or had
     traffic in the window, its window totals, measurements against the
     alert bounds, time series and open alerts."""
-    if not (user.is_authenticated and user.has_perm("rollouts.view_predictionlog")):
+    if not has_standing(user):
         raise NotPermitted("You have no role that may read a model's monitoring.")
+    if not model.can_be_viewed_by(user):
+        raise NotFound(f"No model named {model.name!r}.")
     name, since, until, bucket = window_bounds(window, now=now)
     with_traffic = set(
         PredictionLog.objects.filter(model=model, created_at__gte=since, created_at__lt=until)

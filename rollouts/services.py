@@ -58,6 +58,7 @@ from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotFound, NotPermitted, TooLarge
+from governance.access import has_standing
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
 from governance.selectors import certification_refusal, certification_state, versions_with_refused_certification
@@ -190,10 +191,9 @@ def clean_interval(seconds) -> int:
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _may_change(actor, model: RegisteredModel, permission: str) -> bool:
-    return bool(
-        actor is not None and actor.is_authenticated and actor.has_perm(permission) and model.can_be_viewed_by(actor)
-    )
+def _may_change(actor, model: RegisteredModel) -> bool:
+    # Rollouts and their gates (and, later, rollback) are the maintainers' (governance/access.py).
+    return model.access_of(actor).release
 
 
 def _after_commit_invalidate(model_id: int) -> None:
@@ -326,9 +326,9 @@ def _reference_write(*, actor, version: ModelVersion, dataset: Dataset, profile:
 
 def version_reference_set(*, actor, version: ModelVersion, dataset: Dataset) -> VersionReference:
     """Set the dataset that a version's live inputs are compared with for drift."""
-    if not _may_change(actor, version.model, "rollouts.add_rollout"):
+    if not _may_change(actor, version.model):
         record_refusal(actor=actor, action=AuditAction.VERSION_REFERENCE_SET, reason="not permitted", obj=version)
-        raise NotPermitted("Only engineers may set a version's reference dataset.")
+        raise NotPermitted("Only maintainers of the model's team may set a version's reference dataset.")
     profile = reference_profile(version=version, dataset=dataset)
     with transaction.atomic():
         return _reference_write(actor=actor, version=version, dataset=dataset, profile=profile)
@@ -369,8 +369,8 @@ def rollout_start(
 
 
 def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, reference_dataset) -> Rollout:
-    if not _may_change(actor, model, "rollouts.add_rollout"):
-        raise NotPermitted("Only engineers may start rollouts.")
+    if not _may_change(actor, model):
+        raise NotPermitted("Only maintainers of the model's team may start rollouts.")
     if candidate is None:
         raise InvalidInput("Choose the version to roll out.")
     if candidate.model_id != model.pk:
@@ -475,8 +475,8 @@ def _act(*, actor, rollout: Rollout, gate: str, action: AuditAction, apply, reas
     """Run one manual gate (a key of Rollout.ACTION_TARGETS) under the
     locks; refusals are recorded."""
     try:
-        if actor is not None and not _may_change(actor, rollout.model, "rollouts.change_rollout"):
-            raise NotPermitted("Only engineers may act on rollouts.")
+        if actor is not None and not _may_change(actor, rollout.model):
+            raise NotPermitted("Only maintainers of the model's team may act on rollouts.")
         if not isinstance(reason, str) or len(reason) > 2000:
             raise InvalidInput("reason must be text of at most 2000 characters.")
         with transaction.atomic():
@@ -519,7 +519,7 @@ def rollout_promote_step(*, actor, rollout: Rollout, reason: str = "") -> Rollou
     the next analysis judges traffic at the new weight only. At the last step
     the next move is the promotion itself."""
     try:
-        if not _may_change(actor, rollout.model, "rollouts.change_rollout"):
+        if not _may_change(actor, rollout.model):
             raise NotPermitted("Only engineers may act on rollouts.")
         if not isinstance(reason, str) or len(reason) > 2000:
             raise InvalidInput("reason must be text of at most 2000 characters.")
@@ -602,7 +602,7 @@ def serving_rollback(*, actor, model: RegisteredModel, reason: str) -> ServingSt
     it is marked rolled back. Refused (409, with the serving state and what
     to do instead) while a rollout is active or with no previous version."""
     try:
-        if not _may_change(actor, model, "rollouts.change_rollout"):
+        if not _may_change(actor, model):
             raise NotPermitted("Only engineers may roll back a model.")
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("reason is required: say why the model is rolled back.")
@@ -832,8 +832,13 @@ def _logged_predictions(model: RegisteredModel, ids: list[uuid.UUID]) -> dict:
 def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict:
     """Store the true labels of earlier predictions, all or none."""
     try:
-        if not (actor is not None and actor.is_authenticated and actor.has_perm("rollouts.add_feedback")):
+        if not (actor is not None and actor.is_authenticated and has_standing(actor)):
             raise NotPermitted("You have no role that may send feedback on predictions.")
+        access = model.access_of(actor)
+        if not access.read:
+            raise NotFound(f"No model named {model.name!r}.")
+        if not access.develop:
+            raise NotPermitted(f"Only engineers of team {model.team} may send feedback on {model.name}'s predictions.")
         parsed = _checked_feedback_items(items)
         ids = [prediction_id for prediction_id, _ in parsed]
         rows = _logged_predictions(model, ids)

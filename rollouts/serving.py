@@ -38,7 +38,7 @@ from registry.models import ModelVersion, RegisteredModel
 from rollouts import prediction_log
 from rollouts.request_batching import batched
 from rollouts.routing import RoutingTable, routing_table
-from rollouts.serving_cache import has_serving_perm
+from rollouts.serving_cache import may_serve_somewhere, serving_access
 from rollouts.shadow import shadow_mirror
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ def short_error(exc: BaseException) -> str:
 
 
 def require_serving_permission(actor, model_name: str = "") -> None:
-    if not has_serving_perm(actor, "rollouts.serve_prediction"):
+    """Asked before the model is looked up: a caller who may predict with no
+    model at all is refused the same way whether the name exists or not."""
+    if not may_serve_somewhere(actor):
         message = "You have no role that may request predictions."
         record_refusal(
             actor=actor,
@@ -85,6 +87,9 @@ def _checked_inputs(inputs) -> list[str]:
             raise InvalidInput(f"inputs[{index}] must be a text, not {type(text).__name__}.")
         if not text.strip():
             raise InvalidInput(f"inputs[{index}] is empty.")
+        if "\x00" in text:
+            # PostgreSQL text cannot hold it: the prediction log could not record the input.
+            raise InvalidInput(f"inputs[{index}] contains a NUL character.")
         if len(text) > max_chars:
             raise TooLarge(f"inputs[{index}] has {len(text)} characters; at most {max_chars} are allowed.")
     return inputs
@@ -93,15 +98,28 @@ def _checked_inputs(inputs) -> list[str]:
 def _checked_key(key) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key:
-        raise InvalidInput("key must be a non-empty text when given.")
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidInput("key must be a non-empty text without NUL characters when given.")
     if len(key) > KEY_MAX_CHARS:
         raise InvalidInput(f"key is at most {KEY_MAX_CHARS} characters.")
     return key
 
 
+def require_model_serving_permission(actor, model: RegisteredModel, *, action: AuditAction) -> None:
+    """The caller may predict with (or send feedback on) this model: an
+    engineer of its team. One they may not read is answered as missing."""
+    access = serving_access(actor, model)
+    if access.develop:
+        return
+    if not access.read:
+        raise NotFound(f"No model named {model.name!r}.")
+    message = f"Only engineers of team {model.team} may use {model.name}'s serving API."
+    record_refusal(actor=actor, action=action, reason=message, obj=model)
+    raise NotPermitted(message)
+
+
 def _pinned_version(actor, model: RegisteredModel, number: int) -> ModelVersion:
-    if not has_serving_perm(actor, "rollouts.pin_version"):
+    if not serving_access(actor, model).develop:
         message = "You have no role that may pin the version that answers."
         record_refusal(
             actor=actor, action=AuditAction.PREDICTION_PIN, reason=message, obj=model, detail={"version": number}
@@ -152,6 +170,7 @@ def predict(
 ) -> list[dict]:
     """Answer each input with the version routing chose; log every answer."""
     require_serving_permission(actor, model.name)
+    require_model_serving_permission(actor, model, action=AuditAction.PREDICTION_REQUEST)
     texts = _checked_inputs(inputs)
     key = _checked_key(key)
     table = routing_table(model)

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import InvalidInput, NotFound
+from governance.audit_actions import AuditAction
 from governance.token_auth import CachedApiTokenAuthentication
 from rollouts import routing, services, serving
 
@@ -112,6 +113,7 @@ class PredictApi(APIView):
     def post(self, request, name: str):
         serving.require_serving_permission(request.user, name)
         model = _model_named(name)
+        serving.require_model_serving_permission(request.user, model, action=AuditAction.PREDICTION_REQUEST)
         body = _body(request)
         predictions = serving.predict(
             actor=request.user,

@@ -99,7 +99,7 @@ def _rollout_context(request, rollout: Rollout, *, forms: dict | None = None, er
         "candidate_weight": rollout.candidate_weight,
         "stable_weight": 100 - rollout.candidate_weight,
         "actions": actions,
-        "can_act": request.user.has_perm("rollouts.change_rollout"),
+        "can_act": rollout.model.access_of(request.user).release,
     }
 
 
@@ -138,10 +138,10 @@ def rollout_action(request, pk: int, action: str):
     rollout = selectors.rollout_get(user=request.user, pk=pk)
     service = ACTIONS[action][0]
     kwargs = {} if action == "resume" else {"reason": request.POST.get("reason", "")[:2000]}
-    if not request.user.has_perm("rollouts.change_rollout"):
+    if not rollout.model.access_of(request.user).release:
         # The service refuses before it touches anything, and records the refusal.
         service(actor=request.user, rollout=rollout, **kwargs)
-        raise PermissionDenied("Only engineers may act on rollouts.")
+        raise PermissionDenied("Only maintainers of the model's team may act on rollouts.")
     form = RolloutActionForm(request.POST, auto_id=f"id_{action}_%s")
     if form.is_valid():
         if action != "resume":
@@ -209,14 +209,14 @@ def _rollout_list_context(request, model, *, form=None, rollback=None) -> dict:
 def rollout_list(request, name: str):
     """A model's rollouts, what serves it now, and the start form for engineers."""
     model = registry_selectors.model_get(user=request.user, name=name)
-    can_start = request.user.has_perm("rollouts.add_rollout")
+    can_start = model.access_of(request.user).release
     form = RolloutStartForm(request.POST or None, model=model) if can_start else None
     status = 200
     if request.method == "POST":
         if not can_start:
             # The service refuses before it reads the candidate, and records the refusal.
             services.rollout_start(actor=request.user, model=model, candidate=None)
-            raise PermissionDenied("Only engineers may start rollouts.")
+            raise PermissionDenied("Only maintainers of the model's team may start rollouts.")
         if form.is_valid():
             rollout, refusal = service_call(
                 request,

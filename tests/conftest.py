@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 
 from governance import roles
 from governance import services as review_services
+from governance.models import Team, TeamMembership
 from registry.models import ModelVersion, RegisteredModel
 
 DEMO_MODEL_CACHE = Path(settings.BASE_DIR) / "var" / "test-demo-models"
@@ -56,6 +57,31 @@ class UserFactory(factory.django.DjangoModelFactory):
         if create and extracted:
             self.groups.add(Group.objects.get(name=extracted))
 
+    @factory.post_generation
+    def team(self, create, extracted, **kwargs):
+        """`team=(name, role)` puts the user in that team; without it, a
+        global engineer becomes a maintainer of the default team, as the
+        migration that introduced teams did for every existing engineer (so
+        the personas keep doing what they did). `team=False`: no team."""
+        if not create or extracted is False:
+            return
+        if extracted:
+            team_member(self, *extracted)
+        elif self.groups.filter(name=roles.ENGINEER).exists():
+            team_member(self, DEFAULT_TEAM, TeamMembership.Role.MAINTAINER)
+
+
+DEFAULT_TEAM = "default"
+
+
+def team_named(name: str) -> Team:
+    return Team.objects.get_or_create(name=name)[0]
+
+
+def team_member(user, team: str, role: str) -> TeamMembership:
+    membership, _ = TeamMembership.objects.update_or_create(team=team_named(team), user=user, defaults={"role": role})
+    return membership
+
 
 class RegisteredModelFactory(factory.django.DjangoModelFactory):
     class Meta:
@@ -63,6 +89,7 @@ class RegisteredModelFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"sentiment-{n}")
     risk_tier = RegisteredModel.RiskTier.LOW
+    team = factory.LazyFunction(lambda: team_named(DEFAULT_TEAM))
     created_by = factory.SubFactory(UserFactory, role=roles.ENGINEER)
 
 

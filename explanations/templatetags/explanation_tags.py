@@ -12,13 +12,14 @@ register = template.Library()
 @register.inclusion_tag("explanations/_version_reports.html", takes_context=True)
 def version_explanations(context, version):
     user = context["request"].user
-    can_read = user.has_perm("explanations.view_explanationreport")
+    access = version.model.access_of(user)
+    can_read = access.read
     return {
         "version": version,
         "model": version.model,
         "reports": list(selectors.report_list(user=user, version=version)[:20]) if can_read else [],
         "can_read": can_read,
-        "can_request": user.has_perm("explanations.add_explanationreport"),
+        "can_request": access.request_reports,
         "form": ReportRequestForm(),
         "csrf_token": context.get("csrf_token"),
     }
@@ -29,7 +30,7 @@ def version_evidence(context, version, everything: bool = False):
     """The succeeded reports a review rests on; with everything=True (the
     dossier) every report of the version, failed and cancelled ones too."""
     user = context["request"].user
-    can_read = user.has_perm("explanations.view_explanationreport")
+    can_read = version.model.can_be_viewed_by(user)
     if not can_read:
         reports = []
     elif everything:

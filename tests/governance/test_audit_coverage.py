@@ -26,7 +26,15 @@ from django.urls.converters import IntConverter
 from governance import services as review_services
 from governance.audit_integrity import verify_chain
 from governance.models import AuditEvent
-from tests.conftest import ModelVersionFactory, RegisteredModelFactory, UserFactory, api_client_for, page_client_for
+from tests.conftest import (
+    ModelVersionFactory,
+    RegisteredModelFactory,
+    UserFactory,
+    api_client_for,
+    page_client_for,
+    team_member,
+    team_named,
+)
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a different horse, battery staple 42"
@@ -293,6 +301,27 @@ def cancel_page(w):
     return page_client_for(w.engineer).post(f"/explanations/{w.explanation()}/cancel/")
 
 
+def team_create(w):
+    return w.api_for(w.root).post("/api/v1/teams/", {"name": "payments"}, format="json")
+
+
+def team_member_add(w):
+    return w.api_for(w.root).post(
+        "/api/v1/teams/default/members/", {"username": "rita", "role": "viewer"}, format="json"
+    )
+
+
+def team_member_remove(w):
+    team_member(w.reviewer, "default", "viewer")
+    return w.api_for(w.root).delete("/api/v1/teams/default/members/rita/")
+
+
+def model_team_move(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    team_named("payments")
+    return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"team": "payments"}, format="json")
+
+
 def _approved(w, model=None):
     version = ModelVersionFactory(model=model or RegisteredModelFactory(created_by=w.engineer), created_by=w.engineer)
     review_services.review_submit(actor=w.engineer, version=version)
@@ -457,6 +486,11 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/": [Write("POST", model_register, "model.create")],
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],
     "api/v1/datasets/": [Write("POST", dataset_upload, "dataset.create")],
+    "api/v1/models/<str:name>/": [Write("PATCH", model_team_move, "model.team_move")],
+    # teams
+    "api/v1/teams/": [Write("POST", team_create, "team.create")],
+    "api/v1/teams/<str:name>/members/": [Write("POST", team_member_add, "team.member_add")],
+    "api/v1/teams/<str:name>/members/<str:username>/": [Write("DELETE", team_member_remove, "team.member_remove")],
     "models/<str:name>/upload/": [Write("*", version_upload_page, "version.create")],
     # reviews
     "api/v1/models/<str:name>/versions/<int:number>/submit/": [Write("POST", submit_api, "version.submit")],

@@ -109,11 +109,14 @@ def test_a_tester_may_pin_a_version(deployed, engineer):
 
 
 def test_pin_refusals(deployed, engineer):
+    # Pinning goes with predicting (an engineer of the owning team): a caller
+    # with the old global serving permission but no team is refused at the door.
     server_only = UserFactory(username="svc")
     server_only.user_permissions.add(Permission.objects.get(codename="serve_prediction"))
     response = predict(server_only, HTTP_X_GLASSBOX_VERSION="2")
-    assert response.status_code == 403 and "pin" in response.json()["detail"]
-    assert AuditEvent.objects.filter(action="prediction.pin", outcome="denied", actor_username="svc").exists()
+    assert response.status_code == 403
+    assert response.json()["detail"] == "You have no role that may request predictions."
+    assert AuditEvent.objects.filter(action="prediction.request", outcome="denied", actor_username="svc").exists()
 
     assert predict(engineer, HTTP_X_GLASSBOX_VERSION="99").status_code == 404
     assert predict(engineer, HTTP_X_GLASSBOX_VERSION="two").status_code == 400

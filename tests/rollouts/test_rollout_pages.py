@@ -75,7 +75,7 @@ def test_reviewer_sees_the_rollout_but_no_buttons(rollout, reviewer):
     html = response.content.decode()
     assert response.status_code == 200
     assert _gate_forms(html) == set()
-    assert "Only engineers may promote, pause, resume or abort rollouts." in html
+    assert "Only maintainers of the model's team may promote, pause, resume or abort rollouts." in html
 
 
 def test_outsider_gets_403_everywhere(rollout, outsider):

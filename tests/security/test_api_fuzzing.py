@@ -58,7 +58,8 @@ class FuzzWorld:
         self.tokens = {user: token_for(user) for user in (engineer, manager)}
         self.engineer, self.manager = engineer, manager
         self.values = {
-            "name": [model.name, "zh-draft"],
+            "name": {"teams": ["default"], "models": [model.name, "zh-draft"]},
+            "username": ["eli"],
             "number": [1, 2],
             "id": {
                 "rollouts": [rollout.pk],

@@ -1,8 +1,14 @@
 """Object-level access, route by route: every route of the URLconf (API and
-pages alike) is called as anonymous, an outsider (signed in, no role), an
-engineer, a reviewer and a manager - with GET and with every write method
-the route takes - against real objects behind its path parameters, and
-each answer must be the one EXPECTED lists.
+pages alike) is called as each of PERSONAS - anonymous; an outsider (signed
+in, no role, no team); a maintainer, an engineer and a viewer of the team
+that owns the model; an engineer of another team; a reviewer who is a member
+of the owning team and one who is not; a manager - with GET and with every
+write method the route takes, against real objects behind its path
+parameters, and each answer must be the one EXPECTED lists.
+
+A model the caller may not read answers 404 like one that does not exist
+(the other team's engineer's column); one they may read but not change
+answers 403.
 
 A route missing from EXPECTED fails test_every_route_has_an_expected_answer,
 so no endpoint ships without its permission check being written down here.
@@ -18,6 +24,7 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
+from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 
@@ -31,7 +38,17 @@ from tests.security import corpus
 from tests.security.corpus import upload_dataset
 from tests.security.test_notification_routes import NOTIFICATION_EXPECTED
 
-PERSONAS = ("anonymous", "outsider", "engineer", "reviewer", "manager")
+PERSONAS = (
+    "anonymous",
+    "outsider",
+    "maintainer",
+    "engineer",
+    "viewer",
+    "other_engineer",
+    "team_reviewer",
+    "reviewer",
+    "manager",
+)
 
 
 pytestmark = pytest.mark.usefixtures("corpus_summary")
@@ -39,35 +56,44 @@ pytestmark = pytest.mark.usefixtures("corpus_summary")
 
 def staff_only(*methods: str) -> dict[str, tuple[int, ...]]:
     # The Django admin: none of the personas is staff, so each is sent to the admin's sign-in.
-    return {method: (302, 302, 302, 302, 302) for method in methods}
+    return everyone(302, *methods)
 
 
-# route (as in the URLconf) -> method -> answers of (anonymous, outsider, engineer, reviewer, manager).
+def everyone(status: int, *methods: str) -> dict[str, tuple[int, ...]]:
+    return {method: (status,) * len(PERSONAS) for method in methods}
+
+
+# route (as in the URLconf) -> method -> answers of PERSONAS, in that order:
+# (anonymous, outsider, maintainer, engineer, viewer, other_engineer, team_reviewer, reviewer, manager).
 # Pages send anonymous callers to sign in (302); the API answers them 401.
-# An allowed caller's 400/409 is its input or the object's state; refusals are 401/403.
-EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
-    "": {"GET": (302, 302, 302, 302, 302)},
-    "livez": {"GET": (200, 200, 200, 200, 200)},
-    "readyz": {"GET": (200, 200, 200, 200, 200)},
-    "healthz": {"GET": (200, 200, 200, 200, 200)},
-    "metrics": {"GET": (401, 403, 200, 200, 200)},
-    "login/": {"GET": (200, 200, 200, 200, 200), "POST": (200, 200, 200, 200, 200), "PUT": (200, 200, 200, 200, 200)},
-    "logout/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 302, 302, 302, 302)},
+# An allowed caller's 400/409 is its input or the object's state; refusals are 401/403,
+# and 404 where the caller may not read the model.
+EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
+    "": {"GET": (302, 302, 302, 302, 302, 302, 302, 302, 302)},
+    "livez": {"GET": (200, 200, 200, 200, 200, 200, 200, 200, 200)},
+    "readyz": {"GET": (200, 200, 200, 200, 200, 200, 200, 200, 200)},
+    "healthz": {"GET": (200, 200, 200, 200, 200, 200, 200, 200, 200)},
+    "metrics": {"GET": (401, 403, 200, 200, 403, 200, 200, 200, 200)},
+    "login/": {
+        "GET": (200, 200, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (200, 200, 200, 200, 200, 200, 200, 200, 200),
+        "PUT": (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    },
+    "logout/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 302, 302, 302, 302, 302, 302, 302, 302),
+    },
     "password/change/": {
-        "GET": (302, 200, 200, 200, 200),
-        "POST": (302, 200, 200, 200, 200),
-        "PUT": (302, 200, 200, 200, 200),
+        "GET": (302, 200, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (302, 200, 200, 200, 200, 200, 200, 200, 200),
+        "PUT": (302, 200, 200, 200, 200, 200, 200, 200, 200),
     },
-    "password/change/done/": {"GET": (302, 200, 200, 200, 200)},
+    "password/change/done/": {"GET": (302, 200, 200, 200, 200, 200, 200, 200, 200)},
     # Sign-in through the identity provider: absent (404) while none is configured.
-    "oidc/authenticate/": {"GET": (404, 404, 404, 404, 404)},
-    "oidc/callback/": {"GET": (404, 404, 404, 404, 404)},
+    "oidc/authenticate/": {"GET": (404, 404, 404, 404, 404, 404, 404, 404, 404)},
+    "oidc/callback/": {"GET": (404, 404, 404, 404, 404, 404, 404, 404, 404)},
     "admin/": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
-    "admin/login/": {
-        "GET": (200, 200, 200, 200, 200),
-        "POST": (200, 200, 200, 200, 200),
-        "PUT": (200, 200, 200, 200, 200),
-    },
+    "admin/login/": everyone(200, "GET", "POST", "PUT"),
     "admin/logout/": staff_only("GET", "POST"),
     "admin/password_change/": staff_only("GET", "POST", "PUT"),
     "admin/password_change/done/": staff_only("GET"),
@@ -128,115 +154,195 @@ EXPECTED: dict[str, dict[str, tuple[int, int, int, int, int]]] = {
         "GET", "DELETE", "PATCH", "POST", "PUT"
     ),
     "admin/(?P<url>.*)$": staff_only("GET", "DELETE", "PATCH", "POST", "PUT"),
-    "api/v1/auth/token/": {"GET": (405, 405, 405, 405, 405), "POST": (400, 400, 400, 400, 400)},
+    "api/v1/auth/token/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (400, 400, 400, 400, 400, 400, 400, 400, 400),
+    },
     # Your own tokens: anyone signed in (a full-access token acts as its user anyway).
     # (POST is JSON only: the table's empty multipart body is refused with 415.)
-    "api/v1/auth/tokens/": {"GET": (401, 200, 200, 200, 200), "POST": (401, 415, 415, 415, 415)},
-    "api/v1/auth/tokens/<int:pk>/": {"GET": (401, 405, 405, 405, 405), "DELETE": (401, 404, 204, 404, 404)},
-    "api/v1/models/<str:name>/versions/<int:number>/submit/": {
-        "GET": (401, 405, 405, 405, 405),
-        "POST": (401, 403, 409, 403, 403),
+    "api/v1/auth/tokens/": {
+        "GET": (401, 200, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (401, 415, 415, 415, 415, 415, 415, 415, 415),
     },
-    "api/v1/models/<str:name>/versions/<int:number>/recertify/": {
-        "GET": (401, 405, 405, 405, 405),
-        "POST": (401, 403, 409, 403, 403),
+    "api/v1/auth/tokens/<int:pk>/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "DELETE": (401, 404, 204, 404, 404, 404, 404, 404, 404),
+    },
+    "api/v1/models/<str:name>/versions/<int:number>/submit/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 409, 403, 404, 403, 403, 403),
     },
     "api/v1/models/<str:name>/versions/<int:number>/decisions/": {
-        "GET": (401, 403, 200, 200, 200),
-        "POST": (401, 403, 403, 201, 403),
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (401, 403, 403, 403, 403, 404, 403, 201, 403),
     },
-    "api/v1/audit/events/": {"GET": (401, 403, 403, 403, 200)},
-    "api/v1/models/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 201, 403, 403)},
-    "api/v1/models/<str:name>/": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/models/<str:name>/versions/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 400, 403, 403)},
-    "api/v1/models/<str:name>/versions/<int:number>/": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/datasets/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 400, 403, 403)},
-    "api/v1/models/<str:name>/versions/<int:number>/explanations/": {
-        "GET": (401, 403, 200, 200, 200),
-        "POST": (401, 403, 202, 202, 403),
+    "api/v1/models/<str:name>/versions/<int:number>/recertify/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 409, 403, 404, 403, 403, 403),
     },
-    "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": {
-        "GET": (401, 405, 405, 405, 405),
-        "POST": (401, 403, 200, 200, 403),
-    },
-    "api/v1/explanations/<int:pk>/": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/explanations/<int:pk>/cancel/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
-    "api/v1/explanations/<int:pk>/export.json": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/explanations/<int:pk>/export.csv": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/explanations/<int:pk>/export-global.csv": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/models/<str:name>/predict/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
-    "api/v1/models/<str:name>/feedback/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
-    "api/v1/models/<str:name>/rollouts/": {"GET": (401, 403, 200, 200, 200), "POST": (401, 403, 409, 403, 403)},
-    "api/v1/rollouts/<int:pk>/": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/rollouts/<int:pk>/analysis/": {"GET": (401, 403, 200, 200, 200)},
-    "api/v1/rollouts/<int:pk>/promote/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 200, 403, 403)},
-    "api/v1/rollouts/<int:pk>/pause/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 200, 403, 403)},
-    "api/v1/rollouts/<int:pk>/resume/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 409, 403, 403)},
-    "api/v1/rollouts/<int:pk>/abort/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 200, 403, 403)},
-    # Without a reason: 400 for whoever may roll back (the rollout of the world is active besides).
-    "api/v1/models/<str:name>/rollback/": {"GET": (401, 405, 405, 405, 405), "POST": (401, 403, 400, 403, 403)},
-    "api/schema/": {"GET": (200, 200, 200, 200, 200)},
-    "api/docs/": {"GET": (200, 200, 200, 200, 200)},
-    "reviews/": {"GET": (302, 403, 200, 200, 200)},
-    "dashboard/": {"GET": (302, 403, 403, 403, 200)},
-    "models/<str:name>/versions/<int:number>/submit/": {
-        "GET": (302, 405, 405, 405, 405),
-        "POST": (302, 403, 302, 403, 403),
+    # Without a reason: 400 for whoever may roll back.
+    "api/v1/models/<str:name>/rollback/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 400, 403, 403, 404, 403, 403, 403),
     },
     "models/<str:name>/versions/<int:number>/recertify/": {
-        "GET": (302, 405, 405, 405, 405),
-        "POST": (302, 403, 302, 403, 403),
+        "GET": (302, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 302, 302, 403, 404, 403, 403, 403),
+    },
+    "models/<str:name>/rollback/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 400, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/audit/events/": {"GET": (401, 403, 403, 403, 403, 403, 403, 403, 200)},
+    "api/v1/models/": {
+        "GET": (401, 403, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (401, 403, 201, 201, 403, 201, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "PATCH": (401, 403, 403, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/versions/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (401, 403, 400, 400, 403, 404, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/versions/<int:number>/": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/datasets/": {
+        "GET": (401, 403, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (401, 403, 400, 400, 403, 400, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/versions/<int:number>/explanations/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (401, 403, 202, 202, 403, 404, 202, 202, 403),
+    },
+    "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 200, 200, 403, 404, 200, 200, 403),
+    },
+    "api/v1/explanations/<int:pk>/": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/explanations/<int:pk>/cancel/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/explanations/<int:pk>/export.json": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/explanations/<int:pk>/export.csv": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/explanations/<int:pk>/export-global.csv": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/models/<str:name>/predict/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 400, 400, 403, 404, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/feedback/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 400, 400, 403, 404, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/rollouts/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (401, 403, 409, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/rollouts/<int:pk>/": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/rollouts/<int:pk>/analysis/": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "api/v1/rollouts/<int:pk>/promote/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 200, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/rollouts/<int:pk>/pause/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 200, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/rollouts/<int:pk>/resume/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 409, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/rollouts/<int:pk>/abort/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 200, 403, 403, 404, 403, 403, 403),
+    },
+    "api/schema/": {"GET": (200, 200, 200, 200, 200, 200, 200, 200, 200)},
+    "api/docs/": {"GET": (200, 200, 200, 200, 200, 200, 200, 200, 200)},
+    "reviews/": {"GET": (302, 403, 200, 200, 200, 200, 200, 200, 200)},
+    "dashboard/": {"GET": (302, 403, 403, 403, 403, 403, 403, 403, 200)},
+    "models/<str:name>/versions/<int:number>/submit/": {
+        "GET": (302, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 302, 302, 403, 404, 403, 403, 403),
     },
     "models/<str:name>/versions/<int:number>/review/": {
-        "GET": (302, 403, 200, 200, 200),
-        "POST": (302, 403, 403, 302, 403),
+        "GET": (302, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (302, 403, 403, 403, 403, 404, 403, 302, 403),
     },
-    "models/<str:name>/versions/<int:number>/dossier/": {"GET": (302, 403, 200, 200, 200)},
-    "models/<str:name>/versions/<int:number>/dossier.json": {"GET": (302, 403, 200, 200, 200)},
-    "audit/": {"GET": (302, 403, 403, 403, 200)},
-    "audit/export.csv": {"GET": (302, 403, 403, 403, 200)},
-    "audit/export.json": {"GET": (302, 403, 403, 403, 200)},
-    "models/": {"GET": (302, 403, 200, 200, 200)},
-    "models/<str:name>/": {"GET": (302, 403, 200, 200, 200)},
+    "models/<str:name>/versions/<int:number>/dossier/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "models/<str:name>/versions/<int:number>/dossier.json": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "audit/": {"GET": (302, 403, 403, 403, 403, 403, 403, 403, 200)},
+    "audit/export.csv": {"GET": (302, 403, 403, 403, 403, 403, 403, 403, 200)},
+    "audit/export.json": {"GET": (302, 403, 403, 403, 403, 403, 403, 403, 200)},
+    "models/": {"GET": (302, 403, 200, 200, 200, 200, 200, 200, 200)},
+    "models/<str:name>/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
     "models/<str:name>/upload/": {
-        "GET": (302, 403, 200, 403, 403),
-        "DELETE": (302, 403, 200, 403, 403),
-        "PATCH": (302, 403, 200, 403, 403),
-        "POST": (302, 403, 400, 403, 403),
-        "PUT": (302, 403, 200, 403, 403),
+        "DELETE": (302, 403, 200, 200, 403, 404, 403, 403, 403),
+        "GET": (302, 403, 200, 200, 403, 404, 403, 403, 403),
+        "PATCH": (302, 403, 200, 200, 403, 404, 403, 403, 403),
+        "POST": (302, 403, 400, 400, 403, 404, 403, 403, 403),
+        "PUT": (302, 403, 200, 200, 403, 404, 403, 403, 403),
     },
-    "models/<str:name>/versions/<int:number>/": {"GET": (302, 403, 200, 200, 200)},
-    "datasets/": {"GET": (302, 403, 200, 200, 200)},
-    "datasets/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
+    "models/<str:name>/versions/<int:number>/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "datasets/": {"GET": (302, 403, 200, 200, 200, 200, 200, 200, 200)},
+    "datasets/<int:pk>/": {"GET": (302, 403, 200, 200, 200, 200, 200, 200, 200)},
     "models/<str:name>/versions/<int:number>/explanations/new/": {
-        "GET": (302, 403, 200, 200, 403),
-        "POST": (302, 403, 302, 302, 403),
+        "GET": (302, 403, 200, 200, 403, 404, 200, 200, 403),
+        "POST": (302, 403, 302, 302, 403, 404, 302, 302, 403),
     },
-    "explanations/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
-    "explanations/<int:pk>/cancel/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 302, 403, 403)},
-    "models/<str:name>/explanations/compare/": {"GET": (302, 403, 200, 200, 200)},
-    "models/<str:name>/rollouts/": {"GET": (302, 403, 200, 200, 200), "POST": (302, 403, 400, 403, 403)},
-    "models/<str:name>/monitoring/": {"GET": (302, 403, 200, 200, 200)},
-    "rollouts/<int:pk>/": {"GET": (302, 403, 200, 200, 200)},
-    "rollouts/<int:pk>/<str:action>/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 400, 403, 403)},
-    "models/<str:name>/rollback/": {"GET": (405, 405, 405, 405, 405), "POST": (302, 403, 400, 403, 403)},
+    "explanations/<int:pk>/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "explanations/<int:pk>/cancel/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 302, 403, 403, 404, 403, 403, 403),
+    },
+    "models/<str:name>/explanations/compare/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "models/<str:name>/rollouts/": {
+        "GET": (302, 403, 200, 200, 200, 404, 200, 200, 200),
+        "POST": (302, 403, 400, 403, 403, 404, 403, 403, 403),
+    },
+    "models/<str:name>/monitoring/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "rollouts/<int:pk>/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "rollouts/<int:pk>/<str:action>/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 400, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/teams/": {
+        "GET": (401, 403, 200, 200, 200, 200, 200, 200, 200),
+        "POST": (401, 403, 403, 403, 403, 403, 403, 403, 403),
+    },
+    "api/v1/teams/<str:name>/": {"GET": (401, 403, 200, 200, 200, 404, 200, 404, 200)},
+    "api/v1/teams/<str:name>/members/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 404, 200),
+        "POST": (401, 403, 201, 403, 403, 404, 403, 404, 403),
+    },
+    "api/v1/teams/<str:name>/members/<str:username>/": {
+        "DELETE": (401, 403, 204, 403, 403, 404, 403, 404, 403),
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+    },
 }
-
 
 # Every route's rows: this table and those kept in their own module.
 ALL_EXPECTED = {**EXPECTED, **NOTIFICATION_EXPECTED}
 
 
 class World:
+    """One model, `zh-sentiment`, owned by team `default`; every persona of
+    PERSONAS stands in its own relation to it."""
+
     def __init__(self):
         self.users = {
             "anonymous": None,
             "outsider": UserFactory(username="olga"),
-            "engineer": UserFactory(username="erin", role="engineer"),
+            # Global engineers join `default` as maintainers (tests/conftest.py, like the migration).
+            "maintainer": UserFactory(username="erin", role="engineer"),
+            "engineer": UserFactory(username="eve", role="engineer", team=("default", "engineer")),
+            "viewer": UserFactory(username="vic", team=("default", "viewer")),
+            "other_engineer": UserFactory(username="otto", role="engineer", team=("payments", "engineer")),
+            "team_reviewer": UserFactory(username="tara", role="reviewer", team=("default", "viewer")),
             "reviewer": UserFactory(username="rita", role="reviewer"),
             "manager": UserFactory(username="max", role="manager"),
         }
-        engineer, reviewer = self.users["engineer"], self.users["reviewer"]
+        engineer, reviewer = self.users["maintainer"], self.users["reviewer"]
         model = RegisteredModelFactory(name="zh-sentiment", created_by=engineer)
         stable = ModelVersionFactory(model=model, created_by=engineer)
         candidate = ModelVersionFactory(model=model, created_by=engineer)
@@ -262,19 +368,24 @@ class World:
             "action": "pause",
             "app_label": "auth",
             "url": "nothing-here/",
-            "id": self.users["engineer"].pk,
+            "id": self.users["maintainer"].pk,
+            "username": "vic",
         }
-        if route.route.startswith(("api/v1/explanations/", "explanations/")):
+        if route.route.startswith("api/v1/teams/"):
+            values["name"] = "default"
+        if route.route.startswith("api/v1/auth/tokens/"):
+            values["pk"] = self.token.pk  # the maintainer's
+        elif route.route.startswith(("api/v1/explanations/", "explanations/")):
             values["pk"] = self.report.pk
         elif route.route.startswith(("api/v1/rollouts/", "rollouts/")):
             values["pk"] = self.rollout.pk
-        elif route.route.startswith("api/v1/auth/tokens/"):
-            values["pk"] = self.token.pk  # the engineer's
         else:
             values["pk"] = self.dataset_id
         # Users; the admin's view-on-site link names a group.
         values["object_id"] = (
-            self.group.pk if "/group/" in route.route or "content_type_id" in route.route else self.users["engineer"].pk
+            self.group.pk
+            if "/group/" in route.route or "content_type_id" in route.route
+            else self.users["maintainer"].pk
         )
         values["content_type_id"] = ContentType.objects.get_for_model(Group).pk
         path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(values[m.group(1)]), route.route)  # re_path()
@@ -286,6 +397,9 @@ class World:
         sends it, so that the answer shows the permission check."""
         return {
             "api/v1/models/": {"name": "fresh", "risk_tier": "low"},
+            "api/v1/models/<str:name>/": {"team": "payments"},
+            "api/v1/teams/": {"name": "fresh-team"},
+            "api/v1/teams/<str:name>/members/": {"username": "olga", "role": "viewer"},
             "api/v1/models/<str:name>/versions/<int:number>/decisions/": {"decision": "approve", "comment": "ok"},
             "api/v1/models/<str:name>/versions/<int:number>/explanations/": {"method": "lime", "texts": ["很好"]},
             "api/v1/models/<str:name>/versions/<int:number>/explanations/estimate/": {
@@ -300,6 +414,10 @@ class World:
 
     def call(self, persona: str, method: str, route_key: str, path: str) -> int:
         user = self.users[persona]
+        # Every call starts with no sign-in failures counted: the sign-in
+        # limit (tests/governance/test_signin_limits.py) would otherwise
+        # answer the later personas' empty sign-in forms 429.
+        cache.clear()
         body = self.body_for(route_key) if method != "GET" else {}
         if path.startswith("/api/"):
             client = api_client_for(user)
@@ -392,3 +510,32 @@ def test_no_role_means_no_way_in():
         if answers[index] not in (302, 401, 403, 405)
     ]
     assert not leaks, leaks
+
+
+# Routes that name the owning team's model, or an object of it (a report, a rollout), or the team.
+NAMES_THE_MODEL = re.compile(
+    r"^(api/v1/)?(models/<str:name>/|explanations/<int:pk>|rollouts/<int:pk>|teams/<str:name>/)"
+)
+
+
+def test_another_teams_model_is_never_revealed():
+    """Read off the table: the other team's engineer gets 404 (or 405 for a
+    method the route never takes) on everything that names the model, and a
+    viewer of the owning team never gets past a door that changes it."""
+    other, viewer = PERSONAS.index("other_engineer"), PERSONAS.index("viewer")
+    named = [route for route in EXPECTED if NAMES_THE_MODEL.match(route)]
+    assert len(named) > 30
+    leaks = [
+        f"{method} {route}: {answers[other]}"
+        for route in named
+        for method, answers in EXPECTED[route].items()
+        if answers[other] not in (404, 405)
+    ]
+    assert not leaks, leaks
+    viewer_writes = [
+        f"{method} {route}: {answers[viewer]}"
+        for route in named
+        for method, answers in EXPECTED[route].items()
+        if method != "GET" and answers[viewer] not in (403, 405)
+    ]
+    assert not viewer_writes, viewer_writes

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from governance import roles
+from governance.models import Team, TeamMembership
 from registry import services
 from registry.demo_training import train_demo_models
 from registry.models import Dataset, RegisteredModel
@@ -24,6 +25,9 @@ DEMO_USERS = [
     ("admin", roles.ADMIN),
 ]
 DEMO_PASSWORD_SUFFIX = "-glassbox-demo"
+# The team that owns the demo models: erin maintains them; the reviewers
+# belong to no team, so they may approve its versions (independent validation).
+DEMO_TEAM = "nlp"
 
 BERT_MODEL = "zh-review-sentiment"
 SKLEARN_MODEL = "zh-review-sentiment-tfidf"
@@ -123,12 +127,18 @@ class Command(BaseCommand):
                     user.save()
                 user.groups.add(Group.objects.get(name=role))
                 users[username] = user
+            team, _ = Team.objects.get_or_create(name=DEMO_TEAM)
+            TeamMembership.objects.get_or_create(
+                team=team, user=users["erin"], defaults={"role": TeamMembership.Role.MAINTAINER}
+            )
         return users
 
     def _ensure_version(self, engineer, name, risk_tier, flavor, artifact: Path, metrics: dict, description: str):
         model = RegisteredModel.objects.filter(name=name).first()
         if model is None:
-            model = services.model_create(actor=engineer, name=name, risk_tier=risk_tier, description=description)
+            model = services.model_create(
+                actor=engineer, name=name, risk_tier=risk_tier, description=description, team=DEMO_TEAM
+            )
         if model.versions.exists():
             return
         version = services.version_create(
