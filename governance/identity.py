@@ -67,10 +67,8 @@ def roles_for_groups(groups) -> set[str]:
 
 def team_memberships_for_groups(groups) -> list[dict]:
     """The team memberships a provider's groups map to
-    (GLASSBOX_OIDC_GROUP_TEAMS, {"group": {"team": ..., "role": ...}}).
-
-    Read and checked, not yet applied: teams are built apart; at merge the
-    sign-in applies these the way it applies roles."""
+    (GLASSBOX_OIDC_GROUP_TEAMS, {"group": {"team": ..., "role": ...}});
+    applied at every sign-in by `account_sync_teams`."""
     mapping = settings.GLASSBOX_OIDC_GROUP_TEAMS or {}
     memberships = []
     for group in groups or []:
@@ -101,6 +99,65 @@ def account_sync_roles(*, actor, user, wanted: set[str]) -> None:
             detail={"added": added, "removed": removed, "source": "identity provider groups"},
             **_user_label(user),
         )
+
+
+def account_sync_teams(*, user, wanted: list[dict]) -> None:
+    """Make `user`'s memberships of the provider-managed teams (every team
+    GLASSBOX_OIDC_GROUP_TEAMS names) follow their groups: added, role changed
+    or removed, each audited. Teams the mapping never names are managed in
+    Glassbox and left alone. Where two groups map to one team, the higher
+    role wins. A mapped team that does not exist is logged and skipped (an
+    admin creates teams; a sign-in never does)."""
+    from governance.access import ROLE_RANK
+    from governance.models import Team, TeamMembership
+
+    managed = {
+        str(entry["team"])
+        for entry in (settings.GLASSBOX_OIDC_GROUP_TEAMS or {}).values()
+        if isinstance(entry, dict) and entry.get("team")
+    }
+    if not managed:
+        return
+    roles_by_team: dict[str, str] = {}
+    for entry in wanted:
+        current = roles_by_team.get(entry["team"])
+        if current is None or ROLE_RANK[entry["role"]] > ROLE_RANK[current]:
+            roles_by_team[entry["team"]] = entry["role"]
+    teams = {team.name: team for team in Team.objects.filter(name__in=managed)}
+    for name in sorted(set(roles_by_team) - set(teams)):
+        logger.warning("GLASSBOX_OIDC_GROUP_TEAMS names team %r, which does not exist: create it first", name)
+    source = {"source": "identity provider groups", "username": user.get_username()}
+    with transaction.atomic():
+        held = {
+            m.team.name: m
+            for m in TeamMembership.objects.filter(user=user, team__name__in=managed).select_related("team")
+        }
+        for name, team in sorted(teams.items()):
+            role, membership = roles_by_team.get(name), held.get(name)
+            if membership is None and role is not None:
+                TeamMembership.objects.create(team=team, user=user, role=role)
+                action, changes = (
+                    AuditAction.TEAM_MEMBER_ADD,
+                    {"after": {"username": user.get_username(), "role": role}},
+                )
+            elif membership is not None and role is None:
+                membership.delete()
+                action, changes = AuditAction.TEAM_MEMBER_REMOVE, {"before": {"role": membership.role}}
+            elif membership is not None and membership.role != role:
+                before, membership.role = membership.role, role
+                membership.save(update_fields=["role"])
+                action, changes = AuditAction.TEAM_MEMBER_ROLE, {"before": {"role": before}, "after": {"role": role}}
+            else:
+                continue
+            record_event(
+                actor=user,
+                action=action,
+                changes=changes,
+                detail=source,
+                object_type="governance.team",
+                object_id=team.pk,
+                object_label=team.name,
+            )
 
 
 def _refuse(reason: str, *, username: str = "", user=None) -> OidcRefused:
@@ -160,6 +217,7 @@ class GlassboxOIDCBackend(OIDCAuthenticationBackend):
             if not user.is_active:
                 raise _refuse("account deactivated", username=user.get_username(), user=user)
         account_sync_roles(actor=user, user=user, wanted=roles_for_groups(groups))
+        account_sync_teams(user=user, wanted=team_memberships_for_groups(groups))
         OidcIdentity.objects.filter(user=user).update(last_login_at=timezone.now())
         return user
 

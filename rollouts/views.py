@@ -117,7 +117,7 @@ def _rollback_context(request, model, *, state=None, form=None, error: str | Non
         "refusal": refusal,
         "form": form or RollbackForm(auto_id="id_rollback_%s"),
         "error": error,
-        "can_act": request.user.has_perm("rollouts.change_rollout"),
+        "can_act": model.access_of(request.user).release,
     }
 
 
@@ -170,10 +170,10 @@ def model_rollback(request, name: str):
     """The rollback button of the model's rollouts page and of the promoted
     rollout's page: back to the previous deployed version at once."""
     model = registry_selectors.model_get(user=request.user, name=name)
-    if not request.user.has_perm("rollouts.change_rollout"):
+    if not model.access_of(request.user).release:
         # The service refuses before it touches anything, and records the refusal.
         services.serving_rollback(actor=request.user, model=model, reason=request.POST.get("reason", "")[:2000])
-        raise PermissionDenied("Only engineers may roll back a model.")
+        raise PermissionDenied("Only maintainers of the model's team may roll it back.")
     form = RollbackForm(request.POST, auto_id="id_rollback_%s")
     error, status = None, 400
     if form.is_valid():

@@ -157,7 +157,7 @@ def test_the_provider_routes_are_absent_while_none_is_configured(db):
         ({"platform": "nlp"}, []),
     ],
 )
-def test_group_to_team_mapping_is_read_for_the_teams_to_come(settings, mapping, expected):
+def test_group_to_team_mapping_is_read(settings, mapping, expected):
     settings.GLASSBOX_OIDC_GROUP_TEAMS = mapping
 
     assert identity.team_memberships_for_groups(["platform", "other"]) == expected
@@ -201,3 +201,38 @@ def test_the_provider_settings_come_from_the_environment_and_refuse_half_a_confi
     assert half.returncode != 0 and "GLASSBOX_OIDC_TOKEN_ENDPOINT" in half.stderr
     # Without a provider, local sign-in cannot be switched off (nobody could sign in).
     assert passwords_only.stdout.strip() == "False True {}", passwords_only.stderr
+
+
+def test_team_memberships_follow_the_groups_at_every_sign_in(db, oidc, settings):
+    from governance.models import Team, TeamMembership
+
+    settings.GLASSBOX_OIDC_GROUP_TEAMS = {
+        "fraud-devs": {"team": "fraud", "role": "engineer"},
+        "fraud-leads": {"team": "fraud", "role": "maintainer"},
+        "nlp-readers": {"team": "nlp", "role": "viewer"},
+    }
+    for name in ("fraud", "nlp", "local-only"):
+        Team.objects.create(name=name)
+    oidc.set_people({"hana": {"sub": "h-1", "groups": ["ml-engineers", "fraud-devs", "fraud-leads", "nlp-readers"]}})
+    sign_in(Client(), oidc, "hana")
+    hana = User.objects.get(username="hana")
+    # A team the provider does not manage keeps what Glassbox says.
+    TeamMembership.objects.create(team=Team.objects.get(name="local-only"), user=hana, role="viewer")
+
+    def memberships():
+        return dict(TeamMembership.objects.filter(user=hana).values_list("team__name", "role"))
+
+    assert memberships() == {"fraud": "maintainer", "nlp": "viewer", "local-only": "viewer"}  # the higher role wins
+    oidc.set_people({"hana": {"sub": "h-1", "groups": ["ml-engineers", "fraud-devs"]}})
+
+    assert sign_in(Client(), oidc, "hana").status_code == 302
+
+    assert memberships() == {"fraud": "engineer", "local-only": "viewer"}
+    events = AuditEvent.objects.filter(object_type="governance.team", actor_username="hana").order_by("id")
+    assert [event.action for event in events] == [
+        "team.member_add",
+        "team.member_add",
+        "team.member_role",
+        "team.member_remove",
+    ]
+    assert all(event.detail["source"] == "identity provider groups" for event in events)
