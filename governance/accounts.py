@@ -93,7 +93,7 @@ def token_create(
             detail={"scopes": scopes, "models": model_names},
         )
         raise NotPermitted(
-            f"You may not issue tokens for the model {refused[0]!r}: that takes the right to start its rollouts.",
+            f"You may not issue tokens for the model {refused[0]!r}: only maintainers of its team (and admins) hand out its client keys.",
             code="token_not_permitted",
         )
     key = "gbx_" + secrets.token_urlsafe(32)

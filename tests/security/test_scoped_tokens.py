@@ -50,14 +50,14 @@ def _code(response) -> str | None:
 @pytest.fixture
 def world(db):
     world = World()
-    RegisteredModelFactory(name="zh-other", created_by=world.users["engineer"])
+    RegisteredModelFactory(name="zh-other", created_by=world.users["maintainer"])
     return world
 
 
 def test_a_scoped_token_reaches_predict_and_feedback_on_its_model_and_nothing_else(world):
     from rest_framework.test import APIClient
 
-    engineer = world.users["engineer"]
+    engineer = world.users["maintainer"]  # maintainers hand out client keys
     _, key = token_create(actor=engineer, name="shop", scopes=["predict", "feedback"], model_names=["zh-sentiment"])
     scoped, anonymous = APIClient(), APIClient()
     scoped.credentials(HTTP_AUTHORIZATION=f"Token {key}")
