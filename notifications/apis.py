@@ -82,9 +82,15 @@ class DeliveryPageOutputSerializer(serializers.Serializer):
 
 
 def _page_args(request) -> tuple[int | None, int]:
+    empty = [
+        name for name in ("cursor", "page_size") if name in request.query_params and not request.query_params[name]
+    ]
+    if empty:
+        # As the audit trail's list does: an empty value is a mistake, not "the default".
+        raise InvalidInput(f"Empty query parameter {', '.join(empty)}: leave it out or give a value.")
     try:
-        cursor = int(request.query_params["cursor"]) if request.query_params.get("cursor") else None
-        size = int(request.query_params.get("page_size") or 50)
+        cursor = int(request.query_params["cursor"]) if "cursor" in request.query_params else None
+        size = int(request.query_params.get("page_size", 50))
     except ValueError:
         raise InvalidInput("cursor and page_size must be whole numbers.") from None
     if not 1 <= size <= MAX_PAGE_SIZE:

@@ -137,3 +137,10 @@ def test_deliveries_page_with_a_cursor(api, engineer, model, receiver):
     assert [row["audit_event_id"] for row in first["results"]] == [3, 2]
     assert [row["audit_event_id"] for row in second["results"]] == [1] and second["next"] is None
     assert api(engineer).get(f"{URL}{sub.pk}/deliveries/?page_size=999").status_code == 400
+
+
+def test_empty_paging_parameters_are_refused(api, engineer):
+    response = api(engineer).get("/api/v1/webhooks/?cursor=&page_size=")
+
+    assert response.status_code == 400
+    assert "Empty query parameter cursor, page_size" in response.json()["detail"]

@@ -40,7 +40,11 @@ CYCLE = 20
 def bert_candidates(demo_models, tmp_path_factory) -> dict[str, bytes]:
     """The demo BERT's variants, built once per session (seconds)."""
     bert = demo_models["bert_zip"]
-    return {"identical": repacked(bert), "slower": deeper_wider(bert), "permuted": label_permuted(bert)}
+    return {
+        "identical": repacked(bert),
+        "slower": deeper_wider(bert, layers=4, intermediate_size=2048),
+        "permuted": label_permuted(bert),
+    }
 
 
 def _upload_approved(model, data: bytes, *, engineer, engineer2, reviewer):

@@ -156,21 +156,33 @@ def test_api_operation_survives_fuzzing(case, fuzz_world, settings):
     response = case.call(headers=headers)
     stats[f"{response.status_code // 100}xx"] += 1
     stats[response.status_code] += 1
-    case.validate_response(response, headers=headers, excluded_checks=_checks_not_applicable(case))
+    case.validate_response(response, headers=headers, excluded_checks=_checks_not_applicable(case, pointed))
 
 
-def _checks_not_applicable(case) -> list:
+def _checks_not_applicable(case, pointed: bool) -> list:
     """positive_data_acceptance: the schema says what shape an input has, not
     whether it names a real dataset, an approved version or the right password,
     so schema-valid input is rightly refused all the time (the table's 4xx).
     negative_data_rejection, for a case whose only schema break is an extra
-    header the schema does not list: HTTP lets any client send any header."""
+    header the schema does not list: HTTP lets any client send any header.
+    Likewise for query parameters the operation does not document, once the
+    world has put real ids in the path (`pointed`: a broken path id is gone):
+    like most HTTP APIs, ours ignore query parameters they do not know."""
     excluded = [checks.positive_data_acceptance]
     modes = {location: info.mode for location, info in case.meta.components.items()} if case.meta else {}
     negative = {location for location, mode in modes.items() if mode == GenerationMode.NEGATIVE}
     documented = {parameter.name.lower() for parameter in case.operation.headers}
     if negative == {ParameterLocation.HEADER} and any(
         name.lower() not in documented and name.lower() != "authorization" for name in case.headers or {}
+    ):
+        excluded.append(checks.negative_data_rejection)
+    documented_query = {parameter.name for parameter in case.operation.query}
+    only_unknown_query = bool(case.query) and not set(case.query) & documented_query
+    if (
+        pointed
+        and negative
+        and negative <= {ParameterLocation.PATH, ParameterLocation.QUERY}
+        and (ParameterLocation.QUERY not in negative or only_unknown_query)
     ):
         excluded.append(checks.negative_data_rejection)
     return excluded
