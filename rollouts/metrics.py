@@ -5,6 +5,8 @@ prometheus_client from a collector that reads the database on each scrape.
 Access: a signed-in user (session or `Authorization: Token ...`) who may
 read prediction logs (every Glassbox role), or a scraper presenting
 `Authorization: Bearer $GLASSBOX_METRICS_TOKEN` when that variable is set.
+A user sees the series of the models they may read (governance/access.py),
+so another team's model names never show; the scraper sees every model.
 
 Counters come from PredictionCounter rows (cumulative, written with each
 prediction-log batch), so every process and every scrape sees the same
@@ -17,7 +19,7 @@ import hmac
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,14 +31,14 @@ from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
-def _counter_families() -> Iterator[Metric]:
+def _counter_families(visible: Visible) -> Iterator[Metric]:
     from rollouts.models import PredictionCounter
     from rollouts.prediction_log import BUCKET_LABELS
 
     counters = list(
-        PredictionCounter.objects.select_related("version__model").order_by(
-            "version__model__name", "version__number", "route"
-        )
+        PredictionCounter.objects.select_related("version__model")
+        .filter(visible.on("version__model__"))
+        .order_by("version__model__name", "version__number", "route")
     )
     labels = ["model", "version", "route"]
 
@@ -67,10 +69,14 @@ def _counter_families() -> Iterator[Metric]:
     yield from (predictions, errors, latency)
 
 
-def _rollout_families() -> Iterator[Metric]:
+def _rollout_families(visible: Visible) -> Iterator[Metric]:
     from rollouts.models import Rollout
 
-    active = list(Rollout.objects.select_related("model", "candidate").filter(status__in=Rollout.ACTIVE_STATUSES))
+    active = list(
+        Rollout.objects.select_related("model", "candidate")
+        .filter(visible.on("model__"), status__in=Rollout.ACTIVE_STATUSES)
+        .order_by("model__name", "id")
+    )
     weight = GaugeMetricFamily(
         "glassbox_rollout_candidate_weight",
         "Percent of live traffic the active rollout's candidate answers.",
@@ -91,12 +97,12 @@ def _rollout_families() -> Iterator[Metric]:
     yield from (weight, status, step)
 
 
-def _alert_and_report_families() -> Iterator[Metric]:
+def _alert_and_report_families(visible: Visible) -> Iterator[Metric]:
     from explanations.models import ExplanationReport
     from rollouts.models import Alert
 
     open_alerts = (
-        Alert.objects.filter(cleared_at__isnull=True)
+        Alert.objects.filter(visible.on("model__"), cleared_at__isnull=True)
         .values("model__name", "version__number", "metric")
         .annotate(n=Count("id"))
         .order_by("model__name", "version__number", "metric")
@@ -109,7 +115,7 @@ def _alert_and_report_families() -> Iterator[Metric]:
     yield alerts
 
     waiting = dict(
-        ExplanationReport.objects.filter(status__in=["queued", "running"])
+        ExplanationReport.objects.filter(visible.on("version__model__"), status__in=["queued", "running"])
         .values_list("status")
         .annotate(n=Count("id"))
         .values_list("status", "n")
@@ -142,14 +148,32 @@ def _process_families() -> Iterator[Metric]:
     )
 
 
+class Visible:
+    """Which models' series a scrape shows: every model (the scraper's bearer
+    token, `user` None) or those `user` may read, as a filter on rows that
+    reach their model through `prefix` ("model__", "version__model__")."""
+
+    def __init__(self, user=None):
+        self.user = user
+
+    def on(self, prefix: str) -> Q:
+        from governance.access import model_read_filter
+
+        return Q() if self.user is None else model_read_filter(self.user, prefix)
+
+
 class GlassboxCollector(Collector):
-    """Every Glassbox metric, read from the database (and this process's
-    buffers) at scrape time."""
+    """Every Glassbox metric of the models `visible` selects (all by
+    default), read from the database (and this process's buffers) at
+    scrape time."""
+
+    def __init__(self, visible: Visible | None = None):
+        self.visible = visible or Visible()
 
     def collect(self) -> Iterator[Metric]:
-        yield from _counter_families()
-        yield from _rollout_families()
-        yield from _alert_and_report_families()
+        yield from _counter_families(self.visible)
+        yield from _rollout_families(self.visible)
+        yield from _alert_and_report_families(self.visible)
         yield from _process_families()
 
 
@@ -168,8 +192,10 @@ def render(families: Iterable[Metric]) -> str:
     return generate_latest(registry).decode()
 
 
-def render_metrics() -> str:
-    return render(GlassboxCollector().collect())
+def render_metrics(user=None) -> str:
+    """Every model's metrics (the scraper's bearer token), or those of the
+    models `user` may read."""
+    return render(GlassboxCollector(Visible(user)).collect())
 
 
 def _bearer_token_matches(request) -> bool:
@@ -196,6 +222,7 @@ def _user_of(request):
 
 @require_safe
 def metrics_view(request):
+    user = None
     if not _bearer_token_matches(request):
         try:
             user = _user_of(request)
@@ -207,4 +234,4 @@ def metrics_view(request):
             return response
         if not user.has_perm("rollouts.view_predictionlog"):
             return JsonResponse({"detail": "You have no role that may read serving metrics."}, status=403)
-    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE)
+    return HttpResponse(render_metrics(user), content_type=CONTENT_TYPE)

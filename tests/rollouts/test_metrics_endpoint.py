@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from rollouts.models import Alert
 from rollouts.prediction_log import flush_prediction_logs
-from tests.conftest import api_client_for, page_client_for
+from tests.conftest import UserFactory, api_client_for, page_client_for
 from tests.rollouts.rollout_helpers import deploy, start_canary
 
 # The text exposition format, strictly: "# HELP name text", "# TYPE name kind",
@@ -112,6 +112,17 @@ def test_rollout_and_alert_gauges(traffic, engineer):
         1.0,
     ) in samples
     assert ("glassbox_alerts_open", {"model": "zh-serving", "version": "2", "metric": "error_rate"}, 1.0) in samples
+
+
+def test_another_teams_engineer_sees_no_series_of_the_model_and_a_scraper_sees_them_all(traffic, settings):
+    other = UserFactory(username="otto", role="engineer", team=("payments", "engineer"))
+    settings.GLASSBOX_METRICS_TOKEN = "scrape-me"
+
+    _, theirs = parse(metrics(other).content.decode())
+    _, scraped = parse(metrics(Client(), HTTP_AUTHORIZATION="Bearer scrape-me").content.decode())
+
+    assert not [sample for sample in theirs if sample[1].get("model") == "zh-serving"]  # not even its name
+    assert [sample for sample in scraped if sample[0] == "glassbox_predictions_total"][0][1]["model"] == "zh-serving"
 
 
 def test_label_values_are_escaped():
