@@ -124,6 +124,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# `make test` only: hashing every test user's password at full strength
+# (PBKDF2, about 0.2 s each here) cost the suite minutes. The test target sets
+# this (never honoured in production); the strong hashers stay listed, so
+# any stored hash still verifies.
+if os.environ.get("GLASSBOX_TEST_FAST_PASSWORD_HASHER") == "1" and not PRODUCTION:
+    PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    ]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
