@@ -115,7 +115,10 @@ def build(args, store: Path) -> dict:
     from registry.models import Dataset, ModelVersion, RegisteredModel
 
     user = User.objects.create(username="bench")
-    model = RegisteredModel.objects.create(name="bench-model", risk_tier="low", created_by=user)
+    from governance.models import Team
+
+    team, _ = Team.objects.get_or_create(name="bench")  # every model belongs to a team
+    model = RegisteredModel.objects.create(name="bench-model", risk_tier="low", created_by=user, team=team)
     per_file = args.artifact_mib * 2**20 // args.artifacts
     chunk = os.urandom(8 * 2**20)
     started = time.perf_counter()

@@ -109,7 +109,12 @@ def fixtures(senders: int):
         user = User.objects.create_user(f"bench-sender{n:02d}", password=None)
         user.groups.add(engineers)
         users.append(user)
-    model = RegisteredModel.objects.create(name=MODEL, risk_tier="low", created_by=users[0])
+    from governance.models import Team, TeamMembership
+
+    team, _ = Team.objects.get_or_create(name="bench")  # every model belongs to a team; its senders are engineers of it
+    for user in users:
+        TeamMembership.objects.get_or_create(team=team, user=user, defaults={"role": "engineer"})
+    model = RegisteredModel.objects.create(name=MODEL, risk_tier="low", created_by=users[0], team=team)
     version = ModelVersion.objects.create(
         model=model,
         number=1,

@@ -142,6 +142,11 @@ def main():
     for name, role in (("bench-erin", "engineer"), ("bench-eli", "engineer"), ("bench-rita", "reviewer")):
         users[name] = User.objects.create_user(name, password="bench-password-123")
         users[name].groups.add(Group.objects.get(name=role))
+    from governance.models import Team, TeamMembership
+
+    team, _ = Team.objects.get_or_create(name="bench")  # models belong to a team: the engineers are its maintainers
+    for name in ("bench-erin", "bench-eli"):
+        TeamMembership.objects.create(team=team, user=users[name], role="maintainer")
     token = token_create(actor=users["bench-erin"], name="bench")[1]
 
     port = free_port()

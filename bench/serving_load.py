@@ -255,6 +255,13 @@ def main() -> None:
         users[name].save()
         users[name].groups.add(Group.objects.get(name=role))
 
+    from governance.models import Team, TeamMembership
+
+    # Models belong to a team: bench-erin maintains the bench's.
+    team, _ = Team.objects.get_or_create(name="bench")
+    for name, role in (("bench-erin", "maintainer"), ("bench-eli", "engineer")):
+        TeamMembership.objects.get_or_create(team=team, user=users[name], defaults={"role": role})
+
     report, logs = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         for kind in args.models:
@@ -268,7 +275,7 @@ def main() -> None:
                 auth = {"Authorization": f"Token {token}"}
                 response = requests.post(
                     f"http://127.0.0.1:{server.port}/api/v1/models/",
-                    json={"name": name, "risk_tier": "low"},
+                    json={"name": name, "risk_tier": "low", "team": "bench"},
                     headers=auth,
                     timeout=60,
                 )
