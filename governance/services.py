@@ -139,8 +139,9 @@ def review_recertify(*, actor, version: ModelVersion) -> ReviewRequest:
 
 @transaction.atomic
 def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
-    if not (actor.is_authenticated and actor.has_perm("governance.add_reviewrequest")):
-        raise NotPermitted("Only engineers may open a re-certification round.")
+    # The same per-model question as a first submission (governance/access.py).
+    if not version.model.can_receive_version_from(actor):
+        raise NotPermitted("Only engineers of the model's team may open a re-certification round.")
     locked, _ = _lock_for_review(version)
     refusal = recertification_refusal(user=actor, version=locked)
     if refusal is not None:
