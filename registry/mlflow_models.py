@@ -78,7 +78,8 @@ def find_mlmodel_root(names) -> str | None:
     names = set(names)
     if MLMODEL_FILE in names:
         return ""
-    tops = {name.split("/", 1)[0] for name in names}
+    # macOS's "Compress" adds a __MACOSX/ folder of resource forks beside the one it zipped.
+    tops = {name.split("/", 1)[0] for name in names} - {"__MACOSX"}
     if len(tops) == 1:
         top = next(iter(tops))
         if f"{top}/{MLMODEL_FILE}" in names:
