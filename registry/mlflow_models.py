@@ -97,8 +97,8 @@ def read_mlflow_model(staging: Path, root: str, names: set[str]) -> MlflowModel:
         raise InvalidInput("MLmodel has no `flavors` mapping; it is not an MLflow model file.")
     prefix = f"{root}/" if root else ""
     inside = {name[len(prefix) :] for name in names if name.startswith(prefix)}
-    _refuse_custom_pyfunc(flavors)
     found = [name for name in SUPPORTED_FLAVORS if name in flavors]
+    _refuse_custom_pyfunc(flavors, native_flavor_found=bool(found))
     if not found:
         named = ", ".join(sorted(str(name) for name in flavors))[:300]
         raise InvalidInput(
@@ -164,25 +164,34 @@ def _load_mlmodel(path: Path) -> dict:
         raise InvalidInput("MLmodel nests too deeply.") from exc
     except (ValueError, OverflowError) as exc:
         # A scalar YAML resolves but Python cannot build: a 5000-digit int, a 13th month.
-        raise InvalidInput(f"MLmodel holds a value that cannot be read: {str(exc)[:200]}") from exc
+        raise InvalidInput(f"MLmodel holds a value that cannot be read: {str(exc).split(';')[0][:200]}.") from exc
     if not isinstance(document, dict):
         raise InvalidInput("MLmodel must be a YAML mapping (flavors, run_id, signature, ...).")
     return document
 
 
-def _refuse_custom_pyfunc(flavors: dict) -> None:
+def _refuse_custom_pyfunc(flavors: dict, *, native_flavor_found: bool) -> None:
     pyfunc = flavors.get("python_function")
     if pyfunc is None:
         return
     if not isinstance(pyfunc, dict):
         raise InvalidInput("MLmodel's python_function flavor is not a mapping.")
-    loader = pyfunc.get("loader_module")
-    if "python_model" in pyfunc or "cloudpickle_version" in pyfunc or (loader and loader not in _NATIVE_LOADERS):
-        what = f"loader_module {str(loader)[:100]!r}" if loader else "a cloudpickled python_model"
+    how = (
+        "Log the model with its native flavor instead: mlflow.transformers (safetensors weights) or mlflow.sklearn "
+        '(serialization_format="skops").'
+    )
+    if "python_model" in pyfunc or "cloudpickle_version" in pyfunc:
+        saved = pyfunc.get("python_model")
+        named = f" ({str(saved)[:100]!r})" if isinstance(saved, str) else ""
         raise InvalidInput(
-            f"MLmodel's python_function flavor uses {what}: custom Python (cloudpickle) that Glassbox never runs. "
-            f"Log the model with its native flavor instead: a transformers model - {HOW_TO_SAVE_TRANSFORMERS}; "
-            f"a scikit-learn model - {HOW_TO_SAVE_SKLEARN}."
+            f"MLmodel's python_function flavor is a cloudpickled python_model{named}: a pickle of custom Python "
+            f"that Glassbox never loads. {how}"
+        )
+    loader = pyfunc.get("loader_module")
+    if native_flavor_found and loader and loader not in _NATIVE_LOADERS:
+        raise InvalidInput(
+            f"MLmodel's python_function flavor loads through loader_module {str(loader)[:100]!r}: custom Python "
+            f"that Glassbox never runs. {how}"
         )
 
 
