@@ -330,3 +330,25 @@ def test_yaml_tags_never_run(api, engineer, sentiment_model, bert_members, tmp_p
 
     assert response.status_code == 400
     assert not marker.exists()
+
+
+@pytest.mark.django_db
+def test_the_upload_form_takes_an_mlflow_model_and_shows_a_refusal_as_a_form_error(
+    engineer, sentiment_model, demo_models, accepted_archives
+):
+    client = page_client_for(engineer)
+    refused = io.BytesIO(make_zip(_sklearn_with(CLOUDPICKLE_SKLEARN)(None, None)))
+    refused.name = "model.zip"
+
+    response = client.post("/models/zh-sentiment/upload/", {"artifact": refused, "flavor": "mlflow"})
+
+    assert response.status_code == 400
+    assert "serialization_format=&quot;skops&quot;" in response.content.decode()
+    assert not ModelVersion.objects.exists()
+
+    accepted = io.BytesIO(accepted_archives["sklearn"])
+    accepted.name = "model.tar.gz"
+    response = client.post("/models/zh-sentiment/upload/", {"artifact": accepted, "flavor": "mlflow"})
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ModelVersion.objects.get().mlflow_model["flavor"] == "sklearn"
