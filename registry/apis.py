@@ -13,7 +13,7 @@ from governance import team_services
 from governance.apis import ReviewOutputSerializer
 from governance.selectors import review_latest
 from registry import selectors, services
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import UPLOAD_FLAVOR_CHOICES, ModelVersion, RegisteredModel
 from registry.uploads import UploadedArtifact, check_upload_not_truncated, install_hashing_upload_handler
 
 
@@ -27,6 +27,10 @@ class VersionOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
     url = serializers.SerializerMethodField()
     review = serializers.SerializerMethodField()
+    mlflow = serializers.SerializerMethodField(
+        help_text="for an MLflow model directory, what its MLmodel said: signature, run_id, utc_time_created, "
+        "mlflow_version, model_uuid, metadata; null otherwise"
+    )
 
     class Meta:
         model = ModelVersion
@@ -51,10 +55,15 @@ class VersionOutputSerializer(serializers.ModelSerializer):
             "inference_backend",
             "inference_backend_reason",
             "review",
+            "mlflow",
         ]
 
     def get_url(self, version: ModelVersion) -> str:
         return f"/api/v1/models/{version.model.name}/versions/{version.number}/"
+
+    @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+    def get_mlflow(self, version: ModelVersion) -> dict | None:
+        return version.mlflow_model or None
 
     @extend_schema_field(ReviewOutputSerializer(allow_null=True))
     def get_review(self, version: ModelVersion) -> dict | None:
@@ -185,8 +194,13 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
         class Meta:
             ref_name = "VersionUploadRequest"  # a unique OpenAPI component name
 
-        artifact = serializers.FileField(help_text="zip / tar / tar.gz of a transformers model, or a .skops file")
-        flavor = serializers.ChoiceField(choices=ModelVersion.Flavor.choices)
+        artifact = serializers.FileField(
+            help_text="zip / tar / tar.gz of a transformers model or of an MLflow model directory, or a .skops file"
+        )
+        flavor = serializers.ChoiceField(
+            choices=UPLOAD_FLAVOR_CHOICES,
+            help_text="mlflow: an MLflow model directory, its flavor read from MLmodel (transformers or sklearn)",
+        )
         metrics = serializers.JSONField(required=False, binary=True, help_text='JSON object, e.g. {"accuracy": 0.9}')
         description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
         intended_use = serializers.CharField(max_length=10_000, required=False, allow_blank=True)

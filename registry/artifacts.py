@@ -17,6 +17,13 @@ from django.core.files.storage import storages
 
 from glassbox.errors import InvalidInput
 from registry.archives import ZIP, ArchiveLimits, ArchiveMember, extract_archive, inspect_archive
+from registry.mlflow_models import (
+    MLFLOW_UPLOAD_FLAVOR,
+    MlflowModel,
+    arrange_for_loading,
+    find_mlmodel_root,
+    read_mlflow_model,
+)
 
 _EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
 # Weight formats that unpickle on load. Refused by name here, and by content below.
@@ -102,6 +109,10 @@ class PreparedArtifact:
     staging_dir: Path
     labels: list[str]
     max_length: int | None
+    # The flavor it loads as (read from MLmodel when the upload said "mlflow").
+    flavor: str = ""
+    # What MLmodel said, for an MLflow model directory.
+    mlflow: MlflowModel | None = None
 
     def discard(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
@@ -112,13 +123,32 @@ def prepare_artifact(upload_path: Path, flavor: str, *, sha256: str = "") -> Pre
     prove the model loads and answers (in a child process). Raises
     InvalidInput and leaves nothing behind on any failure. With the upload's
     `sha256`, a digest that already passed the load check in this process
-    is not loaded again (every other check still runs)."""
+    is not loaded again (every other check still runs). `flavor` may be
+    "mlflow": an MLflow model directory, whose MLmodel names the flavor."""
     limits = ArchiveLimits.from_settings()
     fmt, members = inspect_archive(upload_path, limits)
     names = {member.name for member in members}
+    mlflow_root = find_mlmodel_root(names)
+    if flavor == MLFLOW_UPLOAD_FLAVOR and mlflow_root is None:
+        raise InvalidInput(
+            "flavor=mlflow needs an MLflow model directory: an MLmodel file at the archive's root "
+            "or in its single top-level folder."
+        )
     staging = cache_dir() / f".staging-{uuid.uuid4().hex}"
+    mlflow = None
     try:
-        if flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in names:
+        if mlflow_root is not None:
+            extract_archive(upload_path, staging, limits)
+            mlflow = read_mlflow_model(staging, mlflow_root, names)
+            if flavor not in (MLFLOW_UPLOAD_FLAVOR, mlflow.flavor):
+                raise InvalidInput(
+                    f"The upload says flavor={flavor}, but its MLmodel is of the {mlflow.flavor} flavor "
+                    f"(send flavor={mlflow.flavor} or flavor=mlflow)."
+                )
+            flavor = mlflow.flavor
+            arrange_for_loading(staging, mlflow)
+            names = _files_under(staging)
+        elif flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in names:
             # A .skops file is itself a zip: keep it whole, skops reads it.
             staging.mkdir()
             shutil.copyfile(upload_path, staging / "model.skops")
@@ -131,7 +161,11 @@ def prepare_artifact(upload_path: Path, flavor: str, *, sha256: str = "") -> Pre
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PreparedArtifact(fmt, members, staging, labels, max_length)
+    return PreparedArtifact(fmt, members, staging, labels, max_length, flavor=flavor, mlflow=mlflow)
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
 
 
 def _check_flavor_files(staging: Path, flavor: str, names: set[str]) -> None:
@@ -261,7 +295,13 @@ def local_model_path(*, sha256: str, artifact_key: str, flavor: str) -> Path:
             shutil.copyfileobj(source, sink, 1024 * 1024)
         limits = ArchiveLimits.from_settings()
         fmt, members = inspect_archive(downloaded, limits)
-        if flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in {m.name for m in members}:
+        names = {m.name for m in members}
+        mlflow_root = find_mlmodel_root(names)
+        if mlflow_root is not None:
+            # The same reading as at upload (the bytes decide), then the same layout.
+            extract_archive(downloaded, staging, limits)
+            arrange_for_loading(staging, read_mlflow_model(staging, mlflow_root, names))
+        elif flavor == "sklearn" and fmt == ZIP and SKOPS_SCHEMA_MEMBER in names:
             staging.mkdir()
             os.replace(downloaded, staging / "model.skops")
         else:

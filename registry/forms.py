@@ -2,12 +2,14 @@ import json
 
 from django import forms
 
-from registry.models import ModelVersion
+from registry.models import UPLOAD_FLAVOR_CHOICES
 
 
 class VersionUploadForm(forms.Form):
-    artifact = forms.FileField(help_text="zip / tar / tar.gz of a saved transformers model, or a .skops file")
-    flavor = forms.ChoiceField(choices=ModelVersion.Flavor.choices)
+    artifact = forms.FileField(
+        help_text="zip / tar / tar.gz of a saved transformers model or of an MLflow model directory, or a .skops file"
+    )
+    flavor = forms.ChoiceField(choices=UPLOAD_FLAVOR_CHOICES)
     metrics = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text='JSON, e.g. {"accuracy": 0.87}'
     )

@@ -1,3 +1,4 @@
+import json
 from datetime import date, timedelta
 
 from django.conf import settings
@@ -108,6 +109,9 @@ class ModelVersion(models.Model):
     artifact_key = models.CharField(max_length=255)
     artifact_format = models.CharField(max_length=16)
     files = models.JSONField(default=list)
+    # For an MLflow model directory: what its MLmodel file said (signature,
+    # run id, saved time, MLflow version, model uuid, metadata); else empty.
+    mlflow_model = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     # Set on approval from the risk tier's policy: periodic review is due by then.
@@ -157,6 +161,33 @@ class ModelVersion(models.Model):
             return None
         return self.recertify_by + timedelta(days=1) if self.recertify_by < today else None
 
+    def mlflow_signature_rows(self) -> dict[str, list[dict]]:
+        """The MLflow signature's inputs / outputs / params as table rows
+        (name, type, required), for the version page."""
+        signature = (self.mlflow_model or {}).get("signature") or {}
+        rows = {}
+        for part, specs in signature.items():
+            if isinstance(specs, list):
+                rows[part] = [
+                    {
+                        "name": spec.get("name", "—"),
+                        "type": spec.get("type", "—"),
+                        "detail": json.dumps(spec.get("tensor-spec") or spec.get("default") or "", ensure_ascii=False)
+                        if spec.get("tensor-spec") or spec.get("default") is not None
+                        else "",
+                        "required": spec.get("required", True),
+                    }
+                    for spec in specs
+                    if isinstance(spec, dict)
+                ]
+            else:
+                rows[part] = [{"name": "—", "type": str(specs)[:500], "detail": "", "required": True}]
+        return rows
+
+    def mlflow_metadata_text(self) -> str:
+        metadata = (self.mlflow_model or {}).get("metadata")
+        return json.dumps(metadata, indent=2, ensure_ascii=False) if metadata else ""
+
     @property
     def card(self) -> dict[str, str]:
         return {
@@ -166,6 +197,11 @@ class ModelVersion(models.Model):
             "training_data": self.training_data,
             "evaluation_data": self.evaluation_data,
         }
+
+
+# What an upload's `flavor` may say: a flavor, or "mlflow" for an MLflow model
+# directory whose MLmodel file names it (registry/mlflow_models.py).
+UPLOAD_FLAVOR_CHOICES = [*ModelVersion.Flavor.choices, ("mlflow", "MLflow model (flavor read from MLmodel)")]
 
 
 class Dataset(models.Model):

@@ -16,6 +16,7 @@ from governance.audit_actions import AuditAction
 from governance.models import Team
 from registry.artifacts import artifact_key, delete_blob, install_prepared, prepare_artifact, store_blob
 from registry.datasets import parse_dataset
+from registry.mlflow_models import MLFLOW_UPLOAD_FLAVOR
 from registry.models import Dataset, ModelVersion, RegisteredModel, model_name_validator
 from registry.uploads import UploadedArtifact
 
@@ -141,8 +142,8 @@ def version_create(
     with _upload_attempt(actor=actor, action=AuditAction.VERSION_CREATE, upload=upload, refusal=refusal) as attempt:
         if not model.can_receive_version_from(actor):
             raise NotPermitted(f"Only engineers of team {model.team} may upload versions of {model.name}.")
-        if flavor not in ModelVersion.Flavor.values:
-            raise InvalidInput(f"flavor must be one of {', '.join(ModelVersion.Flavor.values)}.")
+        if flavor not in (*ModelVersion.Flavor.values, MLFLOW_UPLOAD_FLAVOR):
+            raise InvalidInput(f"flavor must be one of {', '.join(ModelVersion.Flavor.values)} or mlflow.")
         unknown = set(card) - set(CARD_FIELDS)
         if unknown:
             raise InvalidInput(f"Unknown model-card fields: {', '.join(sorted(unknown))}.")
@@ -162,7 +163,7 @@ def version_create(
                 version = ModelVersion.objects.create(
                     model=locked,
                     number=number,
-                    flavor=flavor,
+                    flavor=prepared.flavor,
                     metrics=metrics,
                     labels=prepared.labels,
                     max_length=prepared.max_length,
@@ -172,6 +173,7 @@ def version_create(
                     artifact_key=key,
                     artifact_format=prepared.fmt,
                     files=[{"name": m.name, "size": m.size} for m in prepared.members],
+                    mlflow_model=prepared.mlflow.card if prepared.mlflow else {},
                     created_by=actor,
                     **{field: card.get(field, "") or "" for field in CARD_FIELDS},
                 )
@@ -179,8 +181,8 @@ def version_create(
                     actor=actor,
                     action=AuditAction.VERSION_CREATE,
                     obj=version,
-                    changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": flavor}},
-                    detail={"size": upload.size, "labels": prepared.labels},
+                    changes={"after": {"status": version.status, "sha256": upload.sha256, "flavor": prepared.flavor}},
+                    detail={"size": upload.size, "labels": prepared.labels, **_mlflow_audit_detail(prepared)},
                 )
                 # Workers load the new model ahead of its first real use.
                 transaction.on_commit(lambda: enqueue_warm(version.pk))
@@ -189,6 +191,13 @@ def version_create(
             raise
         install_prepared(prepared, upload.sha256)
         return version
+
+
+def _mlflow_audit_detail(prepared) -> dict:
+    if prepared.mlflow is None:
+        return {}
+    card = prepared.mlflow.card
+    return {"mlflow": {key: card.get(key) for key in ("run_id", "model_uuid", "mlflow_version", "flavor")}}
 
 
 class _UploadAttempt:

@@ -27,6 +27,7 @@ from rollouts import services as rollout_services
 from rollouts.models import PredictionLog, Rollout
 from tests.conftest import ModelVersionFactory, api_client_for, page_client_for, stored_files, unpack_zip
 from tests.explanations.reporting import local_results, make_report
+from tests.registry.mlflow_layouts import SKLEARN_MLMODEL, TRANSFORMERS_MLMODEL, mlflow_sklearn, mlflow_transformers
 from tests.security import corpus
 from tests.security.corpus import (
     PICKLE_PROTOCOL_0,
@@ -350,6 +351,96 @@ def test_skops_file_asking_for_untrusted_types_is_refused(engineer, sentiment_mo
 
     detail = before.refused(response, "skops untrusted type")
     assert "does not allow" in detail and type_name.rsplit(".", 1)[-1] in detail, detail
+    _upload_refusal_recorded(detail)
+
+
+# --- MLflow model directories ------------------------------------------------------------
+
+MLFLOW_ATTACKS = {
+    # kind -> case -> (the MLflow directory's members, built from the demo BERT's and the demo .skops)
+    "MLmodel YAML constructing objects": {
+        "!!python/object/apply:os.system": lambda bert, skops: mlflow_transformers(
+            bert, "flavors: !!python/object/apply:os.system ['id']\n"
+        ),
+        "!!python/name:os.system": lambda bert, skops: mlflow_transformers(
+            bert, TRANSFORMERS_MLMODEL + "loader: !!python/name:os.system\n"
+        ),
+        "!!python/object/new:subprocess.Popen": lambda bert, skops: mlflow_transformers(
+            bert, TRANSFORMERS_MLMODEL + "metadata: !!python/object/new:subprocess.Popen [['id']]\n"
+        ),
+        "!!python/module:os": lambda bert, skops: mlflow_transformers(bert, "flavors: !!python/module:os ''\n"),
+        "alias bomb in metadata": lambda bert, skops: mlflow_sklearn(
+            skops,
+            SKLEARN_MLMODEL
+            + 'metadata:\n  a0: &a0 ["lol"]\n'
+            + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+        ),
+    },
+    "pickle payload": {
+        "MLflow sklearn with cloudpickle": lambda bert, skops: {
+            **mlflow_sklearn(
+                skops, SKLEARN_MLMODEL.replace("serialization_format: skops", "serialization_format: cloudpickle")
+            ),
+            "model.skops": PICKLE_PROTOCOL_4,
+        },
+        "MLflow pyfunc with a cloudpickled python_model": lambda bert, skops: {
+            "MLmodel": b"flavors:\n  python_function:\n    loader_module: mlflow.pyfunc.model\n"
+            b"    python_model: python_model.pkl\n",
+            "python_model.pkl": PICKLE_PROTOCOL_4,
+        },
+        "MLflow transformers with pytorch_model.bin": lambda bert, skops: {
+            **{name: data for name, data in mlflow_transformers(bert).items() if not name.endswith(".safetensors")},
+            "model/pytorch_model.bin": PICKLE_PROTOCOL_4,
+        },
+    },
+    "code in an artifact": {
+        "MLflow code/ folder": lambda bert, skops: {**mlflow_transformers(bert), "code/loader.py": PYTHON_SOURCE},
+        "MLflow pyfunc loader_module of its own": lambda bert, skops: mlflow_transformers(
+            bert, TRANSFORMERS_MLMODEL.replace("loader_module: mlflow.transformers", "loader_module: loader")
+        ),
+    },
+    "archive member outside the archive": {
+        "MLflow model_binary ../..": lambda bert, skops: mlflow_transformers(
+            bert, TRANSFORMERS_MLMODEL.replace("model_binary: model", "model_binary: ../../etc")
+        ),
+        "MLflow pickled_model /etc/passwd": lambda bert, skops: mlflow_sklearn(
+            skops, SKLEARN_MLMODEL.replace("pickled_model: model.skops", "pickled_model: /etc/passwd")
+        ),
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "kind, case", [(kind, case) for kind, cases in MLFLOW_ATTACKS.items() for case in sorted(cases)]
+)
+def test_hostile_mlflow_model_directories_are_refused(engineer, sentiment_model, bert_members, demo_models, kind, case):
+    members = MLFLOW_ATTACKS[kind][case](bert_members, demo_models["sklearn_skops"].read_bytes())
+    before = Unchanged()
+
+    response = upload_version(engineer, "zh-sentiment", zip_of(members), "mlflow-model.zip", "mlflow")
+
+    detail = before.refused(response, kind)
+    _upload_refusal_recorded(detail)
+
+
+def test_skops_types_an_mlmodel_trusts_are_not_trusted(engineer, sentiment_model, tmp_path):
+    """MLflow records `skops_trusted_types` beside the model; Glassbox's own allowlist decides."""
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = tmp_path / "model.skops"
+    skops.io.dump(Pipeline([("first", FunctionTransformer(func=os.system)), ("clf", LogisticRegression())]), path)
+    mlmodel = SKLEARN_MLMODEL.replace("skops_trusted_types: null", "skops_trusted_types:\n    - posix.system")
+    before = Unchanged()
+
+    response = upload_version(
+        engineer, "zh-sentiment", zip_of(mlflow_sklearn(path.read_bytes(), mlmodel)), "m.zip", "mlflow"
+    )
+
+    detail = before.refused(response, "skops untrusted type")
+    assert "does not allow" in detail and "system" in detail, detail
     _upload_refusal_recorded(detail)
 
 
