@@ -599,12 +599,13 @@ if PRODUCTION:
     SECURE_REDIRECT_EXEMPT = [r"^livez$", r"^readyz$", r"^healthz$"]
     # gunicorn serves the static files itself (no file server to run beside it):
     # whitenoise, right after the security middleware, from collectstatic's
-    # compressed copies whose names carry their content hash (cached for good).
+    # gzipped copies. Not the manifest (hashed names) storage: every page would
+    # fail with a 500 in a process started before collectstatic ran.
     MIDDLEWARE.insert(
         MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
         "whitenoise.middleware.WhiteNoiseMiddleware",
     )
-    STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+    STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}
 
 LOGGING = {
     "version": 1,
