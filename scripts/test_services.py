@@ -216,6 +216,9 @@ class EmbeddedServices:
             )
             if result.returncode != 0:
                 raise SystemExit(f"test-services: initdb failed:\n{result.stdout}")
+        if (self.pg_data / "postmaster.pid").exists():
+            # A run that was killed left its server behind: stop it (it holds the data folder).
+            self._pg("pg_ctl", "-D", str(self.pg_data), "-m", "immediate", "-w", "stop", check=False)
         # Loopback TCP only, the socket in the data folder (never /var/run's), no fsync: test data.
         options = (
             f"-p {self.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.pg_data} "
@@ -233,10 +236,12 @@ class EmbeddedServices:
 
         redis_dir = self.folder / "redis"
         redis_dir.mkdir(exist_ok=True)
+        pidfile = redis_dir / "redis.pid"
+        _stop_leftover(pidfile, redis_bin.name)
         with open(redis_dir / "server.log", "ab") as redis_log:
             self.redis = subprocess.Popen(
                 [str(redis_bin), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", str(redis_dir)],
+                 "--appendonly", "no", "--daemonize", "no", "--dir", str(redis_dir), "--pidfile", str(pidfile)],
                 stdout=redis_log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -265,6 +270,18 @@ class EmbeddedServices:
             connection.autocommit = True
             if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
                 connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def _stop_leftover(pidfile: Path, name: str) -> None:
+    """A server a killed run left behind (its pid file remains): stop it."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if name.encode() not in cmdline.read():
+                return  # the pid was reused by something else
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
 
 
 def with_host(url: str, port: int) -> str:
