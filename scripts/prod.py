@@ -107,7 +107,7 @@ def commands(env: dict[str, str], data_dir: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
-def prepare(env: dict[str, str], steps: list[tuple[str, ...]]) -> None:
+def prepare(env: dict[str, str], steps: list[tuple[str, ...]]) -> int:
     """`manage.py` commands in one process (one Django start-up, not one per step)."""
     script = (
         "import sys, django; from django.core.management import call_command; django.setup()\n"
@@ -118,9 +118,7 @@ def prepare(env: dict[str, str], steps: list[tuple[str, ...]]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "glassbox.settings"}
     )
-    if result.returncode != 0:
-        say(f"preparing failed (exit {result.returncode}): not starting")
-        sys.exit(result.returncode)
+    return result.returncode
 
 
 def relay(name: str, stream) -> None:
@@ -216,11 +214,15 @@ def main() -> int:
         if env.get("GLASSBOX_MIGRATE", "1") != "0":
             steps.append(("migrate", "--noinput"))
         steps.append(("collectstatic", "--noinput", "--verbosity=0"))
-    prepare(env, steps)
+    prepared = prepare(env, steps)
+    if supervisor.stop_requested.is_set():
+        say("stopped before starting")  # Ctrl-C during the preparation: nothing was started
+        return 0
+    if prepared != 0:
+        say(f"preparing failed (exit {prepared}): not starting")
+        return 1
     all_commands = commands(env, data_dir)
     for name in wanted:
-        if supervisor.stop_requested.is_set():
-            break
         supervisor.start(name, all_commands[name])
     say(
         f"running: {', '.join(wanted)}"

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -367,3 +368,39 @@ def test_make_prod_serves_the_api_journeys_and_stops_on_sigterm(
     assert [p.pid for p in started if not gone(p)] == []
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_process_that_dies_stops_the_rest_and_make_prod_exits_1(topology_broker, tmp_path):
+    """GLASSBOX_PROCESSES picks a host's part (here beat alone: no migration,
+    no web server); when a process dies on its own, the supervisor exits 1
+    for systemd to restart the set, rather than run half a topology."""
+    env = production_env(
+        database_url="postgres://postgres@127.0.0.1:5432/unused",
+        broker_url=topology_broker,
+        data_dir=tmp_path,
+        port=free_port(),
+    )
+    log_path = tmp_path / "prod.log"
+    with open(log_path, "wb") as log:
+        prod = subprocess.Popen(
+            [sys.executable, "scripts/prod.py"],
+            cwd=REPO,
+            env={**env, "GLASSBOX_PROCESSES": "beat"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        started = wait_for(
+            lambda: re.search(r"started beat \(pid (\d+)\)", log_path.read_text(errors="replace")),
+            timeout=120,
+            what="beat started by make prod",
+        )
+        os.kill(int(started.group(1)), signal.SIGKILL)
+        assert prod.wait(timeout=60) == 1
+    finally:
+        if prod.poll() is None:
+            prod.kill()
+    output = log_path.read_text(errors="replace")
+    assert "beat exited on its own" in output and "stopped after a failure" in output
+    assert "manage.py migrate" not in output and "started web" not in output
