@@ -161,7 +161,7 @@ def _now():
 
 @pytest.mark.usefixtures("committed_db")
 def test_a_corrupted_object_is_refused_by_digest_with_an_alert_and_an_audit_event(
-    s3_storage, remote_worker, engineer, demo_models, serving_env, settings, tmp_path
+    s3_storage, remote_worker, engineer, demo_models, resaved_demo_skops, serving_env, settings, tmp_path
 ):
     model = RegisteredModelFactory(name="zh-tampered", created_by=engineer)
     version = upload_skops(uploader=engineer, model_name=model.name, skops_path=demo_models["sklearn_skops"])
@@ -196,7 +196,7 @@ def test_a_corrupted_object_is_refused_by_digest_with_an_alert_and_an_audit_even
 
         # The worker on the other host refuses the tampered dataset: the report fails saying why.
         other = RegisteredModelFactory(name="zh-clean", created_by=engineer)
-        clean = upload_skops(uploader=engineer, model_name=other.name, skops_path=_resaved(demo_models))
+        clean = upload_skops(uploader=engineer, model_name=other.name, skops_path=resaved_demo_skops)
         response = api_client_for(engineer).post(
             f"/api/v1/models/{other.name}/versions/{clean.number}/explanations/",
             {"method": "shap", "dataset": dataset.pk, "params": {"max_evals": 40}},
@@ -222,12 +222,3 @@ def _deployable(version: ModelVersion, engineer) -> None:
         reviewer=UserFactory(username="rita", role=roles.REVIEWER),
     )
     deploy_first(version.model, actor=engineer)
-
-
-def _resaved(demo_models):
-    import tempfile
-    from pathlib import Path
-
-    from tests.conftest import resaved_skops
-
-    return resaved_skops(demo_models["sklearn_skops"], Path(tempfile.mkdtemp()))
