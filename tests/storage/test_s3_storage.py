@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from governance.models import AuditEvent
+from registry import artifacts
 from registry.models import Dataset, ModelVersion
 from rollouts import routing, services
 from rollouts.models import Alert, AnalysisRun, Rollout
@@ -206,6 +207,17 @@ def test_a_corrupted_object_is_refused_by_digest_with_an_alert_and_an_audit_even
         state = wait_for(lambda: finished(response.json()["id"]), timeout=90, what="the report to fail")
         assert state["status"] == "failed" and "SHA-256" in state["error"], state["error"]
         assert AuditEvent.objects.filter(action="artifact.refused", object_type="registry.dataset").exists()
+
+        # Restored from a backup: the next fetch verifies, serves, and clears the alert.
+        bucket.put_object(Bucket=s3_storage.bucket, Key=version.artifact_key, Body=original)
+        artifacts._recently_refused.clear()  # this process would wait a minute before fetching it again
+        response = api_client_for(engineer).post(
+            f"/api/v1/models/{model.name}/predict/", {"inputs": TEXTS[:1]}, format="json"
+        )
+        assert response.status_code == 200, response.json()
+        alert.refresh_from_db()
+        assert alert.cleared_at is not None
+        assert AuditEvent.objects.filter(action="monitor.alert_cleared", object_id=str(alert.pk)).exists()
     finally:
         bucket.put_object(Bucket=s3_storage.bucket, Key=version.artifact_key, Body=original)
 
