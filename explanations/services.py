@@ -81,12 +81,12 @@ def _artifact_problem(version) -> str:
     """Why the version's artifact certainly cannot be loaded, or "". Loading
     itself happens in the worker (heavy imports stay out of the web process);
     a load failure there fails the report with its reason."""
-    from registry.artifacts import artifact_storage
+    from registry.artifacts import blob_exists
 
     if not version.labels:
         return f"{version} has no labels recorded; its artifact was never loaded successfully."
     try:
-        present = artifact_storage().exists(version.artifact_key)
+        present = blob_exists(version.artifact_key)
     except Exception:  # a storage outage is the worker's problem, not a verdict
         logger.exception("could not check the artifact of %s", version)
         return ""

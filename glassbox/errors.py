@@ -31,3 +31,24 @@ class Conflict(GlassboxError):
 
 class TooLarge(GlassboxError):
     status_code = 413
+
+
+class StorageUnavailable(GlassboxError, OSError):
+    """The artifact store cannot be reached or refuses us (no bucket, wrong
+    credentials). Transient for the caller: the API answers 503, and Celery
+    tasks (which retry on OSError) try again."""
+
+    status_code = 503
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message, **{"code": "storage_unavailable", **extra})
+
+
+class ArtifactIntegrityError(GlassboxError):
+    """A stored artifact or dataset no longer hashes to the digest it was
+    registered under. It is never loaded; not a retryable fault."""
+
+    status_code = 503
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message, **{"code": "artifact_integrity", **extra})

@@ -246,16 +246,32 @@ if ARTIFACT_STORAGE == "local":
         "OPTIONS": {"location": str(ARTIFACT_ROOT), "file_permissions_mode": 0o640},
     }
 elif ARTIFACT_STORAGE == "s3":
+    from botocore.config import Config as _BotoConfig
+
+    # Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the instance's
+    # role), read by boto3 itself. Short timeouts and few attempts: an outage
+    # must answer 503 within seconds, and Celery retries the jobs it fails.
     _artifact_backend = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": os.environ.get("ARTIFACT_S3_BUCKET", "glassbox-artifacts"),
             "endpoint_url": os.environ.get("ARTIFACT_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("ARTIFACT_S3_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+            "addressing_style": os.environ.get("ARTIFACT_S3_ADDRESSING_STYLE") or None,
+            # Artifacts are immutable and stored under their digest: never replaced.
             "file_overwrite": False,
+            "querystring_auth": False,
+            "client_config": _BotoConfig(
+                connect_timeout=_env_int("ARTIFACT_S3_CONNECT_TIMEOUT", 5),
+                read_timeout=_env_int("ARTIFACT_S3_READ_TIMEOUT", 60),
+                retries={"mode": "standard", "max_attempts": _env_int("ARTIFACT_S3_MAX_ATTEMPTS", 3)},
+            ),
         },
     }
 else:
     raise ImproperlyConfigured(f"ARTIFACT_STORAGE must be 'local' or 's3', not {ARTIFACT_STORAGE!r}")
+# How long /readyz trusts its last look at the artifact store (a HEAD of the bucket).
+GLASSBOX_STORAGE_CHECK_SECONDS = _env_int("GLASSBOX_STORAGE_CHECK_SECONDS", 10)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "artifacts": _artifact_backend,

@@ -48,6 +48,9 @@ class AuditAction(StrEnum):
     MODEL_CREATE = "model.create"
     MODEL_TEAM_MOVE = "model.team_move"
     DATASET_CREATE = "dataset.create"
+    # A process fetched a stored artifact or dataset whose bytes no longer hash
+    # to its registered SHA-256, and refused to load it.
+    ARTIFACT_REFUSED = "artifact.refused"
     VERSION_CREATE = "version.create"
     VERSION_SUBMIT = "version.submit"
     VERSION_APPROVE = "version.approve"

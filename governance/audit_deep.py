@@ -155,12 +155,12 @@ def _check_decision_citations(result: DeepResult, recorded: dict, present: set[i
 
 
 def _file_sha256(key: str) -> tuple[str | None, int]:
-    from registry.artifacts import artifact_storage
+    from registry.artifacts import artifact_storage, storage_errors
 
     digest = hashlib.sha256()
     size = 0
     try:
-        with artifact_storage().open(key, "rb") as handle:
+        with storage_errors(), artifact_storage().open(key, "rb") as handle:
             while chunk := handle.read(_READ_BYTES):
                 digest.update(chunk)
                 size += len(chunk)

@@ -1,13 +1,24 @@
 """Where artifacts live: the immutable store (local folder or S3, under the
-SHA-256) and a local cache of unpacked copies that predictors load from."""
+SHA-256) and a local cache of unpacked copies that predictors load from.
 
+No process assumes it shares a disk with another: each keeps its own cache
+under its data directory, filled from the store by digest on first use, and
+a fetched file is hashed before anything reads it (a mismatch is refused,
+never loaded). Every storage call goes through here, so a fault of the store
+(unreachable, no bucket, credentials refused) is one error: StorageUnavailable."""
+
+import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +26,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import storages
 
-from glassbox.errors import InvalidInput
+from glassbox.errors import ArtifactIntegrityError, InvalidInput, StorageUnavailable
 from registry.archives import ZIP, ArchiveLimits, ArchiveMember, extract_archive, inspect_archive
 from registry.mlflow_models import (
     MLFLOW_UPLOAD_FLAVOR,
@@ -24,6 +35,8 @@ from registry.mlflow_models import (
     find_mlmodel_root,
     read_mlflow_model,
 )
+
+logger = logging.getLogger(__name__)
 
 _EXTENSIONS = {"zip": "zip", "tar": "tar", "tar.gz": "tar.gz"}
 # Weight formats that unpickle on load. Refused by name here, and by content below.
@@ -47,6 +60,72 @@ def artifact_key(sha256: str, fmt: str, *, kind: str = "models") -> str:
     return f"{kind}/{sha256[:2]}/{sha256}.{_EXTENSIONS.get(fmt, fmt)}"
 
 
+def _storage_fault(exc: Exception) -> StorageUnavailable | None:
+    """What a storage client's exception means for us: a StorageUnavailable
+    with a reason an operator can act on, or None (not a fault of the store)."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # local storage only: boto3 is not needed
+        return None
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and exc.operation_name == "HeadBucket"):
+            return StorageUnavailable("The artifact store's bucket does not exist.", reason="no_such_bucket")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden") or status == 403:
+            return StorageUnavailable("The artifact store refused our credentials.", reason="access_denied")
+        return StorageUnavailable(f"The artifact store answered {code or status}.", reason="error")
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable("The artifact store cannot be reached.", reason="unreachable")
+    return None
+
+
+def _is_missing_object(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict) or getattr(exc, "operation_name", "") == "HeadBucket":
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "NoSuchKey" or (status == 404 and code != "NoSuchBucket")
+
+
+@contextmanager
+def storage_errors():
+    """Turn a fault of the artifact store into StorageUnavailable (API: 503
+    `storage_unavailable`; tasks: retried, as it is an OSError too)."""
+    try:
+        yield
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        if _is_missing_object(exc):
+            raise FileNotFoundError("The file is not in the artifact store.") from exc
+        fault = _storage_fault(exc)
+        if fault is None:
+            raise
+        logger.warning("artifact store fault: %s (%s)", fault.message, exc)
+        raise fault from exc
+
+
+def check_artifact_storage() -> None:
+    """Raise StorageUnavailable unless the store answers: the bucket exists
+    and our credentials may read it (S3), or the folder is writable (local).
+    For /readyz and for a worker's start."""
+    storage = artifact_storage()
+    with storage_errors():
+        if hasattr(storage, "bucket_name"):
+            storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)
+            return
+    location = Path(storage.location)
+    try:
+        location.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageUnavailable(f"The artifact folder cannot be created: {exc.strerror}.", reason="error") from exc
+    if not os.access(location, os.W_OK | os.X_OK):
+        raise StorageUnavailable("The artifact folder is not writable.", reason="error")
+
+
 class _UploadedBlob(File):
     """A finished upload on local disk. Exposing its path lets
     FileSystemStorage move it into place (a rename) instead of copying it;
@@ -64,19 +143,93 @@ def store_blob(local_path: Path, key: str) -> bool:
     """Move a finished upload into the artifact store under `key`. Returns
     False when an identical blob is already there (same digest, same bytes)."""
     storage = artifact_storage()
-    if storage.exists(key):
-        return False
-    with open(local_path, "rb") as handle:
-        saved = storage.save(key, _UploadedBlob(handle, local_path, key))
-    if saved != key:
-        # A concurrent upload of the same bytes won the race; keep one copy.
-        storage.delete(saved)
-        return False
+    with storage_errors():
+        if storage.exists(key):
+            return False
+        with open(local_path, "rb") as handle:
+            saved = storage.save(key, _UploadedBlob(handle, local_path, key))
+        if saved != key:
+            # A concurrent upload of the same bytes won the race; keep one copy.
+            storage.delete(saved)
+            return False
     return True
 
 
 def delete_blob(key: str) -> None:
-    artifact_storage().delete(key)
+    with storage_errors():
+        artifact_storage().delete(key)
+
+
+def blob_exists(key: str) -> bool:
+    with storage_errors():
+        return artifact_storage().exists(key)
+
+
+def read_blob(key: str) -> bytes:
+    """A small stored file whole (a dataset for a page's preview, a dossier)."""
+    with storage_errors(), artifact_storage().open(key, "rb") as handle:
+        return handle.read()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_blob(key: str, destination: Path) -> None:
+    """Copy a stored file to local disk: S3 in parallel ranged parts straight
+    into the file; any other storage through its file API."""
+    storage = artifact_storage()
+    with storage_errors():
+        if hasattr(storage, "bucket"):
+            with open(destination, "wb") as sink:
+                storage.bucket.Object(storage._normalize_name(key)).download_fileobj(sink)
+            return
+        with storage.open(key, "rb") as source, open(destination, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+
+
+# Digests this process refused lately: refused again at once, without another
+# download or another audit event per request, until the window passes (a
+# restored object is then fetched and checked afresh).
+_REFUSED_SECONDS = 60
+_recently_refused: dict[str, float] = {}
+_refused_lock = threading.Lock()
+
+
+def _refused_lately(sha256: str) -> bool:
+    with _refused_lock:
+        at = _recently_refused.get(sha256)
+        return at is not None and time.monotonic() - at < _REFUSED_SECONDS
+
+
+def fetch_verified(*, key: str, sha256: str, destination: Path, kind: str) -> None:
+    """Download `key` to `destination` and prove it hashes to `sha256`. On a
+    mismatch the file is deleted, the refusal is announced (registry.signals:
+    an audit event, an alert) and ArtifactIntegrityError raised: nothing
+    unverified is ever handed to a loader."""
+    from registry.signals import artifact_refused, artifact_verified
+
+    what = "dataset" if kind == "datasets" else "artifact"
+    if _refused_lately(sha256):
+        raise ArtifactIntegrityError(f"The stored {what} {key} does not match its SHA-256; it is not loaded.")
+    _fetch_blob(key, destination)
+    found = file_sha256(destination)
+    if found != sha256:
+        destination.unlink(missing_ok=True)
+        with _refused_lock:
+            _recently_refused[sha256] = time.monotonic()
+        logger.error("refused %s: SHA-256 %s, registered as %s", key, found, sha256)
+        artifact_refused.send(sender=kind, key=key, sha256=sha256, found=found)
+        raise ArtifactIntegrityError(
+            f"The stored {what} {key} has SHA-256 {found[:16]}…, registered as {sha256[:16]}…; it is not loaded."
+        )
+    with _refused_lock:
+        _recently_refused.pop(sha256, None)
+    artifact_verified.send(sender=kind, key=key, sha256=sha256)
 
 
 def cache_dir() -> Path:
@@ -283,16 +436,16 @@ def install_prepared(prepared: PreparedArtifact, sha256: str) -> Path:
 
 
 def local_model_path(*, sha256: str, artifact_key: str, flavor: str) -> Path:
-    """The unpacked model on this machine, fetched from the store and checked
-    again if this process's machine has not seen it yet (workers)."""
+    """The unpacked model on this machine. On first use it is fetched from the
+    store, its SHA-256 checked against the registered digest, then checked as
+    an archive again and unpacked; only a verified copy enters the cache."""
     target = cache_dir() / sha256
     if target.exists():
         return target
     staging = cache_dir() / f".fetch-{uuid.uuid4().hex}"
     downloaded = cache_dir() / f".fetch-{uuid.uuid4().hex}.blob"
     try:
-        with artifact_storage().open(artifact_key, "rb") as source, open(downloaded, "wb") as sink:
-            shutil.copyfileobj(source, sink, 1024 * 1024)
+        fetch_verified(key=artifact_key, sha256=sha256, destination=downloaded, kind="models")
         limits = ArchiveLimits.from_settings()
         fmt, members = inspect_archive(downloaded, limits)
         names = {m.name for m in members}
@@ -314,4 +467,20 @@ def local_model_path(*, sha256: str, artifact_key: str, flavor: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         if downloaded.exists():
             downloaded.unlink()
+    return target
+
+
+def local_dataset_path(*, sha256: str, storage_key: str) -> Path:
+    """A dataset file on this machine, fetched and verified like a model."""
+    folder = cache_dir() / "datasets"
+    folder.mkdir(exist_ok=True)
+    target = folder / sha256
+    if target.exists():
+        return target
+    downloaded = folder / f".fetch-{uuid.uuid4().hex}"
+    try:
+        fetch_verified(key=storage_key, sha256=sha256, destination=downloaded, kind="datasets")
+        os.replace(downloaded, target)
+    finally:
+        downloaded.unlink(missing_ok=True)
     return target

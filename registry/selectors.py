@@ -7,7 +7,7 @@ from django.db.models import Count, QuerySet
 
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from governance.access import has_standing, model_read_filter
-from registry.artifacts import artifact_storage, local_model_path
+from registry.artifacts import local_dataset_path, local_model_path
 from registry.datasets import parse_dataset
 from registry.models import Dataset, ModelVersion, RegisteredModel
 
@@ -78,13 +78,11 @@ def dataset_get(*, user, pk: int, referenced: str | None = None) -> Dataset:
 
 
 def dataset_rows(dataset: Dataset) -> list[tuple[str, str]]:
-    """The (text, label) rows, read back from the store (they were checked on upload)."""
-    import tempfile
-
-    with artifact_storage().open(dataset.storage_key, "rb") as source, tempfile.NamedTemporaryFile() as local:
-        local.write(source.read())
-        local.flush()
-        return parse_dataset(Path(local.name), filename=f"x.{dataset.format}", max_rows=dataset.row_count).rows
+    """The (text, label) rows, from this machine's verified copy of the stored
+    file (fetched and checked against its SHA-256 on first use; the rows were
+    checked on upload)."""
+    path = local_dataset_path(sha256=dataset.sha256, storage_key=dataset.storage_key)
+    return parse_dataset(path, filename=f"x.{dataset.format}", max_rows=dataset.row_count).rows
 
 
 def onnx_export_dir(sha256: str) -> Path:

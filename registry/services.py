@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted, StorageUnavailable
 from governance.access import ROLE_RANK, Role, is_admin, team_roles_of
 from governance.audit import record_event, record_refusal
 from governance.audit_actions import AuditAction
@@ -224,7 +224,8 @@ def _upload_attempt(*, actor, action: AuditAction, upload: UploadedArtifact, ref
     except BaseException as exc:
         if attempt.stored_key:
             delete_blob(attempt.stored_key)
-        if isinstance(exc, GlassboxError):
+        # An outage of the store is a fault, not a refusal of the caller: no event.
+        if isinstance(exc, GlassboxError) and not isinstance(exc, StorageUnavailable):
             detail = {"sha256": upload.sha256, "size": upload.size, **refusal.get("detail", {})}
             record_refusal(actor=actor, action=action, reason=exc.message, **{**refusal, "detail": detail})
         raise
@@ -406,3 +407,35 @@ def dataset_create(*, actor, name: str, upload: UploadedArtifact, description: s
                 },
             )
         return dataset
+
+
+def artifact_refusal_record(*, kind: str, key: str, sha256: str, found: str) -> list:
+    """Record that this process refused a stored file whose bytes do not hash
+    to its registered digest: one `artifact.refused` event per version (or
+    dataset) registered under that digest, in a transaction of its own (the
+    load that found it fails). The platform is the actor."""
+    import os
+
+    from django.conf import settings
+
+    rows = (
+        list(Dataset.objects.filter(sha256=sha256)[:20])
+        if kind == "datasets"
+        else list(ModelVersion.objects.filter(artifact_sha256=sha256).select_related("model")[:20])
+    )
+    detail = {"key": key, "registered_sha256": sha256, "found_sha256": found, "pid": os.getpid()}
+    detail["data_dir"] = str(settings.DATA_DIR)
+    events = []
+    with transaction.atomic():
+        for row in rows or [None]:
+            events.append(
+                record_event(
+                    actor=None,
+                    action=AuditAction.ARTIFACT_REFUSED,
+                    obj=row,
+                    object_type="" if row else f"registry.{kind}",
+                    object_label="" if row else key,
+                    detail=detail,
+                )
+            )
+    return events

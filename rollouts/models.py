@@ -357,6 +357,10 @@ class Alert(models.Model):
     CERTIFICATION_LAPSED = "certification_lapsed"
     CERTIFICATION_REFUSED = "certification_refused"
     CERTIFICATION_METRICS = (CERTIFICATION_LAPSED, CERTIFICATION_REFUSED)
+    # A process refused the version's stored artifact: its bytes no longer hash
+    # to the registered SHA-256 (value 1, bound 0). Open whatever the version's
+    # status, until a later fetch verifies again (the object was restored).
+    ARTIFACT_INTEGRITY = "artifact_integrity"
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")

@@ -982,7 +982,11 @@ def monitor_check(*, now: datetime | None = None) -> list[Alert]:
         measurements = selectors.version_measurements(version, window)
         changed += _apply_measurements(version, window, measurements, now=now, window_seconds=window_seconds)
     # A version that stopped serving (retired, rolled back) no longer has live values to alert on.
-    stale = Alert.objects.filter(cleared_at__isnull=True).exclude(version__status=ModelVersion.Status.DEPLOYED)
+    stale = (
+        Alert.objects.filter(cleared_at__isnull=True)
+        .exclude(version__status=ModelVersion.Status.DEPLOYED)
+        .exclude(metric=Alert.ARTIFACT_INTEGRITY)
+    )
     for version_id in sorted(set(stale.values_list("version_id", flat=True))):
         changed += _clear_stale(version_id, now=now)
     return changed
@@ -1042,7 +1046,8 @@ def _clear_stale(version_id: int, *, now: datetime) -> list[Alert]:
     if version.status == ModelVersion.Status.DEPLOYED:
         return []  # redeployed meanwhile: the next pass judges it
     cleared = []
-    for alert in Alert.objects.select_for_update().filter(version_id=version_id, cleared_at__isnull=True):
+    open_alerts = Alert.objects.select_for_update().filter(version_id=version_id, cleared_at__isnull=True)
+    for alert in open_alerts.exclude(metric=Alert.ARTIFACT_INTEGRITY):
         alert.cleared_at = now
         alert.save(update_fields=["cleared_at"])
         record_event(
@@ -1158,3 +1163,63 @@ def certification_alerts_sync(*, version_id: int, today: date | None = None) -> 
         )
         changed.append(alert)
     return changed
+
+
+# --- artifact integrity alerts (registry.signals; actor None: the platform) ----------
+
+
+@transaction.atomic
+def artifact_integrity_alerts_raise(*, sha256: str, key: str, found: str) -> list[Alert]:
+    """A critical alert on every version registered under `sha256` whose
+    stored artifact was refused by digest (one open alert per version)."""
+    now = timezone.now()
+    raised = []
+    for version in (
+        ModelVersion.objects.select_for_update(of=("self",)).select_related("model").filter(artifact_sha256=sha256)
+    ):
+        if Alert.objects.filter(version=version, metric=Alert.ARTIFACT_INTEGRITY, cleared_at__isnull=True).exists():
+            continue
+        alert = Alert.objects.create(
+            model=version.model,
+            version=version,
+            metric=Alert.ARTIFACT_INTEGRITY,
+            severity=Alert.Severity.CRITICAL,
+            value=1.0,
+            threshold=0.0,
+            message=(
+                f"The stored artifact of {version} ({key}) has SHA-256 {found[:16]}…, not the registered "
+                f"{sha256[:16]}…: Glassbox refuses to load it. Restore the object from a backup."
+            )[:500],
+            raised_at=now,
+        )
+        record_event(
+            actor=None,
+            action=AuditAction.MONITOR_ALERT_RAISED,
+            obj=alert,
+            detail={"metric": Alert.ARTIFACT_INTEGRITY, "key": key, "registered_sha256": sha256, "found_sha256": found},
+        )
+        raised.append(alert)
+    return raised
+
+
+def artifact_integrity_alerts_clear(*, sha256: str, key: str) -> list[Alert]:
+    """A fetch of the artifact verified again: its open integrity alerts clear."""
+    open_alerts = Alert.objects.filter(
+        version__artifact_sha256=sha256, metric=Alert.ARTIFACT_INTEGRITY, cleared_at__isnull=True
+    )
+    if not open_alerts.exists():
+        return []  # the usual case: one cheap query per first fetch
+    now = timezone.now()
+    cleared = []
+    with transaction.atomic():
+        for alert in open_alerts.select_for_update():
+            alert.cleared_at = now
+            alert.save(update_fields=["cleared_at"])
+            record_event(
+                actor=None,
+                action=AuditAction.MONITOR_ALERT_CLEARED,
+                obj=alert,
+                detail={"metric": Alert.ARTIFACT_INTEGRITY, "key": key, "reason": "the artifact verified again"},
+            )
+            cleared.append(alert)
+    return cleared

@@ -56,7 +56,7 @@ def test_livez_answers_without_touching_dependencies(client, settings):
 def test_readyz_checks_database_and_broker(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
 
 
 @pytest.mark.django_db
@@ -71,7 +71,7 @@ def test_readyz_reports_a_dead_broker(client, settings):
 def test_healthz_checks_database_and_broker(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
 
 
 @pytest.mark.django_db
