@@ -50,7 +50,7 @@ from datetime import time as day_time
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -160,12 +160,13 @@ def model_retention_apply(*, model: RegisteredModel, now: datetime) -> ModelRete
     result = ModelRetention(model=model, tier=model.risk_tier, days=days, cutoff=cutoff_for(days, now))
     touched = False
     try:
+        # Parts a killed run left unfinished first, from their stored archives (even
+        # one whose rows are all gone already: it still has to be finished and reported).
+        for part in RetentionDay.objects.filter(model=model, finished_at__isnull=True).order_by("day", "part"):
+            touched = True
+            _delete_part(part)
         for day in _expired_days(model, result.cutoff):
             touched = True
-            part = _unfinished_part(model, day)
-            if part is not None:
-                _delete_part(part)  # a killed run's part: resumed from its stored archive
-                continue
             with tempfile.TemporaryDirectory(prefix="glassbox-retention-") as folder:
                 part = _new_part(model, day, result, folder=folder)
                 if part is not None:
@@ -201,10 +202,6 @@ def _expired_days(model: RegisteredModel, cutoff: datetime) -> Iterator[date]:
         day = oldest.astimezone(UTC).date()
         yield day
         since = _day_bounds(day)[1]
-
-
-def _unfinished_part(model: RegisteredModel, day: date) -> RetentionDay | None:
-    return RetentionDay.objects.filter(model=model, day=day, finished_at__isnull=True).first()
 
 
 def _held_by_active_rollout(model: RegisteredModel, day: date) -> bool:
@@ -452,7 +449,12 @@ def _delete_listed(part: RetentionDay, ids_path: str) -> None:
     for pairs in _read_pairs(ids_path, batch):
         if pause:
             time.sleep(pause)
-        _delete_batch(part, pairs, keep_late_feedback=bool(part.archive_key))
+        try:
+            _delete_batch(part, pairs, keep_late_feedback=bool(part.archive_key))
+        except IntegrityError:
+            # Feedback on one of these predictions committed after the batch looked (the
+            # foreign key refused the delete, so nothing went): look again, it is seen now.
+            _delete_batch(part, pairs, keep_late_feedback=bool(part.archive_key))
 
 
 def _in(column: str, values: list[int]) -> tuple[str, list]:
@@ -470,10 +472,6 @@ def _delete_batch(part: RetentionDay, pairs: list[tuple[int, int]], *, keep_late
     ids = [prediction_id for prediction_id, _ in pairs]
     archived_feedback = {feedback_id for _, feedback_id in pairs if feedback_id}
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Rows locked first: feedback on them cannot commit between the check below and the delete.
-            where, params = _in("id", ids)
-            cursor.execute(f"SELECT id FROM {log} WHERE {where} ORDER BY id FOR UPDATE", params)
         where, params = _in("prediction_id", ids)
         cursor.execute(f"SELECT id, prediction_id FROM {feedback} WHERE {where}", params)
         present = cursor.fetchall()

@@ -264,6 +264,25 @@ def test_feedback_that_arrives_after_the_archive_is_kept_for_a_later_part(db, se
     assert [(f["part"], f["rows"], f["deleted"]) for f in event.detail["files"]] == [(1, 6, 5), (2, 1, 1)]
 
 
+def test_with_the_archive_off_rows_are_deleted_without_a_copy(db, settings, engineer, archive_root):
+    settings.GLASSBOX_PREDICTION_ARCHIVE = False
+    settings.GLASSBOX_PREDICTION_RETENTION_BATCH = 4
+    model, version = model_with_version("zh-nocopy", "low", engineer)
+    rows = log_rows(version, days_ago=91, count=10)
+    label(rows[5], engineer)
+    kept = log_rows(version, days_ago=89, count=2)
+
+    retention_apply(now=NOW)
+
+    assert list(PredictionLog.objects.filter(model=model).values_list("id", flat=True).order_by("id")) == [
+        r.pk for r in kept
+    ]
+    assert not archive_root.exists() or not any(archive_root.rglob("*.gz"))
+    (event,) = retention_events(model)
+    assert (event.detail["archived"], event.detail["files"]) == (False, [])
+    assert (event.detail["rows_deleted"], event.detail["feedback_deleted"]) == (10, 1)
+
+
 # --- archives and restore ----------------------------------------------------------------------
 
 
@@ -410,6 +429,28 @@ def test_a_stored_archive_that_was_never_recorded_is_recognised_or_replaced(db, 
     assert [line["id"] for line in archive_lines(archive_root, archive_key(model.name, day2, 1))] == [
         r.pk for r in second
     ]
+
+
+def test_a_part_whose_rows_all_went_before_the_kill_is_still_finished_and_reported(db, engineer, archive_root):
+    """Killed after its last batch, before the part was marked finished: the
+    day has no rows left, and the next run still finishes and audits it."""
+    from rollouts import retention
+
+    model, version = model_with_version("zh-lastbatch", "low", engineer)
+    rows = log_rows(version, days_ago=100, count=12)
+    result = retention.ModelRetention(model=model, tier="low", days=90, cutoff=cutoff_for(90, NOW))
+    folder = archive_root.parent / "work"
+    folder.mkdir()
+    part = retention._new_part(model, rows[0].created_at.date(), result, folder=str(folder))
+    retention._delete_listed(part, str(folder / "ids.bin"))
+    assert not PredictionLog.objects.filter(model=model).exists() and not retention_events(model)
+
+    retention_apply(now=NOW)
+
+    part.refresh_from_db()
+    assert part.finished_at is not None and part.audited_at is not None
+    (event,) = retention_events(model)
+    assert event.detail["rows_deleted"] == 12 and event.detail["files"][0]["sha256"] == part.sha256
 
 
 def _expired_world(engineer, *, days: int, per_day: int):
