@@ -213,6 +213,9 @@ def test_expired_rows_and_their_feedback_go_by_tier_in_batches(db, settings, eng
     embedded = [line for line in lines if line["feedback"]]
     assert len(embedded) == 1 and embedded[0]["id"] == labelled_old.pk
     assert embedded[0]["feedback"]["label"] == labelled_old.label and embedded[0]["input_text"].startswith("第3条")
+    assert embedded[0]["created_at"] == labelled_old.created_at.astimezone(UTC).isoformat(timespec="microseconds")
+    assert embedded[0]["prediction_id"] == str(labelled_old.prediction_id) and embedded[0]["mirror_of"] is None
+    assert embedded[0]["feedback"]["created_at"] == labelled_old.feedback.created_at.isoformat(timespec="microseconds")
 
     # Nothing left to do: a second run deletes nothing and records nothing.
     assert retention_apply(now=NOW) == []
@@ -463,6 +466,22 @@ def _expired_world(engineer, *, days: int, per_day: int):
     return model, {r.pk for r in rows}
 
 
+def _wait_for_run_lock_released() -> None:
+    """The killed process's database session (and its run lock) ends once
+    PostgreSQL notices the closed connection: a moment, not at once."""
+    from rollouts.retention import _RUN_LOCK_KEY
+
+    def released():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+                [_RUN_LOCK_KEY & 0xFFFFFFFF],
+            )
+            return cursor.fetchone()[0] == 0
+
+    wait_for(released, timeout=30, what="the killed run's lock to go")
+
+
 def _check_resumed(model, expected_ids: set[int], archive_root) -> None:
     """After the kill and the next run: every row deleted once, every row in
     exactly one archive, the audit events adding up, the digests right."""
@@ -508,6 +527,7 @@ def test_killed_between_archive_and_delete_the_next_run_finishes(committed_db, e
     part.refresh_from_db()
     assert (part.rows, part.rows_deleted, part.finished_at) == (30, 0, None)
     assert PredictionLog.objects.filter(model=model).count() == 60
+    _wait_for_run_lock_released()
 
     retention_apply()
 
@@ -519,7 +539,7 @@ def test_killed_between_archive_and_delete_the_next_run_finishes(committed_db, e
 def test_a_worker_killed_mid_deletion_resumes_on_the_next_run(engineer, archive_root, worker_pool):
     """Celery beat starts the task in a real worker; the worker is SIGKILLed
     after some batches of a day are deleted; the next run deletes the rest."""
-    model, expected = _expired_world(engineer, days=2, per_day=40)
+    model, expected = _expired_world(engineer, days=2, per_day=60)
     worker_pool.start(
         "retention",
         beat=True,
@@ -536,8 +556,9 @@ def test_a_worker_killed_mid_deletion_resumes_on_the_next_run(engineer, archive_
         what="a day half deleted",
     )
     worker_pool.kill("retention")
+    _wait_for_run_lock_released()
     left = PredictionLog.objects.filter(model=model).count()
-    assert 0 < left < 80
+    assert 0 < left < 120
 
     retention_apply()
 
