@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback clean
+.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention clean
 
 venv: $(VENV_STAMP)
 
@@ -82,6 +82,13 @@ bench-feedback: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_FEEDBACK_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_FEEDBACK_DB) $(PY) bench/feedback_load.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_FEEDBACK_DB); exit $$status
+
+# Retention of expired prediction logs (archive + batched delete) next to concurrent log writes, on its own scratch database.
+BENCH_RETENTION_DB ?= retentionbench
+bench-retention: dev-venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_RETENTION_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_RETENTION_DB) $(PY) bench/prediction_retention.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_RETENTION_DB); exit $$status
 
 # The serving router against gunicorn, on its own scratch database.
 BENCH_ROUTER_DB ?= routerbench

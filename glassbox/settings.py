@@ -366,6 +366,8 @@ CELERY_TASK_ROUTES = {
     "explanations.tasks.finalize_report": {"queue": "explanations"},
     # Reads every artifact and dataset: heavy, so off the light queue.
     "governance.tasks.deep_verify": {"queue": "explanations"},
+    # Archives and deletes expired prediction logs: long, so off the light queue too.
+    "rollouts.tasks.apply_prediction_retention": {"queue": "explanations"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic jobs, run by `celery worker -B` (the demo) or a separate `celery beat`.
@@ -502,6 +504,62 @@ GLASSBOX_FEEDBACK_SUMMARY_SECONDS = _env_int("GLASSBOX_FEEDBACK_SUMMARY_SECONDS"
 CELERY_BEAT_SCHEDULE["rollouts-summarize-feedback"] = {
     "task": "rollouts.tasks.summarize_feedback",
     "schedule": float(GLASSBOX_FEEDBACK_SUMMARY_SECONDS),
+}
+
+
+# --- how long prediction logs are kept (README "How long prediction data is kept") ---
+# The EU AI Act (Art. 19) has providers of high-risk systems keep their logs
+# at least six months: below this many days for `high` the platform refuses to start.
+GLASSBOX_HIGH_RISK_MIN_RETENTION_DAYS = 183
+
+
+def _retention_days(name: str, default: str) -> dict[str, int]:
+    """ "high=400,medium=200,low=90": days per risk tier, each tier exactly
+    once. Anything else stops the start with the reason (a typo must not
+    silently keep data forever, or delete it too early)."""
+    text = os.environ.get(name, default)
+    tiers = ("high", "medium", "low")
+    days: dict[str, int] = {}
+    for item in text.split(","):
+        tier, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or tier not in tiers:
+            raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not tier=days with a tier of {', '.join(tiers)}")
+        if tier in days:
+            raise ImproperlyConfigured(f"{name}: {tier} is given twice")
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:
+            raise ImproperlyConfigured(f"{name}: {tier}={value!r} is not a whole number of days (1 or more)")
+        days[tier] = int(value)
+    missing = [tier for tier in tiers if tier not in days]
+    if missing:
+        raise ImproperlyConfigured(f"{name}: no value for {', '.join(missing)} (give all of {', '.join(tiers)})")
+    if days["high"] < GLASSBOX_HIGH_RISK_MIN_RETENTION_DAYS:
+        raise ImproperlyConfigured(
+            f"{name}: high={days['high']} is below {GLASSBOX_HIGH_RISK_MIN_RETENTION_DAYS} days; the EU AI Act "
+            "(Art. 19) requires the logs of a high-risk system to be kept at least six months"
+        )
+    return days
+
+
+GLASSBOX_PREDICTION_RETENTION_DAYS = _retention_days("GLASSBOX_PREDICTION_RETENTION_DAYS", "high=400,medium=200,low=90")
+# Expired rows are written to the artifact storage (gzip JSON lines, one file
+# per model and day, SHA-256 in the audit trail) before they are deleted. On
+# by default: a deletion cannot be undone, and a wrong tier or a mistyped
+# number of days would otherwise destroy evidence without a trace. "off"
+# deletes without a copy (data minimisation where no archive is wanted).
+_archive = os.environ.get("GLASSBOX_PREDICTION_ARCHIVE", "on").strip().lower()
+if _archive not in ("on", "off"):
+    raise ImproperlyConfigured(f"GLASSBOX_PREDICTION_ARCHIVE must be on or off, not {_archive!r}")
+GLASSBOX_PREDICTION_ARCHIVE = _archive == "on"
+# Rows deleted per transaction, and a pause between two batches so that the
+# prediction-log writers and the monitoring queries keep their share of the database.
+GLASSBOX_PREDICTION_RETENTION_BATCH = _env_int("GLASSBOX_PREDICTION_RETENTION_BATCH", 5000)
+GLASSBOX_PREDICTION_RETENTION_PAUSE_MS = _env_int("GLASSBOX_PREDICTION_RETENTION_PAUSE_MS", 0)
+# Hourly: cheap when nothing expired (one index probe per model); a failed or
+# killed run is picked up within the hour, and days expire a day at a time.
+GLASSBOX_PREDICTION_RETENTION_SECONDS = _env_int("GLASSBOX_PREDICTION_RETENTION_SECONDS", 3600)
+CELERY_BEAT_SCHEDULE["rollouts-prediction-retention"] = {
+    "task": "rollouts.tasks.apply_prediction_retention",
+    "schedule": float(GLASSBOX_PREDICTION_RETENTION_SECONDS),
 }
 
 # --- notifications and webhooks ------------------------------------------------

@@ -105,6 +105,10 @@ class AuditAction(StrEnum):
     FEEDBACK_SUMMARY = "feedback.summary"
     MONITOR_ALERT_RAISED = "monitor.alert_raised"
     MONITOR_ALERT_CLEARED = "monitor.alert_cleared"
+    # Expired prediction logs archived and deleted (one event per model and run: rows, period, files with SHA-256).
+    PREDICTION_RETENTION = "prediction.retention"
+    # Archived prediction logs restored into a scratch table for an investigation.
+    PREDICTION_RESTORE = "prediction.restore"
 
     # Notifications and webhooks.
     NOTIFICATION_PREFERENCES = "notification.preferences"

@@ -361,6 +361,10 @@ class Alert(models.Model):
     # to the registered SHA-256 (value 1, bound 0). Open whatever the version's
     # status, until a later fetch verifies again (the object was restored).
     ARTIFACT_INTEGRITY = "artifact_integrity"
+    # Expired prediction logs could not be archived, so none were deleted
+    # (value: days waiting; bound 0). Raised on the model's serving (else
+    # latest) version; cleared by the next retention run that archives them.
+    PREDICTION_ARCHIVE_FAILED = "prediction_archive_failed"
 
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
@@ -385,3 +389,42 @@ class Alert(models.Model):
 
     def audit_scope(self) -> tuple[str, int]:
         return self.model.name, self.version.number
+
+
+class RetentionDay(models.Model):
+    """Progress of the retention task (rollouts/retention.py) through one
+    model's expired day: the archive file written for it (key, SHA-256, rows)
+    and how far its deletion got. Written before the first row is deleted and
+    moved forward in each batch's transaction, so a run killed at any point
+    resumes where it stopped. `part` > 1: rows of a day already processed
+    that were kept back (e.g. feedback arrived after the day was archived)."""
+
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    part = models.PositiveSmallIntegerField(default=1)
+    # Empty when archiving is off (GLASSBOX_PREDICTION_ARCHIVE=off).
+    archive_key = models.CharField(max_length=300, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    # Rows (and their feedback) in the archive: the rows this part deletes.
+    rows = models.BigIntegerField(default=0)
+    feedback_rows = models.BigIntegerField(default=0)
+    first_id = models.BigIntegerField(default=0)
+    last_id = models.BigIntegerField(default=0)
+    rows_deleted = models.BigIntegerField(default=0)
+    feedback_deleted = models.BigIntegerField(default=0)
+    # Every row up to this id has been dealt with (resume point).
+    deleted_through_id = models.BigIntegerField(default=0)
+    tier = models.CharField(max_length=10)
+    retention_days = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When the audit event that reports this part was recorded.
+    audited_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model", "day", "part"]
+        constraints = [models.UniqueConstraint(fields=["model", "day", "part"], name="one_retention_part_per_day")]
+
+    def __str__(self) -> str:
+        return f"retention of {self.model.name} {self.day:%Y-%m-%d} part {self.part}"

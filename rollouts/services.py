@@ -982,10 +982,12 @@ def monitor_check(*, now: datetime | None = None) -> list[Alert]:
         measurements = selectors.version_measurements(version, window)
         changed += _apply_measurements(version, window, measurements, now=now, window_seconds=window_seconds)
     # A version that stopped serving (retired, rolled back) no longer has live values to alert on.
+    # (The archive alert is about stored rows, not live values: the retention task clears it.)
     stale = (
         Alert.objects.filter(cleared_at__isnull=True)
         .exclude(version__status=ModelVersion.Status.DEPLOYED)
         .exclude(metric=Alert.ARTIFACT_INTEGRITY)
+        .exclude(metric=Alert.PREDICTION_ARCHIVE_FAILED)
     )
     for version_id in sorted(set(stale.values_list("version_id", flat=True))):
         changed += _clear_stale(version_id, now=now)
@@ -1222,4 +1224,61 @@ def artifact_integrity_alerts_clear(*, sha256: str, key: str) -> list[Alert]:
                 detail={"metric": Alert.ARTIFACT_INTEGRITY, "key": key, "reason": "the artifact verified again"},
             )
             cleared.append(alert)
+    return cleared
+
+
+# --- prediction archive alert (actor None: the platform; rollouts/retention.py) ----------
+
+
+def _alert_version(model: RegisteredModel) -> ModelVersion | None:
+    """The version an alert about a whole model is shown on: the one serving, else the latest."""
+    state = ServingState.objects.filter(model=model).first()
+    if state is not None and state.stable_version_id is not None:
+        return state.stable_version
+    return model.versions.order_by("-number").first()
+
+
+@transaction.atomic
+def prediction_archive_alert_raise(*, model: RegisteredModel, reason: str, days_waiting: int, now: datetime):
+    """Expired prediction logs of `model` could not be archived (so none
+    were deleted): one open critical alert per model until a run succeeds."""
+    version = _alert_version(model)
+    if version is None:
+        return None
+    ModelVersion.objects.select_for_update().filter(pk=version.pk).first()
+    if Alert.objects.filter(model=model, metric=Alert.PREDICTION_ARCHIVE_FAILED, cleared_at__isnull=True).exists():
+        return None  # already said; the next successful run clears it
+    alert = Alert.objects.create(
+        model=model,
+        version=version,
+        metric=Alert.PREDICTION_ARCHIVE_FAILED,
+        severity=Alert.Severity.CRITICAL,
+        value=days_waiting,
+        threshold=0,
+        message=(f"Expired prediction logs of {model.name} could not be archived, so none were deleted: {reason}")[
+            :500
+        ],
+        raised_at=now,
+    )
+    record_event(
+        actor=None, action=AuditAction.MONITOR_ALERT_RAISED, obj=alert, detail={"reason": reason, "days": days_waiting}
+    )
+    return alert
+
+
+@transaction.atomic
+def prediction_archive_alert_clear(*, model: RegisteredModel, now: datetime) -> list[Alert]:
+    cleared = []
+    for alert in Alert.objects.select_for_update().filter(
+        model=model, metric=Alert.PREDICTION_ARCHIVE_FAILED, cleared_at__isnull=True
+    ):
+        alert.cleared_at = now
+        alert.save(update_fields=["cleared_at"])
+        record_event(
+            actor=None,
+            action=AuditAction.MONITOR_ALERT_CLEARED,
+            obj=alert,
+            detail={"reason": "the expired prediction logs were archived"},
+        )
+        cleared.append(alert)
     return cleared

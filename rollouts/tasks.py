@@ -115,3 +115,32 @@ def summarize_feedback() -> int:
     if events:
         logger.info("feedback: %d summary event(s) recorded", len(events))
     return len(events)
+
+
+# --- retention of prediction logs (rollouts/retention.py) ------------------------
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=2,
+)
+def apply_prediction_retention() -> int:
+    """Archive and delete the prediction logs past their tier's retention
+    (celery beat, every GLASSBOX_PREDICTION_RETENTION_SECONDS). Idempotent
+    and resumable: a run killed anywhere (or re-delivered after a lost
+    worker) continues where it stopped; a second run at once does nothing."""
+    from rollouts.retention import retention_apply
+
+    results = retention_apply()
+    deleted = 0
+    for result in results:
+        if result.event is not None:
+            deleted += result.event.detail["rows_deleted"]
+            logger.info("retention of %s: %s rows deleted", result.model.name, result.event.detail["rows_deleted"])
+        if result.failure:
+            logger.error("retention of %s: archive failed, nothing deleted: %s", result.model.name, result.failure)
+    return deleted
