@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from rollouts import prediction_log, routing, serving_cache
 from tests.client.conftest import CLIENT_DIR, glassbox
 from tests.conftest import token_for
 
@@ -35,11 +36,27 @@ def python_client(monkeypatch):
     return glassbox_client
 
 
+@pytest.fixture
+def fresh_serving_caches():
+    """This process serves the live server: no routing or permission cached
+    from other tests, and the prediction-log writer's rows on disk before the
+    test's rows are flushed away."""
+    routing.clear_routing_cache()
+    serving_cache.clear_permission_cache()
+    prediction_log.reset_writer()
+    yield
+    prediction_log.flush_prediction_logs(timeout=30)
+    prediction_log.reset_writer()
+    routing.clear_routing_cache()
+    serving_cache.clear_permission_cache()
+
+
 def ok(result):
     assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return result
 
 
+@pytest.mark.usefixtures("fresh_serving_caches")
 def test_engineer_journey_with_the_glassbox_command(
     live_server, worker_pool, demo_models, engineer, reviewer, reviewer2, manager, python_client, settings, tmp_path
 ):
@@ -159,9 +176,12 @@ def test_engineer_journey_with_the_glassbox_command(
     watched = glassbox("rollout", "status", str(started["id"]), "--watch", config=config)
     assert watched.returncode == 9 and "was aborted: 命令行测试：中止" in watched.stderr
 
-    # v1 still answers everything.
+    # v1 still answers everything; its answer's true label goes back as feedback.
     predicted = json.loads(ok(glassbox("predict", "--model", MODEL, "这本书很好看", "--json", config=config)).stdout)
     assert [(answer["version"], answer["route"]) for answer in predicted] == [(1, "stable")]
+    assert prediction_log.flush_prediction_logs(timeout=30)
+    feedback = ok(glassbox("feedback", "--model", MODEL, f"{predicted[0]['prediction_id']}=positive", config=config))
+    assert feedback.stdout.startswith("Recorded 1 labels:")
 
     # Bad input against the real server: over the upload limit, the server's reason.
     settings.GLASSBOX_UPLOAD_LIMITS = {**settings.GLASSBOX_UPLOAD_LIMITS, "max_upload_bytes": 64 * 1024}
