@@ -220,3 +220,22 @@ def test_lists_follow_next_links_on_the_configured_address(tmp_path, fake):
     assert result.returncode == 0, result.stderr
     assert [model["name"] for model in json.loads(result.stdout)] == ["first", "second"]
     assert [request["path"] for request in fake.requests] == ["/api/v1/models/", "/api/v1/models/?cursor=page2"]
+
+
+def test_waiting_for_a_report_rides_out_a_proxy_error_and_exits_6_when_it_fails(tmp_path, fake):
+    """A restart behind the proxy (one 502 page) does not end the wait; the
+    report's failure does, with its reason and exit code 6."""
+    answers = iter(
+        [
+            (502, "text/html", NGINX_502),
+            json_answer(200, {"id": 5, "status": "running", "progress": 40, "method": "shap", "remaining_seconds": 3}),
+            json_answer(200, {"id": 5, "status": "failed", "progress": 40, "method": "shap", "error": "worker lost"}),
+        ]
+    )
+    fake.routes[("GET", "/api/v1/explanations/5/")] = lambda request: next(answers)
+    result = glassbox("report", "wait", "5", "--poll", "0.1", config=tmp_path / "c", env=env_login(fake.url))
+    assert result.returncode == 6
+    assert "Report #5 [############" in result.stderr and "40%  running, ~3 s left" in result.stderr
+    assert result.stderr.splitlines()[-1] == "glassbox: error: report #5 failed: worker lost"
+    assert "error: worker lost" in result.stdout
+    assert len(fake.requests) == 3
