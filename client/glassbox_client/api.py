@@ -7,6 +7,7 @@ pagination) is taken whole. Errors raise subclasses of `GlassboxError`
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json as jsonlib
 import os
@@ -351,15 +352,28 @@ class Glassbox:
             "evaluation_data": evaluation_data,
         }
         fields.update({name: value for name, value in card.items() if value})
-        body = MultipartFileBody(fields, file_field="artifact", path=path, progress=progress)
-        return Version.from_api(self._upload(f"/api/v1/models/{model}/versions/", body, idempotency_key))
+        url_path = f"/api/v1/models/{model}/versions/"
+        return Version.from_api(self._upload(url_path, fields, "artifact", path, progress, idempotency_key))
 
-    def _upload(self, path: str, body: MultipartFileBody, idempotency_key: str | None) -> Any:
-        headers = {"Content-Type": body.content_type, **self._work_headers(idempotency_key)}
+    def _upload(
+        self,
+        url_path: str,
+        fields: dict,
+        file_field: str,
+        path: str | os.PathLike,
+        progress: ProgressCallback | None,
+        idempotency_key: str | None,
+    ) -> Any:
+        headers = self._work_headers(idempotency_key)
+        # The boundary follows from the key: a retry with the same key sends the
+        # very same bytes, which a server comparing request bodies recognises.
+        boundary = "glassbox-" + hashlib.sha256(headers["Idempotency-Key"].encode()).hexdigest()[:32]
+        body = MultipartFileBody(fields, file_field=file_field, path=path, progress=progress, boundary=boundary)
+        headers["Content-Type"] = body.content_type
         try:
             return self._request(
                 "POST",
-                path,
+                url_path,
                 data=body,
                 headers=headers,
                 timeout=(CONNECT_TIMEOUT, max(self.timeout, UPLOAD_ANSWER_TIMEOUT)),
@@ -393,10 +407,8 @@ class Glassbox:
         idempotency_key: str | None = None,
     ) -> Dataset:
         """Upload an evaluation set: CSV or JSON lines with the columns text and label (UTF-8)."""
-        body = MultipartFileBody(
-            {"name": name, "description": description}, file_field="file", path=path, progress=progress
-        )
-        return Dataset.from_api(self._upload("/api/v1/datasets/", body, idempotency_key))
+        fields = {"name": name, "description": description}
+        return Dataset.from_api(self._upload("/api/v1/datasets/", fields, "file", path, progress, idempotency_key))
 
     # --- reviews ------------------------------------------------------------------------
 

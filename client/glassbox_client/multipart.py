@@ -32,13 +32,14 @@ class MultipartFileBody:
         file_field: str,
         path: str | os.PathLike,
         progress: ProgressCallback | None = None,
+        boundary: str | None = None,
     ):
         self.path = os.fspath(path)
         if not os.path.exists(self.path):
             raise LocalInputError(f"No such file: {self.path}")
         if not os.path.isfile(self.path):
             raise LocalInputError(f"Not a file: {self.path} (archive a model folder as .zip or .tar.gz first)")
-        self.boundary = "glassbox-" + uuid.uuid4().hex
+        self.boundary = boundary or "glassbox-" + uuid.uuid4().hex
         filename = os.path.basename(self.path)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         head = bytearray()

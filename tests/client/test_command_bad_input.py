@@ -239,3 +239,18 @@ def test_waiting_for_a_report_rides_out_a_proxy_error_and_exits_6_when_it_fails(
     assert result.stderr.splitlines()[-1] == "glassbox: error: report #5 failed: worker lost"
     assert "error: worker lost" in result.stdout
     assert len(fake.requests) == 3
+
+
+def test_a_retry_with_the_same_idempotency_key_sends_the_same_bytes(tmp_path, fake):
+    artifact = tmp_path / "model.skops"
+    artifact.write_bytes(os.urandom(4096))
+    version = {"model": "m", "version": 1, "status": "registered", "size": 4096}
+    fake.routes[("POST", "/api/v1/models/m/versions/")] = json_answer(201, version)
+    upload = ("upload", str(artifact), "--model", "m", "--flavor", "sklearn", "--no-progress")
+    for key in ("retry-me", "retry-me", "another"):
+        result = glassbox(*upload, "--idempotency-key", key, config=tmp_path / "c", env=env_login(fake.url))
+        assert result.returncode == 0, result.stderr
+    first, retry, other = fake.requests
+    assert first["headers"]["Idempotency-Key"] == retry["headers"]["Idempotency-Key"] == "retry-me"
+    assert first["body"] == retry["body"]  # a server comparing bodies sees the same request
+    assert other["body"] != first["body"]
