@@ -129,10 +129,12 @@ class Glassbox:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
-        self.session = session or requests.Session()
-        adapter = _LargeBlockAdapter()
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        if session is None:
+            session = requests.Session()
+            adapter = _LargeBlockAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.session.headers["User-Agent"] = f"glassbox-client/{__version__}"
         self.session.headers["Accept"] = "application/json"
 
@@ -178,6 +180,11 @@ class Glassbox:
                 allow_redirects=False,
                 **kwargs,
             )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise ServerUnreachable(
+                f"cannot reach {self.url}: no connection within {CONNECT_TIMEOUT:g} s (a firewall, or the wrong address?)",
+                url=url,
+            ) from exc
         except requests.exceptions.Timeout as exc:
             seconds = (timeout or (CONNECT_TIMEOUT, self.timeout))[-1]
             raise ServerTimeout(
@@ -193,6 +200,11 @@ class Glassbox:
             ) from exc
         except requests.exceptions.InvalidURL as exc:
             raise LocalInputError(f"invalid server URL {self.url!r}: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            # A broken answer (cut short, undecodable): one line, like the rest.
+            raise UnexpectedAnswer(
+                f"{self.url} gave a broken answer to {method} {path}: {_connection_reason(exc)}"
+            ) from exc
 
     def _request(
         self,
