@@ -418,9 +418,8 @@ def cmd_decide(args) -> int:
     if args.json:
         print_json(decision.raw)
     else:
-        print(
-            f"{args.decision}d {args.model} v{args.version} as {decision.reviewer}; version now {decision.version_status}"
-        )
+        verb = {"approve": "approved", "reject": "rejected"}.get(decision.decision, decision.decision)
+        print(f"{decision.reviewer} {verb} {args.model} v{args.version}; the version is now {decision.version_status}")
     return 0
 
 

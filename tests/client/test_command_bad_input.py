@@ -254,3 +254,21 @@ def test_a_retry_with_the_same_idempotency_key_sends_the_same_bytes(tmp_path, fa
     assert first["headers"]["Idempotency-Key"] == retry["headers"]["Idempotency-Key"] == "retry-me"
     assert first["body"] == retry["body"]  # a server comparing bodies sees the same request
     assert other["body"] != first["body"]
+
+
+def test_a_rejection_needs_its_comment_and_is_said_in_words(tmp_path, fake):
+    def decide(request):
+        body = json.loads(request["body"])
+        if not body["comment"]:
+            return json_answer(400, {"detail": "A rejection needs a comment.", "code": "comment_required"})
+        recorded = {"id": 9, "reviewer": "rita", "decision": body["decision"], "comment": body["comment"]}
+        return json_answer(201, {**recorded, "version_status": "rejected"})
+
+    fake.routes[("POST", "/api/v1/models/m/versions/2/decisions/")] = decide
+    command = ("decide", "m", "2", "reject")
+    refused = glassbox(*command, config=tmp_path / "c", env=env_login(fake.url))
+    assert refused.returncode == 1
+    assert error_lines(refused) == ["glassbox: error: A rejection needs a comment. [comment_required] (HTTP 400)"]
+    decided = glassbox(*command, "--comment", "热力图不合理", config=tmp_path / "c", env=env_login(fake.url))
+    assert decided.returncode == 0, decided.stderr
+    assert decided.stdout.strip() == "rita rejected m v2; the version is now rejected"
