@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.requirements-installed
 DEV_STAMP := $(VENV)/.requirements-dev-installed
+CLIENT_STAMP := $(VENV)/.client-installed
+# The client package's own files: a change to any of them re-installs it.
+CLIENT_FILES := client/pyproject.toml client/README.md $(wildcard client/glassbox_client/*.py)
 
 # The services `make test` runs against (this machine's PostgreSQL and Redis).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
@@ -13,9 +16,9 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention clean
+.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-client-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention clean
 
-venv: $(VENV_STAMP)
+venv: $(VENV_STAMP) $(CLIENT_STAMP)
 
 $(VENV_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +26,16 @@ $(VENV_STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The Python client and the `glassbox` command (client/), installed as a user
+# would (`pip install ./client`, not editable); its one dependency, requests,
+# is pinned in requirements.txt. The build leaves build/ and *.egg-info behind.
+$(CLIENT_STAMP): $(VENV_STAMP) $(CLIENT_FILES)
+	$(PY) -m pip install --quiet --no-deps ./client
+	rm -rf client/build client/*.egg-info
+	touch $@
+
 # Tests, lints and benchmarks add their own packages on top of the runtime set.
-dev-venv: $(DEV_STAMP)
+dev-venv: $(DEV_STAMP) $(CLIENT_STAMP)
 
 $(DEV_STAMP): $(VENV_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -59,6 +70,10 @@ demo-models: venv
 
 bench-upload: dev-venv
 	$(PY) bench/upload.py
+
+# The glassbox command's upload against curl's, the same file and server.
+bench-client-upload: dev-venv
+	$(PY) bench/client_upload.py $(BENCH_ARGS)
 
 # SHAP against converged Owen values (trains a small 512-position model on the way).
 # Makes and drops its own scratch database (deepbench_<pid>) and temporary store.
@@ -114,4 +129,4 @@ bench-scale: dev-venv
 	$(PY) bench/scale.py $(BENCH_ARGS)
 
 clean:
-	rm -rf var/test var/upload-tmp
+	rm -rf var/test var/upload-tmp client/build client/*.egg-info

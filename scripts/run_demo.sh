@@ -21,5 +21,6 @@ trap 'kill $LIGHT_WORKER_PID $EXPLAIN_WORKER_PID 2>/dev/null || true' EXIT INT T
 echo
 echo "Glassbox is starting at http://$HOST:$PORT/  (worker logs: var/worker.log, var/worker-explanations.log, API docs: http://$HOST:$PORT/api/docs/)"
 echo "E-mail notifications are printed in var/worker.log (set EMAIL_HOST to send them over SMTP)."
+echo "From a terminal: .venv/bin/glassbox login --url http://$HOST:$PORT  (then .venv/bin/glassbox --help)"
 echo
 "$PY" manage.py runserver "$HOST:$PORT" --noreload
