@@ -31,7 +31,8 @@ from .errors import (
 )
 from .progress import ProgressBar, human_bytes
 
-FLAVORS = ("transformers", "sklearn")
+# What the server takes (registry: ModelVersion.Flavor); mlflow: an MLflow model directory, its flavor read from MLmodel.
+FLAVORS = ("transformers", "sklearn", "mlflow")
 METHODS = ("shap", "lime", "pfi", "ig", "robustness")
 
 EXIT_CODES = """\
