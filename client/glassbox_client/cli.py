@@ -31,7 +31,7 @@ from .errors import (
 )
 from .progress import ProgressBar, human_bytes
 
-# What the server takes (registry: ModelVersion.Flavor); mlflow: an MLflow model directory, its flavor read from MLmodel.
+# What the upload API takes: mlflow is an MLflow model directory whose flavor the server reads from MLmodel.
 FLAVORS = ("transformers", "sklearn", "mlflow")
 METHODS = ("shap", "lime", "pfi", "ig", "robustness")
 
