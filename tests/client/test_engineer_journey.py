@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from governance.models import ReviewRequest
 from rollouts import prediction_log, routing, serving_cache
 from tests.client.conftest import CLIENT_DIR, glassbox
 from tests.conftest import token_for
@@ -152,7 +153,9 @@ def test_engineer_journey_with_the_glassbox_command(
 
     # submit; until two reviewers approve, `review` says "pending" with its own exit code.
     submitted = ok(glassbox("submit", MODEL, "2", config=config))
-    assert submitted.stdout.strip() == f"{MODEL} v2: in_review, review #2 open, 0 of 2 approvals"
+    # The review's number is the database's (other tests' reviews come first in a full run).
+    review_number = ReviewRequest.objects.get(version__model__name=MODEL, version__number=2).pk
+    assert submitted.stdout.strip() == f"{MODEL} v2: in_review, review #{review_number} open, 0 of 2 approvals"
     pending = glassbox("review", MODEL, "2", config=config)
     assert pending.returncode == 5 and "waiting for reviewers" in pending.stderr
 
@@ -161,7 +164,7 @@ def test_engineer_journey_with_the_glassbox_command(
         decision = Glassbox.from_password(url, name, PASSWORD).approve(MODEL, 2, comment=f"SHAP 热力图合理（{name}）")
         assert (decision.reviewer, decision.decision, decision.version_status) == (name, "approve", status)
     approved = ok(glassbox("review", MODEL, "2", config=config))
-    assert f"{MODEL} v2: approved, review #2 approved, 2 of 2 approvals" in approved.stdout
+    assert f"{MODEL} v2: approved, review #{review_number} approved, 2 of 2 approvals" in approved.stdout
 
     # rollout start -> status -> abort.
     started = json.loads(ok(glassbox("rollout", "start", MODEL, "2", "--json", config=config)).stdout)
