@@ -13,7 +13,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback clean
+.PHONY: run test lint venv dev-venv demo-models bench-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-redaction clean
 
 venv: $(VENV_STAMP)
 
@@ -56,6 +56,10 @@ bench-upload: dev-venv
 # Makes and drops its own scratch database (deepbench_<pid>) and temporary store.
 bench-deep-verify: dev-venv
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(PY) bench/deep_verify.py $(BENCH_ARGS)
+
+# Precision/recall of the redaction of personal data and its cost per logged row (no database).
+bench-redaction: dev-venv
+	$(PY) bench/redaction.py $(BENCH_ARGS)
 
 bench-fidelity: dev-venv
 	$(PY) bench/fidelity.py $(BENCH_ARGS)

@@ -47,6 +47,8 @@ class AuditAction(StrEnum):
     # Registry.
     MODEL_CREATE = "model.create"
     MODEL_TEAM_MOVE = "model.team_move"
+    # An admin turned the redaction of personal data in stored prediction inputs on or off.
+    MODEL_INPUT_REDACTION = "model.input_redaction"
     DATASET_CREATE = "dataset.create"
     VERSION_CREATE = "version.create"
     VERSION_SUBMIT = "version.submit"
