@@ -56,10 +56,9 @@ IP = "IP"
 
 KINDS = (PHONE, LANDLINE, ID_CARD, BANK_CARD, EMAIL, URL, IP)
 PLACEHOLDERS = {kind: f"〈{kind}〉" for kind in KINDS}
-# Every character a placeholder is made of: drift profiles leave placeholders
-# out of the character counts, so they can never look like drift or unknown characters.
+# Drift profiles leave placeholders out of the character counts (rollouts/drift.py),
+# so they can never look like drift or like characters a model does not know.
 PLACEHOLDER_RE = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS.values()))
-PLACEHOLDER_CHARACTERS = frozenset("".join(PLACEHOLDERS.values()))
 
 # Without one of these nothing can match: the common case costs one search.
 _MAY_HOLD_PERSONAL_DATA = re.compile(r"[0-9\uff10-\uff19@\uff20]")
