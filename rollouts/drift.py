@@ -26,6 +26,7 @@ keeps both sides comparable. Placeholders count towards a text's length but
 are left out of the character counts, so they never look like drift nor
 like characters the model does not know. Profiles and results say so
 (`"redacted": true`, `"redacted_inputs": true`).
+
 Pure functions: callers pass texts and the known-character set
 (`Predictor.known_characters()`); nothing here touches the database.
 """

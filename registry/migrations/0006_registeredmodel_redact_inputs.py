@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0005_registeredmodel_team_required'),
+        ("registry", "0005_registeredmodel_team_required"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='registeredmodel',
-            name='redact_inputs',
+            model_name="registeredmodel",
+            name="redact_inputs",
             field=models.BooleanField(default=True),
         ),
     ]
