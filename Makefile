@@ -16,7 +16,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-client-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention clean
+.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-client-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention bench-redaction clean
 
 venv: $(VENV_STAMP) $(CLIENT_STAMP)
 
@@ -79,6 +79,10 @@ bench-client-upload: dev-venv
 # Makes and drops its own scratch database (deepbench_<pid>) and temporary store.
 bench-deep-verify: dev-venv
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres $(PY) bench/deep_verify.py $(BENCH_ARGS)
+
+# Precision/recall of the redaction of personal data and its cost per logged row (no database).
+bench-redaction: dev-venv
+	$(PY) bench/redaction.py $(BENCH_ARGS)
 
 bench-fidelity: dev-venv
 	$(PY) bench/fidelity.py $(BENCH_ARGS)

@@ -47,6 +47,8 @@ class AuditAction(StrEnum):
     # Registry.
     MODEL_CREATE = "model.create"
     MODEL_TEAM_MOVE = "model.team_move"
+    # An admin turned the redaction of personal data in stored prediction inputs on or off.
+    MODEL_INPUT_REDACTION = "model.input_redaction"
     DATASET_CREATE = "dataset.create"
     # A process fetched a stored artifact or dataset whose bytes no longer hash
     # to its registered SHA-256, and refused to load it.

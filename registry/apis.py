@@ -74,10 +74,13 @@ class VersionOutputSerializer(serializers.ModelSerializer):
 class ModelOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
     team = serializers.CharField(source="team.name")
+    input_redaction = serializers.BooleanField(
+        source="redact_inputs", help_text="whether personal data in stored prediction inputs is redacted"
+    )
 
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "risk_tier", "description", "team", "created_by", "created_at"]
+        fields = ["name", "task", "risk_tier", "description", "team", "input_redaction", "created_by", "created_at"]
 
 
 class ModelDetailOutputSerializer(ModelOutputSerializer):
@@ -148,6 +151,33 @@ class ModelDetailApi(APIView):
         data.is_valid(raise_exception=True)
         model = team_services.model_team_move(actor=request.user, model=model, team_name=data.validated_data["team"])
         return Response(ModelOutputSerializer(model).data)
+
+
+class InputRedactionOutputSerializer(serializers.Serializer):
+    model = serializers.CharField(source="name")
+    enabled = serializers.BooleanField(source="redact_inputs")
+
+
+class ModelInputRedactionApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelInputRedactionRequest"
+
+        enabled = serializers.BooleanField(help_text="true: redact personal data before inputs are stored (default)")
+
+    @extend_schema(
+        request={"application/json": InputSerializer},
+        responses=InputRedactionOutputSerializer,
+        operation_id="models_input_redaction_update",
+        description="Turn the redaction of personal data in stored prediction inputs on or off: admins only, audited.",
+    )
+    def put(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        body = request.data if isinstance(request.data, dict) else {}
+        # The service checks the caller first, then that `enabled` is a JSON boolean
+        # (not "false" or 0: a value that reads as the opposite must not slip through).
+        model = services.model_input_redaction_set(actor=request.user, model=model, enabled=body.get("enabled"))
+        return Response(InputRedactionOutputSerializer(model).data)
 
 
 class StreamingUploadMixin:

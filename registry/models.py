@@ -31,6 +31,9 @@ class RegisteredModel(models.Model):
     # The team that owns the model: its members' roles say who may do what
     # with it (governance/access.py). Moving it is an admin's audited act.
     team = models.ForeignKey("governance.Team", on_delete=models.PROTECT, related_name="models")
+    # Personal data in prediction inputs is redacted before the log stores
+    # them (rollouts/redaction.py); turning it off is an admin's audited act.
+    redact_inputs = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -92,6 +92,48 @@ def model_create(
     return model
 
 
+def model_input_redaction_set(*, actor, model: RegisteredModel, enabled: Any) -> RegisteredModel:
+    """Turn the redaction of personal data in the model's stored prediction
+    inputs on or off (README "Personal data in prediction logs"): an admin's
+    act, audited with the value before and after; a refusal is audited too.
+    Serving processes pick the new value up within a second."""
+    try:
+        if not is_admin(actor):
+            raise NotPermitted("Only admins may change whether a model's stored inputs are redacted.")
+        if not isinstance(enabled, bool):
+            raise InvalidInput("enabled must be true or false.", field="enabled")
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor,
+            action=AuditAction.MODEL_INPUT_REDACTION,
+            reason=exc.message,
+            obj=model,
+            detail={"enabled": enabled if isinstance(enabled, bool) else str(enabled)[:100]},
+        )
+        raise
+    with transaction.atomic():
+        locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        before = locked.redact_inputs
+        if before != enabled:
+            locked.redact_inputs = enabled
+            locked.save(update_fields=["redact_inputs"])
+            record_event(
+                actor=actor,
+                action=AuditAction.MODEL_INPUT_REDACTION,
+                obj=locked,
+                changes={"before": {"redact_inputs": before}, "after": {"redact_inputs": enabled}},
+            )
+            transaction.on_commit(lambda: _forget_served_model(locked))
+    model.redact_inputs = locked.redact_inputs
+    return locked
+
+
+def _forget_served_model(model: RegisteredModel) -> None:
+    from rollouts.routing import forget_model  # the serving side caches the model row
+
+    forget_model(model.pk, model.name)
+
+
 def _parse_metrics(metrics: Any) -> dict:
     if metrics in (None, ""):
         return {}

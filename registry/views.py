@@ -6,10 +6,11 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from glassbox.errors import GlassboxError
 from glassbox.page_errors import page_errors
+from governance.access import is_admin
 from governance.selectors import certification_state, recertification_refusal, review_latest
 from registry import selectors, services
 from registry.forms import VersionUploadForm
@@ -27,20 +28,48 @@ def model_list(request):
     return render(request, "registry/model_list.html", {"models": selectors.model_list(user=request.user)})
 
 
+def _model_detail_context(request, model, *, redaction_error: str | None = None) -> dict:
+    return {
+        "model": model,
+        "versions": selectors.version_list(user=request.user, model=model),
+        "can_upload": model.can_receive_version_from(request.user),
+        "can_set_redaction": is_admin(request.user),
+        "redaction_error": redaction_error,
+    }
+
+
 @require_safe
 @login_required
 @page_errors
 def model_detail(request, name: str):
     model = selectors.model_get(user=request.user, name=name)
-    return render(
-        request,
-        "registry/model_detail.html",
-        {
-            "model": model,
-            "versions": selectors.version_list(user=request.user, model=model),
-            "can_upload": model.can_receive_version_from(request.user),
-        },
-    )
+    return render(request, "registry/model_detail.html", _model_detail_context(request, model))
+
+
+# The form's two values; anything else reaches the service as sent, which refuses it.
+REDACTION_CHOICES = {"on": True, "off": False}
+
+
+@require_POST
+@login_required
+@page_errors
+def model_input_redaction(request, name: str):
+    """The admins' switch on the model page: redact stored prediction inputs or not."""
+    model = selectors.model_get(user=request.user, name=name)
+    raw = request.POST.get("enabled", "")
+    try:
+        # The service asks who is calling before it looks at the value (a refusal is a 403).
+        model = services.model_input_redaction_set(
+            actor=request.user, model=model, enabled=REDACTION_CHOICES.get(raw, raw)
+        )
+    except GlassboxError as exc:
+        if exc.status_code == 403:
+            raise
+        context = _model_detail_context(request, model, redaction_error=exc.message)
+        return render(request, "registry/model_detail.html", context, status=400)
+    state = "redacted" if model.redact_inputs else "stored as sent (not redacted)"
+    messages.success(request, f"Prediction inputs of {model.name} are now {state}.")
+    return redirect(model.get_absolute_url())
 
 
 @require_safe

@@ -339,7 +339,7 @@ def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: i
         return _measurement("input_drift", None, limit, "<=", "inconclusive", "no characters to compare")
     chance, excess = drift["sampling_distance"], drift["character_js_excess"]
     detail = (
-        f"character JS distance {observed:.3f} over {len(texts)} inputs, {chance:.3f} expected "
+        f"character JS distance {observed:.3f} over {len(texts)} redacted inputs, {chance:.3f} expected "
         f"by sampling alone; reference {reference.dataset}"
     )
     return _judge(
@@ -354,6 +354,8 @@ def _drift(rollout: Rollout, texts: list[str], thresholds: dict, min_requests: i
             "length_psi": drift["length_psi"],
             "unknown_rate_increase": drift["unknown_rate_increase"],
             "texts": len(texts),
+            "redacted_inputs": drift["redacted_inputs"],
+            "reference_redacted": drift["reference_redacted"],
         },
     )
 

@@ -18,6 +18,15 @@ Three signals, each cheap enough to compute on every analysis interval:
   in twenty is reading a different domain.
 
 The thresholds themselves are settings (GLASSBOX_DRIFT_THRESHOLDS).
+
+Every text is measured redacted (rollouts/redaction.py), live and reference
+alike: stored inputs are redacted before they are written, and redacting a
+reference set (or the raw inputs of a model that opted out) the same way
+keeps both sides comparable. Placeholders count towards a text's length but
+are left out of the character counts, so they never look like drift nor
+like characters the model does not know. Profiles and results say so
+(`"redacted": true`, `"redacted_inputs": true`).
+
 Pure functions: callers pass texts and the known-character set
 (`Predictor.known_characters()`); nothing here touches the database.
 """
@@ -27,6 +36,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
+
+from rollouts.redaction import PLACEHOLDER_RE, redact
 
 # Characters kept by name in a profile; the rest share one "other" bucket.
 PROFILE_TOP_CHARACTERS = 3000
@@ -47,15 +58,18 @@ def _length_bin(length: int) -> int:
 
 
 def profile_texts(texts: Iterable[str], known_characters: frozenset[str] | None = None) -> dict:
-    """What drift is measured against: JSON-ready, stored with the reference."""
+    """What drift is measured against: JSON-ready, stored with the reference.
+    Texts are profiled redacted (placeholders in the length, not in the characters)."""
     characters: Counter[str] = Counter()
     length_bins = [0] * (len(LENGTH_BINS) + 1)
     count = total_length = unknown = counted = 0
     for text in texts:
-        text = str(text)
+        text = redact(str(text))
         count += 1
         total_length += len(text)
         length_bins[_length_bin(len(text))] += 1
+        if "〈" in text:
+            text = PLACEHOLDER_RE.sub(" ", text)
         for ch in text:
             if ch.isspace():
                 continue
@@ -75,6 +89,7 @@ def profile_texts(texts: Iterable[str], known_characters: frozenset[str] | None 
         "length_bins": [n / count for n in length_bins] if count else [0.0] * len(length_bins),
         "unknown_rate": (unknown / counted if counted else 0.0) if known_characters is not None else None,
         "character_frequencies": frequencies,
+        "redacted": True,
     }
 
 
@@ -152,6 +167,8 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
             "mean_length": live["mean_length"],
             "reference_mean_length": reference.get("mean_length"),
             "unknown_rate": live["unknown_rate"],
+            "redacted_inputs": True,
+            "reference_redacted": bool(reference.get("redacted")),
         }
     vocabulary = {ch for ch in reference.get("character_frequencies", {}) if ch != OTHER}
     character_distance = js_distance(
@@ -181,4 +198,8 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
         "mean_length": live["mean_length"],
         "reference_mean_length": reference["mean_length"],
         "unknown_rate": live["unknown_rate"],
+        # Both sides measured on redacted text; a reference profiled before
+        # redaction existed says so here (set it again to profile it redacted).
+        "redacted_inputs": True,
+        "reference_redacted": bool(reference.get("redacted")),
     }

@@ -34,6 +34,8 @@ from datetime import datetime
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
 
+from rollouts.redaction import redact
+
 logger = logging.getLogger(__name__)
 
 # Upper bounds (ms) of the latency histogram buckets, cumulative as Prometheus
@@ -77,8 +79,18 @@ def new_entry(
     shadow: bool = False,
     mirror_of: uuid.UUID | None = None,
     prediction_id: uuid.UUID | None = None,
+    redact_input: bool = True,
 ) -> dict:
-    """One row to be logged, as a plain dict (cheap on the request path)."""
+    """One row to be logged, as a plain dict (cheap on the request path).
+
+    The stored text is redacted (rollouts/redaction.py) unless the model's
+    admin opted out (`RegisteredModel.redact_inputs`); the model itself was
+    given the raw text. Redacted before it is cut to INPUT_TEXT_LIMIT, so a
+    number across the cut cannot leave its first digits behind, and before
+    it is queued, so raw text never waits in the buffer. `input_length`
+    stays the raw length: it is what the model read (and what latency
+    depends on), and it identifies no one."""
+    stored = redact(text) if redact_input else text
     return {
         "prediction_id": prediction_id or uuid.uuid4(),
         "model_id": model_id,
@@ -88,7 +100,7 @@ def new_entry(
         "mirror_of": mirror_of,
         "route": route,
         "key_hash": key_digest,
-        "input_text": text[:INPUT_TEXT_LIMIT],
+        "input_text": stored[:INPUT_TEXT_LIMIT],
         "input_length": len(text),
         "label": label[:200],
         "confidence": confidence,

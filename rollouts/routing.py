@@ -76,6 +76,14 @@ def invalidate_routing(model_id: int) -> None:
         _tables.pop(model_id, None)
 
 
+def forget_model(model_id: int, name: str) -> None:
+    """Forget this process's copy of a model and its table (after the model
+    row itself changed, e.g. its input redaction); others follow within a TTL."""
+    with _lock:
+        _tables.pop(model_id, None)
+        _models_by_name.pop(name, None)
+
+
 def clear_routing_cache() -> None:
     with _lock:
         _tables.clear()

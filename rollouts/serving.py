@@ -211,6 +211,7 @@ def predict(
             latency_ms=latency_ms,
             created_at=now,
             error=error,
+            redact_input=model.redact_inputs,
         )
         entries.append(entry)
         return entry

@@ -88,6 +88,7 @@ def _shadow_answer(table: RoutingTable, mirrored: list[tuple[str, uuid.UUID]], k
                     error=error,
                     shadow=True,
                     mirror_of=live_id,
+                    redact_input=table.model.redact_inputs,
                 )
             )
         prediction_log.enqueue(entries)

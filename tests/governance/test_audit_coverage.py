@@ -322,6 +322,16 @@ def model_team_move(w):
     return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"team": "payments"}, format="json")
 
 
+def model_input_redaction_api(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return w.api_for(w.root).put(f"/api/v1/models/{model.name}/input-redaction/", {"enabled": False}, format="json")
+
+
+def model_input_redaction_page(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return page_client_for(w.root).post(f"/models/{model.name}/input-redaction/", {"enabled": "off"})
+
+
 def _approved(w, model=None):
     version = ModelVersionFactory(model=model or RegisteredModelFactory(created_by=w.engineer), created_by=w.engineer)
     review_services.review_submit(actor=w.engineer, version=version)
@@ -487,6 +497,8 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],
     "api/v1/datasets/": [Write("POST", dataset_upload, "dataset.create")],
     "api/v1/models/<str:name>/": [Write("PATCH", model_team_move, "model.team_move")],
+    "api/v1/models/<str:name>/input-redaction/": [Write("PUT", model_input_redaction_api, "model.input_redaction")],
+    "models/<str:name>/input-redaction/": [Write("*", model_input_redaction_page, "model.input_redaction")],
     # teams
     "api/v1/teams/": [Write("POST", team_create, "team.create")],
     "api/v1/teams/<str:name>/members/": [Write("POST", team_member_add, "team.member_add")],

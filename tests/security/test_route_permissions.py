@@ -202,6 +202,11 @@ EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
         "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
         "PATCH": (401, 403, 403, 403, 403, 404, 403, 403, 403),
     },
+    # Admins only (none of the personas is one); the model's readers learn it exists.
+    "api/v1/models/<str:name>/input-redaction/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "PUT": (401, 403, 403, 403, 403, 404, 403, 403, 403),
+    },
     "api/v1/models/<str:name>/versions/": {
         "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
         "POST": (401, 403, 400, 400, 403, 404, 403, 403, 403),
@@ -276,6 +281,10 @@ EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "audit/export.json": {"GET": (302, 403, 403, 403, 403, 403, 403, 403, 200)},
     "models/": {"GET": (302, 403, 200, 200, 200, 200, 200, 200, 200)},
     "models/<str:name>/": {"GET": (302, 403, 200, 200, 200, 404, 200, 200, 200)},
+    "models/<str:name>/input-redaction/": {
+        "GET": (405, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (302, 403, 403, 403, 403, 404, 403, 403, 403),
+    },
     "models/<str:name>/upload/": {
         "DELETE": (302, 403, 200, 200, 403, 404, 403, 403, 403),
         "GET": (302, 403, 200, 200, 403, 404, 403, 403, 403),
