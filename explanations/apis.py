@@ -17,6 +17,7 @@ from explanations import exports, selectors, services
 from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
+from glassbox.pagination import CursorPage, paginated_response
 from governance.services import report_open_record
 from registry import selectors as registry_selectors
 
@@ -131,6 +132,7 @@ def _request_arguments(request, version) -> dict:
 
 
 class ReportListCreateApi(APIView):
+    pagination_class = CursorPage
     # Named at module level: the schema needs one distinct component name per input.
     InputSerializer = ReportRequestInputSerializer
 
@@ -138,7 +140,7 @@ class ReportListCreateApi(APIView):
     def get(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         reports = selectors.report_list(user=request.user, version=version)
-        return Response(ReportSummarySerializer(reports, many=True).data)
+        return paginated_response(request, reports, ReportSummarySerializer, ordering=("-created_at", "-id"), view=self)
 
     @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
     def post(self, request, name: str, number: int):

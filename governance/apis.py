@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import GlassboxError, NotFound
+from glassbox.pagination import CursorPage, paginated_response
 from governance import accounts, selectors, services, signin
 from governance.audit_actions import AuditAction
 from governance.models import ApiToken, Decision, ReviewRequest
@@ -17,6 +18,7 @@ from registry.models import ModelVersion
 
 class InvalidCredentials(GlassboxError):
     status_code = 400
+    default_code = "invalid_credentials"
 
 
 class AuthTokenApi(APIView):
@@ -81,6 +83,7 @@ class ApiTokenListCreateApi(APIView):
 
     # JSON only: lists of scopes and models have no plain form encoding.
     parser_classes = [JSONParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -112,12 +115,12 @@ class ApiTokenListCreateApi(APIView):
             return self.context["key"]
 
     @extend_schema(
-        responses=inline_serializer("ApiTokenList", {"results": ApiTokenOutputSerializer(many=True)}),
+        responses=ApiTokenOutputSerializer(many=True),
         operation_id="auth_tokens_list",
     )
     def get(self, request):
         tokens = selectors.api_tokens_of(request.user)
-        return Response({"results": ApiTokenOutputSerializer(tokens, many=True).data})
+        return paginated_response(request, tokens, ApiTokenOutputSerializer, ordering=("-created_at", "-id"), view=self)
 
     @extend_schema(
         request={"application/json": InputSerializer},
@@ -237,6 +240,8 @@ class RecertifyApi(APIView):
 
 
 class DecisionListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         # Lenient on purpose: an unknown word, a missing comment or an overlong
         # one are the service's to refuse, so that the refusal is recorded.
@@ -259,7 +264,9 @@ class DecisionListCreateApi(APIView):
     def get(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         decisions = selectors.decision_list(user=request.user, version=version)
-        return Response(DecisionOutputSerializer(decisions, many=True).data)
+        return paginated_response(
+            request, decisions, DecisionOutputSerializer, ordering=("created_at", "id"), view=self
+        )
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, operation_id="versions_decisions_create")
     def post(self, request, name: str, number: int):

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import TooLarge
+from glassbox.pagination import CursorPage, paginated_response
 from governance import team_services
 from governance.apis import ReviewOutputSerializer
 from governance.selectors import review_latest
@@ -79,6 +80,8 @@ class ModelDetailOutputSerializer(ModelOutputSerializer):
 
 
 class ModelListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "ModelCreateRequest"  # a unique OpenAPI component name
@@ -104,7 +107,7 @@ class ModelListCreateApi(APIView):
     )
     def get(self, request):
         models = selectors.model_list(user=request.user)
-        return Response(ModelOutputSerializer(models, many=True).data)
+        return paginated_response(request, models, ModelOutputSerializer, ordering="name", view=self)
 
     @extend_schema(request=InputSerializer, responses={201: ModelOutputSerializer}, operation_id="models_create")
     def post(self, request):
@@ -180,6 +183,7 @@ class StreamingUploadMixin:
 class VersionListCreateApi(StreamingUploadMixin, APIView):
     # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
     parser_classes = [MultiPartParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -200,7 +204,8 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
     @extend_schema(responses=VersionOutputSerializer(many=True), operation_id="versions_list")
     def get(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
-        return Response(VersionOutputSerializer(selectors.version_list(user=request.user, model=model), many=True).data)
+        versions = selectors.version_list(user=request.user, model=model)
+        return paginated_response(request, versions, VersionOutputSerializer, ordering="-number", view=self)
 
     @extend_schema(request=InputSerializer, responses={201: VersionOutputSerializer}, operation_id="versions_create")
     def post(self, request, name: str):
@@ -235,6 +240,7 @@ class DatasetOutputSerializer(serializers.Serializer):
 class DatasetListCreateApi(StreamingUploadMixin, APIView):
     # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
     parser_classes = [MultiPartParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -249,7 +255,10 @@ class DatasetListCreateApi(StreamingUploadMixin, APIView):
 
     @extend_schema(responses=DatasetOutputSerializer(many=True), operation_id="datasets_list")
     def get(self, request):
-        return Response(DatasetOutputSerializer(selectors.dataset_list(user=request.user), many=True).data)
+        datasets = selectors.dataset_list(user=request.user)
+        return paginated_response(
+            request, datasets, DatasetOutputSerializer, ordering=("-created_at", "-id"), view=self
+        )
 
     @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer}, operation_id="datasets_create")
     def post(self, request):

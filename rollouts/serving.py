@@ -51,6 +51,7 @@ class ModelUnavailable(GlassboxError):
     """The version that must answer failed; the client may retry."""
 
     status_code = 503
+    default_code = "model_unavailable"
 
 
 def short_error(exc: BaseException) -> str:

@@ -242,7 +242,7 @@ def test_an_unmatched_api_path_answers_json_404(api, engineer, path):
     response = api(engineer).get(path)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"detail": "Not found."}
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
 
 
 def test_an_unmatched_page_path_keeps_the_html_404(client, db):
