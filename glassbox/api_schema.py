@@ -72,7 +72,10 @@ OPERATION_ACCESS = {
     "models_create": "an engineer or maintainer of the team named in `team` (default: the caller's only team), "
     "or an admin",
     "models_retrieve": READS_MODEL,
-    "models_partial_update": "an admin",
+    "models_partial_update": "description: " + TEAM_ENGINEER + "; risk_tier and team: an admin",
+    "models_archive": "an admin",
+    "models_unarchive": "an admin",
+    "versions_partial_update": TEAM_ENGINEER,
     "models_predict": TEAM_ENGINEER,
     "models_feedback": TEAM_ENGINEER,
     "versions_list": READS_MODEL,

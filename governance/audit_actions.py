@@ -47,8 +47,14 @@ class AuditAction(StrEnum):
     # Registry.
     MODEL_CREATE = "model.create"
     MODEL_TEAM_MOVE = "model.team_move"
+    # Its description or risk tier changed (PATCH /api/v1/models/{name}/).
+    MODEL_UPDATE = "model.update"
+    MODEL_ARCHIVE = "model.archive"
+    MODEL_UNARCHIVE = "model.unarchive"
     DATASET_CREATE = "dataset.create"
     VERSION_CREATE = "version.create"
+    # Its model card edited while it is still registered.
+    VERSION_CARD_UPDATE = "version.card_update"
     VERSION_SUBMIT = "version.submit"
     VERSION_APPROVE = "version.approve"
     VERSION_REJECT = "version.reject"

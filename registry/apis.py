@@ -66,10 +66,21 @@ class VersionOutputSerializer(serializers.ModelSerializer):
 class ModelOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
     team = serializers.CharField(source="team.name")
+    archived = serializers.BooleanField(source="is_archived", help_text="archived: serves nothing, takes nothing new")
 
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "risk_tier", "description", "team", "created_by", "created_at"]
+        fields = [
+            "name",
+            "task",
+            "risk_tier",
+            "description",
+            "team",
+            "created_by",
+            "created_at",
+            "archived",
+            "archived_at",
+        ]
 
 
 class ModelDetailOutputSerializer(ModelOutputSerializer):
@@ -120,9 +131,17 @@ class ModelListCreateApi(APIView):
 class ModelDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         class Meta:
-            ref_name = "ModelTeamMoveRequest"
+            ref_name = "ModelUpdateRequest"
 
-        team = serializers.CharField(max_length=100)
+        description = serializers.CharField(
+            max_length=10_000, required=False, allow_blank=True, help_text="the team's engineers and maintainers"
+        )
+        risk_tier = serializers.ChoiceField(
+            choices=RegisteredModel.RiskTier.choices,
+            required=False,
+            help_text="admins; raising it opens a re-certification round of each approved or deployed version",
+        )
+        team = serializers.CharField(max_length=100, required=False, help_text="move to another team: admins")
 
     @extend_schema(responses=ModelDetailOutputSerializer, operation_id="models_retrieve")
     def get(self, request, name: str):
@@ -134,14 +153,63 @@ class ModelDetailApi(APIView):
         request=InputSerializer,
         responses=ModelOutputSerializer,
         operation_id="models_partial_update",
-        description="Move the model to another team: admins only, audited.",
+        description="Edit a model, audited with the old and new values: `description` (its team's engineers and "
+        "maintainers), `risk_tier` (admins; raising it opens a re-certification round of each approved or deployed "
+        "version, which keeps serving meanwhile), `team` (admins: move it to another team).",
     )
     def patch(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        model = team_services.model_team_move(actor=request.user, model=model, team_name=data.validated_data["team"])
-        return Response(ModelOutputSerializer(model).data)
+        values = data.validated_data
+        if "team" in values:
+            model = team_services.model_team_move(actor=request.user, model=model, team_name=values["team"])
+        if "description" in values or "risk_tier" in values or "team" not in values:
+            model = services.model_update(
+                actor=request.user,
+                model=model,
+                description=values.get("description"),
+                risk_tier=values.get("risk_tier"),
+            )
+        return Response(ModelOutputSerializer(selectors.model_get(user=request.user, name=name)).data)
+
+
+class _ModelArchiveApi(APIView):
+    archive = True
+
+    def post(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        if self.archive:
+            services.model_archive(actor=request.user, model=model)
+        else:
+            services.model_unarchive(actor=request.user, model=model)
+        return Response(ModelOutputSerializer(selectors.model_get(user=request.user, name=name)).data)
+
+
+class ModelArchiveApi(_ModelArchiveApi):
+    @extend_schema(
+        request=None,
+        responses=ModelOutputSerializer,
+        operation_id="models_archive",
+        description="Archive the model: it serves nothing (predict answers 409 model_archived) and takes no new "
+        "versions, reviews or rollouts; its history stays readable. Refused (409 rollout_active) while a rollout "
+        "is active. Audited; archiving an archived model changes nothing.",
+    )
+    def post(self, request, name: str):
+        return super().post(request, name)
+
+
+class ModelUnarchiveApi(_ModelArchiveApi):
+    archive = False
+
+    @extend_schema(
+        request=None,
+        responses=ModelOutputSerializer,
+        operation_id="models_unarchive",
+        description="Undo an archive: serving and the workflow resume as they were. Audited.",
+    )
+    def post(self, request, name: str):
+        return super().post(request, name)
 
 
 class StreamingUploadMixin:
@@ -218,10 +286,36 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
 
 
 class VersionDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionCardUpdateRequest"
+
+        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        intended_use = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        limitations = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        training_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        evaluation_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+
     @extend_schema(responses=VersionOutputSerializer, operation_id="versions_retrieve")
     def get(self, request, name: str, number: int):
         version = selectors.version_get(user=request.user, name=name, number=number)
         return Response(VersionOutputSerializer(version).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=VersionOutputSerializer,
+        operation_id="versions_partial_update",
+        description="Edit the version's model card while it is `registered` (409 version_not_editable after it is "
+        "submitted). Audited with the old and new values.",
+    )
+    def patch(self, request, name: str, number: int):
+        version = selectors.version_get(user=request.user, name=name, number=number)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.version_card_update(actor=request.user, version=version, **data.validated_data)
+        return Response(
+            VersionOutputSerializer(selectors.version_get(user=request.user, name=name, number=number)).data
+        )
 
 
 class DatasetOutputSerializer(serializers.Serializer):
