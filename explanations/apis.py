@@ -17,6 +17,7 @@ from explanations import exports, selectors, services
 from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from glassbox.pagination import CursorPage, paginated_response
 from governance.services import report_open_record
 from registry import selectors as registry_selectors
@@ -142,7 +143,13 @@ class ReportListCreateApi(APIView):
         reports = selectors.report_list(user=request.user, version=version)
         return paginated_response(request, reports, ReportSummarySerializer, ordering=("-created_at", "-id"), view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: ReportOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="explanations_create",
+    )
+    @idempotent
     def post(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         report = services.report_request(**_request_arguments(request, version))

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import TooLarge
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from glassbox.pagination import CursorPage, paginated_response
 from governance import team_services
 from governance.apis import ReviewOutputSerializer
@@ -275,7 +276,13 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
         versions = selectors.version_list(user=request.user, model=model)
         return paginated_response(request, versions, VersionOutputSerializer, ordering="-number", view=self)
 
-    @extend_schema(request=InputSerializer, responses={201: VersionOutputSerializer}, operation_id="versions_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: VersionOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="versions_create",
+    )
+    @idempotent
     def post(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
         # Refuse before a large body is read when the answer is already no.
@@ -354,7 +361,13 @@ class DatasetListCreateApi(StreamingUploadMixin, APIView):
             request, datasets, DatasetOutputSerializer, ordering=("-created_at", "-id"), view=self
         )
 
-    @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer}, operation_id="datasets_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: DatasetOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="datasets_create",
+    )
+    @idempotent
     def post(self, request):
         # Refuse before a large body is read when the answer is already no.
         services.dataset_upload_precheck(actor=request.user)

@@ -9,6 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
 from glassbox.pagination import CursorPage, paginated_response
 from registry import selectors as registry_selectors
 from rollouts import selectors, services
@@ -150,7 +151,13 @@ class RolloutListCreateApi(APIView):
             request, rollouts, RolloutOutputSerializer, ordering=("-created_at", "-id"), view=self
         )
 
-    @extend_schema(request=InputSerializer, responses={201: RolloutOutputSerializer}, operation_id="rollouts_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: RolloutOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="rollouts_create",
+    )
+    @idempotent
     def post(self, request, name: str):
         model = registry_selectors.model_get(user=request.user, name=name)
         data = self.InputSerializer(data=request.data)
