@@ -1,5 +1,5 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
@@ -56,12 +56,14 @@ class ApiTokenOutputSerializer(serializers.ModelSerializer):
     models = serializers.ListField(source="model_names", child=serializers.CharField())
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiToken.Scope.choices))
     revoked = serializers.SerializerMethodField()
+    user = serializers.CharField(source="user.username", help_text="whose token it is")
 
     class Meta:
         model = ApiToken
         ref_name = "ApiToken"
         fields = [
             "id",
+            "user",
             "name",
             "prefix",
             "scopes",
@@ -116,10 +118,12 @@ class ApiTokenListCreateApi(APIView):
 
     @extend_schema(
         responses=ApiTokenOutputSerializer(many=True),
+        parameters=[OpenApiParameter("user", str, description="another user's tokens (admins only)")],
         operation_id="auth_tokens_list",
+        description="Your API tokens (never their keys), newest first, revoked ones included.",
     )
     def get(self, request):
-        tokens = selectors.api_tokens_of(request.user)
+        tokens = selectors.api_tokens_listed(viewer=request.user, username=request.query_params.get("user"))
         return paginated_response(request, tokens, ApiTokenOutputSerializer, ordering=("-created_at", "-id"), view=self)
 
     @extend_schema(
