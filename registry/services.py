@@ -500,13 +500,13 @@ def version_card_update(*, actor, version: ModelVersion, **card: str) -> ModelVe
     training and evaluation data) while it is still `registered`: what
     reviewers read must not change under them once it is submitted."""
     try:
+        if not version.model.can_receive_version_from(actor):
+            raise NotPermitted(f"Only engineers of team {version.model.team} may edit the card of {version}.")
         unknown = set(card) - set(CARD_FIELDS)
         if unknown:
             raise InvalidInput(f"Unknown model-card fields: {', '.join(sorted(unknown))}.")
         if not card:
             raise InvalidInput(f"Send at least one model-card field: {', '.join(CARD_FIELDS)}.")
-        if not version.model.can_receive_version_from(actor):
-            raise NotPermitted(f"Only engineers of team {version.model.team} may edit the card of {version}.")
         with transaction.atomic():
             locked = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
             if locked.status != ModelVersion.Status.REGISTERED:

@@ -322,6 +322,24 @@ def model_team_move(w):
     return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"team": "payments"}, format="json")
 
 
+def model_archive(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return w.api_for(w.root).post(f"/api/v1/models/{model.name}/archive/")
+
+
+def model_unarchive(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    w.api_for(w.root).post(f"/api/v1/models/{model.name}/archive/")
+    return w.api_for(w.root).post(f"/api/v1/models/{model.name}/unarchive/")
+
+
+def version_card_update(w):
+    version = w.version()
+    return w.api_for(w.engineer).patch(
+        f"/api/v1/models/{version.model.name}/versions/{version.number}/", {"limitations": "短文本"}, format="json"
+    )
+
+
 def _approved(w, model=None):
     version = ModelVersionFactory(model=model or RegisteredModelFactory(created_by=w.engineer), created_by=w.engineer)
     review_services.review_submit(actor=w.engineer, version=version)
@@ -487,6 +505,9 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],
     "api/v1/datasets/": [Write("POST", dataset_upload, "dataset.create")],
     "api/v1/models/<str:name>/": [Write("PATCH", model_team_move, "model.team_move")],
+    "api/v1/models/<str:name>/archive/": [Write("POST", model_archive, "model.archive")],
+    "api/v1/models/<str:name>/unarchive/": [Write("POST", model_unarchive, "model.unarchive")],
+    "api/v1/models/<str:name>/versions/<int:number>/": [Write("PATCH", version_card_update, "version.card_update")],
     # teams
     "api/v1/teams/": [Write("POST", team_create, "team.create")],
     "api/v1/teams/<str:name>/members/": [Write("POST", team_member_add, "team.member_add")],
