@@ -9,6 +9,9 @@ rows added meanwhile never shift the pages a client is walking. A cursor
 that does not decode, or whose position does not fit the ordering field, is
 the caller's mistake: 400 with code `invalid_cursor` (DRF answers 404)."""
 
+import base64
+from urllib import parse
+
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions
@@ -43,11 +46,21 @@ class CursorPage(CursorPagination):
         return min(int(text), self.max_page_size)
 
     def decode_cursor(self, request):
-        if request.query_params.get(self.cursor_query_param) == "":
-            raise InvalidInput("Empty cursor: leave it out or pass the one a link gave.", code="invalid_cursor")
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
+        # DRF's decoding skips characters outside base64 (so "%%%" would read
+        # as "the first page"): check the cursor is one we could have written.
+        try:
+            text = base64.b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
+        except (ValueError, UnicodeError):
+            raise _invalid_cursor() from None
+        fields = parse.parse_qs(text, keep_blank_values=True)
+        if not fields or set(fields) - {"o", "r", "p"} or any(len(values) > 1 for values in fields.values()):
+            raise _invalid_cursor()
         try:
             return super().decode_cursor(request)
-        except (exceptions.NotFound, UnicodeError):
+        except exceptions.NotFound:
             raise _invalid_cursor() from None
 
     def paginate_queryset(self, queryset, request, view=None):
