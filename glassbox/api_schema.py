@@ -8,7 +8,7 @@ ERROR_COMPONENT = "ErrorDetail"
 ERROR_SCHEMA = {
     "type": "object",
     "description": "Every 4xx and 503 answer: a readable `detail` and a machine-readable `code` (a stable "
-    "snake_case string: the README's \"Error codes\" table); validation errors add `errors` by field, "
+    'snake_case string: the README\'s "Error codes" table); validation errors add `errors` by field, '
     "a 503 adds the `request_id` to quote, and some refusals add their own context.",
     "properties": {
         "detail": {"type": "string"},

@@ -139,10 +139,12 @@ def idempotent(handler):
         except BaseException:
             record.delete()
             raise
-        if 200 <= response.status_code < 300 and response.data is not None:
-            # Stored as rendered: what a replay sends is byte for byte the same JSON.
+        rendered = JSONRenderer().render(response.data) if response.data is not None else b""
+        # jsonb cannot hold \u0000: such an answer is simply not remembered.
+        if 200 <= response.status_code < 300 and rendered and b"\\u0000" not in rendered:
+            # Stored as rendered: what a replay sends is the same JSON.
             record.response_status = response.status_code
-            record.response_body = json.loads(JSONRenderer().render(response.data))
+            record.response_body = json.loads(rendered)
             record.save(update_fields=["response_status", "response_body"])
         else:
             record.delete()

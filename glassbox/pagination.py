@@ -73,6 +73,8 @@ class CursorPage(CursorPagination):
         cursor = self.decode_cursor(request)
         if cursor is None or cursor.position is None:
             return
+        if "\x00" in cursor.position:  # PostgreSQL text cannot hold NUL
+            raise _invalid_cursor()
         ordering = self.get_ordering(request, queryset, None)
         name = ordering[0].lstrip("-")
         try:
@@ -81,9 +83,18 @@ class CursorPage(CursorPagination):
             # An annotation (e.g. a username copied onto the row): text compares as text.
             return
         try:
-            field.to_python(cursor.position)
+            value = field.to_python(cursor.position)
         except (DjangoValidationError, ValueError, TypeError, OverflowError):
             raise _invalid_cursor() from None
+        if isinstance(value, int) and not -(2**63) < value < 2**63:
+            raise _invalid_cursor()
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "default": self.page_size}
+        return parameters
 
 
 def _invalid_cursor() -> InvalidInput:

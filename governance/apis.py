@@ -38,6 +38,10 @@ class AuthTokenApi(APIView):
         request=InputSerializer,
         responses=inline_serializer("TokenOutput", {"token": serializers.CharField()}),
         operation_id="auth_token_create",
+        description="Exchange a username and password for a full-access key. Each call creates a new token named "
+        "`password sign-in` (keys are stored hashed: an earlier one cannot be handed out again), listed and revocable "
+        "under /api/v1/auth/tokens/ and bounded by GLASSBOX_TOKEN_MAX_DAYS. Scripts should create one named token "
+        "instead and keep its key.",
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)

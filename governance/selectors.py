@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
-from glassbox.errors import Conflict, GlassboxError, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.access import has_standing, model_read_filter
 from governance.audit import event_timestamp
 from governance.audit_actions import AuditAction
@@ -467,6 +467,8 @@ def api_tokens_listed(*, viewer, username: str | None = None):
 
     if username is None or username == viewer.get_username():
         return api_tokens_of(viewer)
+    if "\x00" in username:
+        raise InvalidInput("user is not a username.")
     if not is_admin(viewer):
         raise NotPermitted("Only admins may list another user's tokens.")
     return ApiToken.objects.filter(user__username=username).select_related("user").order_by("-created_at", "-id")

@@ -229,7 +229,7 @@ def test_fuzzing_summary_no_operation_answered_5xx(capsys):
 
 def test_every_operation_documents_its_error_bodies():
     document = schema.raw_schema
-    assert document["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    assert document["components"]["schemas"]["ErrorDetail"]["required"] == ["detail", "code"]
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for code in ("400", "401", "403", "404", "409", "413", "429", "503"):
