@@ -322,6 +322,11 @@ def model_team_move(w):
     return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"team": "payments"}, format="json")
 
 
+def model_describe(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"description": "说明"}, format="json")
+
+
 def model_archive(w):
     model = RegisteredModelFactory(created_by=w.engineer)
     return w.api_for(w.root).post(f"/api/v1/models/{model.name}/archive/")
@@ -504,7 +509,10 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/": [Write("POST", model_register, "model.create")],
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],
     "api/v1/datasets/": [Write("POST", dataset_upload, "dataset.create")],
-    "api/v1/models/<str:name>/": [Write("PATCH", model_team_move, "model.team_move")],
+    "api/v1/models/<str:name>/": [
+        Write("PATCH", model_team_move, "model.team_move"),
+        Write("PATCH", model_describe, "model.update"),
+    ],
     "api/v1/models/<str:name>/archive/": [Write("POST", model_archive, "model.archive")],
     "api/v1/models/<str:name>/unarchive/": [Write("POST", model_unarchive, "model.unarchive")],
     "api/v1/models/<str:name>/versions/<int:number>/": [Write("PATCH", version_card_update, "version.card_update")],
