@@ -64,6 +64,16 @@ class VersionOutputSerializer(serializers.ModelSerializer):
         return ReviewOutputSerializer(review).data if review is not None else None
 
 
+class StrictCharField(serializers.CharField):
+    """Text that must arrive as a JSON string: DRF's CharField would turn 0
+    or true into "0" / "True", accepting a body the schema says is wrong."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ModelOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
     team = serializers.CharField(source="team.name")
@@ -134,7 +144,7 @@ class ModelDetailApi(APIView):
         class Meta:
             ref_name = "ModelUpdateRequest"
 
-        description = serializers.CharField(
+        description = StrictCharField(
             max_length=10_000, required=False, allow_blank=True, help_text="the team's engineers and maintainers"
         )
         risk_tier = serializers.ChoiceField(
@@ -142,7 +152,7 @@ class ModelDetailApi(APIView):
             required=False,
             help_text="admins; raising it opens a re-certification round of each approved or deployed version",
         )
-        team = serializers.CharField(max_length=100, required=False, help_text="move to another team: admins")
+        team = StrictCharField(max_length=100, required=False, help_text="move to another team: admins")
 
     @extend_schema(responses=ModelDetailOutputSerializer, operation_id="models_retrieve")
     def get(self, request, name: str):
@@ -297,11 +307,11 @@ class VersionDetailApi(APIView):
         class Meta:
             ref_name = "VersionCardUpdateRequest"
 
-        description = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
-        intended_use = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
-        limitations = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
-        training_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
-        evaluation_data = serializers.CharField(max_length=10_000, required=False, allow_blank=True)
+        description = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        intended_use = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        limitations = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        training_data = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        evaluation_data = StrictCharField(max_length=10_000, required=False, allow_blank=True)
 
     @extend_schema(responses=VersionOutputSerializer, operation_id="versions_retrieve")
     def get(self, request, name: str, number: int):
