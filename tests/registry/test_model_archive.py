@@ -23,7 +23,7 @@ def admin(db):
 
 
 def test_an_archived_model_serves_nothing_takes_nothing_and_unarchive_restores_it(
-    api, served_model, serving_env, engineer, engineer2, admin, demo_models
+    api, served_model, serving_env, engineer, engineer2, admin, demo_models, django_capture_on_commit_callbacks
 ):
     v1, v2 = served_model.versions.order_by("number")
     deploy(served_model, v1, actor=engineer)
@@ -48,7 +48,9 @@ def test_an_archived_model_serves_nothing_takes_nothing_and_unarchive_restores_i
     # Only admins archive.
     assert client.post("/api/v1/models/zh-serving/archive/").status_code == 403
 
-    archived = root.post("/api/v1/models/zh-serving/archive/")
+    # Archiving drops this process's serving caches on commit (others expire within a second).
+    with django_capture_on_commit_callbacks(execute=True):
+        archived = root.post("/api/v1/models/zh-serving/archive/")
 
     assert archived.status_code == 200 and archived.json()["archived"] is True and archived.json()["archived_at"]
     event = AuditEvent.objects.get(action=AuditAction.MODEL_ARCHIVE, outcome="ok")
@@ -81,7 +83,8 @@ def test_an_archived_model_serves_nothing_takes_nothing_and_unarchive_restores_i
     assert "archived" in page and "Upload a version" not in page
     assert client.get("/api/v1/models/zh-serving/versions/").status_code == 200
 
-    restored = root.post("/api/v1/models/zh-serving/unarchive/")
+    with django_capture_on_commit_callbacks(execute=True):
+        restored = root.post("/api/v1/models/zh-serving/unarchive/")
 
     assert restored.status_code == 200 and restored.json()["archived"] is False
     assert AuditEvent.objects.filter(action=AuditAction.MODEL_UNARCHIVE, outcome="ok").count() == 1
