@@ -17,6 +17,8 @@ from explanations import exports, selectors, services
 from explanations.global_importance import view_params
 from explanations.models import ExplanationReport
 from glassbox.errors import Conflict, InvalidInput
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
+from glassbox.pagination import CursorPage, paginated_response
 from governance.services import report_open_record
 from registry import selectors as registry_selectors
 
@@ -131,6 +133,7 @@ def _request_arguments(request, version) -> dict:
 
 
 class ReportListCreateApi(APIView):
+    pagination_class = CursorPage
     # Named at module level: the schema needs one distinct component name per input.
     InputSerializer = ReportRequestInputSerializer
 
@@ -138,9 +141,15 @@ class ReportListCreateApi(APIView):
     def get(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         reports = selectors.report_list(user=request.user, version=version)
-        return Response(ReportSummarySerializer(reports, many=True).data)
+        return paginated_response(request, reports, ReportSummarySerializer, ordering=("-created_at", "-id"), view=self)
 
-    @extend_schema(request=InputSerializer, responses={202: ReportOutputSerializer}, operation_id="explanations_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: ReportOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="explanations_create",
+    )
+    @idempotent
     def post(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         report = services.report_request(**_request_arguments(request, version))

@@ -1,4 +1,6 @@
-"""Every API error is JSON with a `detail` string, whatever raised it."""
+"""Every API error is JSON with a `detail` string and a machine-readable
+`code` (stable snake_case, listed in the README's "Error codes" table),
+whatever raised it."""
 
 import logging
 
@@ -26,9 +28,33 @@ def _flatten(detail) -> str:
     return str(detail)
 
 
+# DRF's own exceptions, by their default code, in the words of our table.
+_DRF_CODES = {
+    "invalid": "validation_error",
+    "parse_error": "parse_error",
+    "authentication_failed": "authentication_failed",
+    "not_authenticated": "not_authenticated",
+    "permission_denied": "permission_denied",
+    "not_found": "not_found",
+    "method_not_allowed": "method_not_allowed",
+    "not_acceptable": "not_acceptable",
+    "unsupported_media_type": "unsupported_media_type",
+    "throttled": "rate_limited",
+}
+
+
+def _code_of(exc) -> str:
+    extra_code = getattr(exc, "extra", {}).get("code")
+    if extra_code:
+        return str(extra_code)
+    if isinstance(exc, exceptions.ValidationError):
+        return "validation_error"
+    return _DRF_CODES.get(getattr(exc, "default_code", ""), "error")
+
+
 def json_exception_handler(exc, context):
     if isinstance(exc, GlassboxError):
-        body = {"detail": exc.message, **exc.extra}
+        body = {"detail": exc.message, "code": exc.code, **exc.extra}
         response = Response(body, status=exc.status_code)
         _retry_after_header(response, exc)
         return response
@@ -37,19 +63,23 @@ def json_exception_handler(exc, context):
         # body over DATA_UPLOAD_MAX_MEMORY_SIZE by its Content-Length before
         # reading it; unhandled, that refusal would be a 500.
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return Response({"detail": f"The request body is larger than the limit of {limit} bytes."}, status=413)
+        return Response(
+            {"detail": f"The request body is larger than the limit of {limit} bytes.", "code": "request_too_large"},
+            status=413,
+        )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(detail=exc.messages)
     response = exception_handler(exc, context)
     if response is None:
         return None
+    code = _code_of(exc)
     if isinstance(exc, exceptions.ValidationError):
-        response.data = {"detail": _flatten(exc.detail), "errors": exc.detail}
+        response.data = {"detail": _flatten(exc.detail), "code": code, "errors": exc.detail}
     elif isinstance(response.data, dict) and "detail" in response.data:
-        # A refusal may carry a machine-readable `code` (a scoped token's, say).
-        response.data = {"detail": str(response.data["detail"]), **getattr(exc, "extra", {})}
+        # A refusal may carry its own `code` (a scoped token's, say).
+        response.data = {"detail": str(response.data["detail"]), **getattr(exc, "extra", {}), "code": code}
     else:
-        response.data = {"detail": _flatten(response.data)}
+        response.data = {"detail": _flatten(response.data), "code": code}
     return response
 
 
@@ -66,7 +96,7 @@ def not_found(request, exception):
     from django.views.defaults import page_not_found
 
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": "Not found."}, status=404)
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return page_not_found(request, exception)
 
 
@@ -102,7 +132,12 @@ class ServiceUnavailableMiddleware:
             close_old_connections()
             if is_api:
                 response = JsonResponse(
-                    {"detail": "The database is unavailable; retry shortly.", "request_id": request_id}, status=503
+                    {
+                        "detail": "The database is unavailable; retry shortly.",
+                        "code": "database_unavailable",
+                        "request_id": request_id,
+                    },
+                    status=503,
                 )
             else:
                 response = HttpResponse(
@@ -114,5 +149,7 @@ class ServiceUnavailableMiddleware:
             return response
         if is_api:
             logger.exception("unhandled error on %s (request %s)", request.path, request_id)
-            return JsonResponse({"detail": "Internal server error.", "request_id": request_id}, status=500)
+            return JsonResponse(
+                {"detail": "Internal server error.", "code": "server_error", "request_id": request_id}, status=500
+            )
         return None

@@ -1,5 +1,5 @@
 """The OpenAPI schema's error answers. Every API error is JSON with a
-`detail` string (glassbox.api_errors), whichever view or layer raised it,
+`detail` string and a `code` (glassbox.api_errors), whichever view or layer raised it,
 so every operation documents those bodies once, here, rather than each view
 listing the same seven codes by hand."""
 
@@ -7,14 +7,16 @@ ERROR_COMPONENT = "ErrorDetail"
 
 ERROR_SCHEMA = {
     "type": "object",
-    "description": "Every 4xx and 503 answer: a readable `detail`; validation errors add `errors` by field, "
+    "description": "Every 4xx and 503 answer: a readable `detail` and a machine-readable `code` (a stable "
+    'snake_case string: the README\'s "Error codes" table); validation errors add `errors` by field, '
     "a 503 adds the `request_id` to quote, and some refusals add their own context.",
     "properties": {
         "detail": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "example": "not_found"},
         "errors": {},
         "request_id": {"type": "string"},
     },
-    "required": ["detail"],
+    "required": ["detail", "code"],
     "additionalProperties": True,
 }
 
@@ -72,7 +74,10 @@ OPERATION_ACCESS = {
     "models_create": "an engineer or maintainer of the team named in `team` (default: the caller's only team), "
     "or an admin",
     "models_retrieve": READS_MODEL,
-    "models_partial_update": "an admin",
+    "models_partial_update": "description: " + TEAM_ENGINEER + "; risk_tier and team: an admin",
+    "models_archive": "an admin",
+    "models_unarchive": "an admin",
+    "versions_partial_update": TEAM_ENGINEER,
     "models_predict": TEAM_ENGINEER,
     "models_feedback": TEAM_ENGINEER,
     "versions_list": READS_MODEL,

@@ -65,7 +65,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     # Swagger UI's files served by us: the API docs work with no internet.
     "drf_spectacular_sidecar",
-    # The project package: the demo seeding command and shared plumbing, no models.
+    # The project package: the demo seeding command and shared plumbing (idempotency keys).
     "glassbox",
     "governance",
     "registry",
@@ -308,6 +308,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# How long the first answer to a POST with an Idempotency-Key is replayed to
+# retries (glassbox/idempotency.py); after that the key may start new work.
+GLASSBOX_IDEMPOTENCY_TTL_HOURS = _env_int("GLASSBOX_IDEMPOTENCY_TTL_HOURS", 24)
+# The longest life an API token may be given, in days (0: no maximum). With a
+# maximum, a token created without `expires_at` expires after it.
+GLASSBOX_TOKEN_MAX_DAYS = _env_int("GLASSBOX_TOKEN_MAX_DAYS", 0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Glassbox API",
     "DESCRIPTION": "Model governance: registry, reviews, explanations, rollouts, audit trail.",

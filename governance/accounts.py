@@ -4,7 +4,7 @@ logouts and password changes, whichever page or API they come from."""
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
@@ -75,8 +75,21 @@ def token_create(
             "A scoped token names both its scopes and its models (or neither, for a full-access token).",
             code="scope_without_models" if scopes else "models_without_scope",
         )
-    if expires_at is not None and expires_at <= timezone.now():
+    now = timezone.now()
+    if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at is in the past.", code="expired")
+    max_days = settings.GLASSBOX_TOKEN_MAX_DAYS
+    if max_days > 0:
+        latest = now + timedelta(days=max_days)
+        if expires_at is None:
+            # A maximum is set: no token lives longer, whether asked or not.
+            expires_at = latest
+        elif expires_at > latest:
+            raise InvalidInput(
+                f"expires_at is more than {max_days} days away (GLASSBOX_TOKEN_MAX_DAYS); choose an earlier date.",
+                code="token_expiry_too_far",
+                field="expires_at",
+            )
     found = {model.name: model for model in RegisteredModel.objects.filter(name__in=model_names)}
     missing = [model_name for model_name in model_names if model_name not in found]
     if missing:
@@ -123,7 +136,9 @@ def token_create(
 def token_revoke(*, actor, token: ApiToken) -> ApiToken:
     """Revoke a token of `actor` (an admin may revoke anyone's). Serving
     processes stop accepting it within their one-second cache."""
-    if token.user_id != actor.pk and not actor.is_superuser:
+    from governance.access import is_admin
+
+    if token.user_id != actor.pk and not is_admin(actor):
         raise NotFound("No such token.")
     with transaction.atomic():
         locked = ApiToken.objects.select_for_update().get(pk=token.pk)

@@ -1,5 +1,5 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import GlassboxError, NotFound
+from glassbox.pagination import CursorPage, paginated_response
 from governance import accounts, selectors, services, signin
 from governance.audit_actions import AuditAction
 from governance.models import ApiToken, Decision, ReviewRequest
@@ -17,6 +18,7 @@ from registry.models import ModelVersion
 
 class InvalidCredentials(GlassboxError):
     status_code = 400
+    default_code = "invalid_credentials"
 
 
 class AuthTokenApi(APIView):
@@ -36,6 +38,10 @@ class AuthTokenApi(APIView):
         request=InputSerializer,
         responses=inline_serializer("TokenOutput", {"token": serializers.CharField()}),
         operation_id="auth_token_create",
+        description="Exchange a username and password for a full-access key. Each call creates a new token named "
+        "`password sign-in` (keys are stored hashed: an earlier one cannot be handed out again), listed and revocable "
+        "under /api/v1/auth/tokens/ and bounded by GLASSBOX_TOKEN_MAX_DAYS. Scripts should create one named token "
+        "instead and keep its key.",
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -54,12 +60,14 @@ class ApiTokenOutputSerializer(serializers.ModelSerializer):
     models = serializers.ListField(source="model_names", child=serializers.CharField())
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiToken.Scope.choices))
     revoked = serializers.SerializerMethodField()
+    user = serializers.CharField(source="user.username", help_text="whose token it is")
 
     class Meta:
         model = ApiToken
         ref_name = "ApiToken"
         fields = [
             "id",
+            "user",
             "name",
             "prefix",
             "scopes",
@@ -81,6 +89,7 @@ class ApiTokenListCreateApi(APIView):
 
     # JSON only: lists of scopes and models have no plain form encoding.
     parser_classes = [JSONParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -112,12 +121,14 @@ class ApiTokenListCreateApi(APIView):
             return self.context["key"]
 
     @extend_schema(
-        responses=inline_serializer("ApiTokenList", {"results": ApiTokenOutputSerializer(many=True)}),
+        responses=ApiTokenOutputSerializer(many=True),
+        parameters=[OpenApiParameter("user", str, description="another user's tokens (admins only)")],
         operation_id="auth_tokens_list",
+        description="Your API tokens (never their keys), newest first, revoked ones included.",
     )
     def get(self, request):
-        tokens = selectors.api_tokens_of(request.user)
-        return Response({"results": ApiTokenOutputSerializer(tokens, many=True).data})
+        tokens = selectors.api_tokens_listed(viewer=request.user, username=request.query_params.get("user"))
+        return paginated_response(request, tokens, ApiTokenOutputSerializer, ordering=("-created_at", "-id"), view=self)
 
     @extend_schema(
         request={"application/json": InputSerializer},
@@ -237,6 +248,8 @@ class RecertifyApi(APIView):
 
 
 class DecisionListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         # Lenient on purpose: an unknown word, a missing comment or an overlong
         # one are the service's to refuse, so that the refusal is recorded.
@@ -259,7 +272,9 @@ class DecisionListCreateApi(APIView):
     def get(self, request, name: str, number: int):
         version = registry_selectors.version_get(user=request.user, name=name, number=number)
         decisions = selectors.decision_list(user=request.user, version=version)
-        return Response(DecisionOutputSerializer(decisions, many=True).data)
+        return paginated_response(
+            request, decisions, DecisionOutputSerializer, ordering=("created_at", "id"), view=self
+        )
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, operation_id="versions_decisions_create")
     def post(self, request, name: str, number: int):

@@ -49,11 +49,17 @@ class AuditAction(StrEnum):
     MODEL_TEAM_MOVE = "model.team_move"
     # An admin turned the redaction of personal data in stored prediction inputs on or off.
     MODEL_INPUT_REDACTION = "model.input_redaction"
+    # Its description or risk tier changed (PATCH /api/v1/models/{name}/).
+    MODEL_UPDATE = "model.update"
+    MODEL_ARCHIVE = "model.archive"
+    MODEL_UNARCHIVE = "model.unarchive"
     DATASET_CREATE = "dataset.create"
     # A process fetched a stored artifact or dataset whose bytes no longer hash
     # to its registered SHA-256, and refused to load it.
     ARTIFACT_REFUSED = "artifact.refused"
     VERSION_CREATE = "version.create"
+    # Its model card edited while it is still registered.
+    VERSION_CARD_UPDATE = "version.card_update"
     VERSION_SUBMIT = "version.submit"
     VERSION_APPROVE = "version.approve"
     VERSION_REJECT = "version.reject"

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Prefetch, QuerySet
 from django.utils import timezone
 
-from glassbox.errors import Conflict, GlassboxError, NotPermitted
+from glassbox.errors import Conflict, GlassboxError, InvalidInput, NotPermitted
 from governance.access import has_standing, model_read_filter
 from governance.audit import event_timestamp
 from governance.audit_actions import AuditAction
@@ -457,12 +457,28 @@ def _serving_marks() -> dict[str, Any]:
 def api_tokens_of(user):
     """A user's API tokens, newest first (revoked ones included: the list is
     also where one sees what was revoked and when)."""
-    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+    return ApiToken.objects.filter(user=user).select_related("user").order_by("-created_at", "-id")
+
+
+def api_tokens_listed(*, viewer, username: str | None = None):
+    """The tokens `viewer` lists: their own, or (admins only) those of
+    `username`, so that an admin can find the token to revoke."""
+    from governance.access import is_admin
+
+    if username is None or username == viewer.get_username():
+        return api_tokens_of(viewer)
+    if "\x00" in username:
+        raise InvalidInput("user is not a username.")
+    if not is_admin(viewer):
+        raise NotPermitted("Only admins may list another user's tokens.")
+    return ApiToken.objects.filter(user__username=username).select_related("user").order_by("-created_at", "-id")
 
 
 def api_token_of(user, pk: int):
     """One of `user`'s tokens (an admin may reach anyone's), or None."""
+    from governance.access import is_admin
+
     tokens = ApiToken.objects.select_related("user")
-    if not user.is_superuser:
+    if not is_admin(user):
         tokens = tokens.filter(user=user)
     return tokens.filter(pk=pk).first()

@@ -16,7 +16,7 @@ from governance.audit_actions import AuditAction
 from governance.evidence import evidence_snapshot
 from governance.models import Decision, ReportOpen, ReviewRequest
 from governance.policy import approval_policy
-from governance.selectors import recertification_refusal
+from governance.selectors import certification_state, recertification_refusal
 from registry import selectors as registry_selectors
 from registry.models import ModelVersion
 from registry.services import version_move, version_recertify
@@ -81,6 +81,9 @@ def _review_open(*, actor, version: ModelVersion) -> ReviewRequest:
     if not version.model.can_receive_version_from(actor):
         raise NotPermitted("Only engineers may submit versions for review.")
     locked, _ = _lock_for_review(version)
+    archived = locked.model.archived_refusal("take reviews")
+    if archived is not None:
+        raise archived
     refusal = locked.submission_refusal(actor)
     if refusal is not None:
         raise refusal
@@ -137,15 +140,28 @@ def review_recertify(*, actor, version: ModelVersion) -> ReviewRequest:
         raise
 
 
+def review_recertify_for_risk_raise(*, actor, version: ModelVersion, from_tier: str) -> ReviewRequest | None:
+    """Open a re-certification round because an admin raised the model's
+    risk tier: the version was approved under a lower bar, so reviewers look
+    again under the new one while it keeps its status (and keeps serving).
+    The tier change itself was the admin's authorised act; a version with a
+    round already open, or whose re-certification was refused, gets none (None)."""
+    state = certification_state(version)
+    if state.open_round is not None or state.refused_round is not None:
+        return None
+    return _recertify_open(actor=actor, version=version, risk_raised_from=from_tier)
+
+
 @transaction.atomic
-def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
+def _recertify_open(*, actor, version: ModelVersion, risk_raised_from: str | None = None) -> ReviewRequest:
     # The same per-model question as a first submission (governance/access.py).
-    if not version.model.can_receive_version_from(actor):
+    if risk_raised_from is None and not version.model.can_receive_version_from(actor):
         raise NotPermitted("Only engineers of the model's team may open a re-certification round.")
     locked, _ = _lock_for_review(version)
-    refusal = recertification_refusal(user=actor, version=locked)
-    if refusal is not None:
-        raise refusal
+    if risk_raised_from is None:
+        refusal = recertification_refusal(user=actor, version=locked)
+        if refusal is not None:
+            raise refusal
     policy = approval_policy(locked.model.risk_tier)
     opened_at = timezone.now()
     fresh_since = None
@@ -179,6 +195,7 @@ def _recertify_open(*, actor, version: ModelVersion) -> ReviewRequest:
             "status": locked.status,
             "recertify_by": locked.recertify_by,
             "lapsed_since": lapsed_since,
+            **({"risk_raised_from": risk_raised_from} if risk_raised_from else {}),
         },
     )
     record_event(

@@ -45,6 +45,7 @@ from governance.audit_actions import AuditAction
 
 class TooManyAttempts(GlassboxError):
     status_code = 429
+    default_code = "rate_limited"
 
 
 def _window() -> tuple[int, int]:
@@ -102,6 +103,7 @@ def signin_failed(request, username: str) -> None:
 
 class LocalSigninDisabled(GlassboxError):
     status_code = 403
+    default_code = "local_signin_disabled"
 
 
 def local_signin_check() -> None:

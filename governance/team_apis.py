@@ -1,11 +1,13 @@
 """REST API of teams: one view per operation, no rules here
 (governance/team_services.py and team_selectors.py hold them)."""
 
+from django.db.models import F
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.pagination import CursorPage, paginated_response
 from governance import team_selectors, team_services
 from governance.models import Team, TeamMembership
 
@@ -32,6 +34,8 @@ class TeamDetailOutputSerializer(TeamOutputSerializer):
 
 
 class TeamListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "TeamCreateRequest"
@@ -44,7 +48,8 @@ class TeamListCreateApi(APIView):
         description="The teams the caller belongs to; managers and admins see every team.",
     )
     def get(self, request):
-        return Response(TeamOutputSerializer(team_selectors.team_list(user=request.user), many=True).data)
+        teams = team_selectors.team_list(user=request.user)
+        return paginated_response(request, teams, TeamOutputSerializer, ordering="name", view=self)
 
     @extend_schema(
         request=InputSerializer,
@@ -70,6 +75,8 @@ class TeamDetailApi(APIView):
 
 
 class TeamMemberListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "TeamMemberRequest"
@@ -80,7 +87,9 @@ class TeamMemberListCreateApi(APIView):
     @extend_schema(responses=MemberOutputSerializer(many=True), operation_id="teams_members_list")
     def get(self, request, name: str):
         team = team_selectors.team_get(user=request.user, name=name)
-        return Response(MemberOutputSerializer(team_selectors.team_members(team), many=True).data)
+        # The cursor's position is a field of the row itself: the username, copied on.
+        members = team_selectors.team_members(team).annotate(member_username=F("user__username"))
+        return paginated_response(request, members, MemberOutputSerializer, ordering="member_username", view=self)
 
     @extend_schema(
         request=InputSerializer,

@@ -9,6 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from glassbox.errors import TooLarge
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
+from glassbox.pagination import CursorPage, paginated_response
 from governance import team_services
 from governance.apis import ReviewOutputSerializer
 from governance.selectors import review_latest
@@ -71,16 +73,38 @@ class VersionOutputSerializer(serializers.ModelSerializer):
         return ReviewOutputSerializer(review).data if review is not None else None
 
 
+class StrictCharField(serializers.CharField):
+    """Text that must arrive as a JSON string: DRF's CharField would turn 0
+    or true into "0" / "True", accepting a body the schema says is wrong."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ModelOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
     team = serializers.CharField(source="team.name")
     input_redaction = serializers.BooleanField(
         source="redact_inputs", help_text="whether personal data in stored prediction inputs is redacted"
     )
+    archived = serializers.BooleanField(source="is_archived", help_text="archived: serves nothing, takes nothing new")
 
     class Meta:
         model = RegisteredModel
-        fields = ["name", "task", "risk_tier", "description", "team", "input_redaction", "created_by", "created_at"]
+        fields = [
+            "name",
+            "task",
+            "risk_tier",
+            "description",
+            "team",
+            "input_redaction",
+            "created_by",
+            "created_at",
+            "archived",
+            "archived_at",
+        ]
 
 
 class ModelDetailOutputSerializer(ModelOutputSerializer):
@@ -91,6 +115,8 @@ class ModelDetailOutputSerializer(ModelOutputSerializer):
 
 
 class ModelListCreateApi(APIView):
+    pagination_class = CursorPage
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "ModelCreateRequest"  # a unique OpenAPI component name
@@ -116,7 +142,7 @@ class ModelListCreateApi(APIView):
     )
     def get(self, request):
         models = selectors.model_list(user=request.user)
-        return Response(ModelOutputSerializer(models, many=True).data)
+        return paginated_response(request, models, ModelOutputSerializer, ordering="name", view=self)
 
     @extend_schema(request=InputSerializer, responses={201: ModelOutputSerializer}, operation_id="models_create")
     def post(self, request):
@@ -129,9 +155,17 @@ class ModelListCreateApi(APIView):
 class ModelDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         class Meta:
-            ref_name = "ModelTeamMoveRequest"
+            ref_name = "ModelUpdateRequest"
 
-        team = serializers.CharField(max_length=100)
+        description = StrictCharField(
+            max_length=10_000, required=False, allow_blank=True, help_text="the team's engineers and maintainers"
+        )
+        risk_tier = serializers.ChoiceField(
+            choices=RegisteredModel.RiskTier.choices,
+            required=False,
+            help_text="admins; raising it opens a re-certification round of each approved or deployed version",
+        )
+        team = StrictCharField(max_length=100, required=False, help_text="move to another team: admins")
 
     @extend_schema(responses=ModelDetailOutputSerializer, operation_id="models_retrieve")
     def get(self, request, name: str):
@@ -143,14 +177,63 @@ class ModelDetailApi(APIView):
         request=InputSerializer,
         responses=ModelOutputSerializer,
         operation_id="models_partial_update",
-        description="Move the model to another team: admins only, audited.",
+        description="Edit a model, audited with the old and new values: `description` (its team's engineers and "
+        "maintainers), `risk_tier` (admins; raising it opens a re-certification round of each approved or deployed "
+        "version, which keeps serving meanwhile), `team` (admins: move it to another team).",
     )
     def patch(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        model = team_services.model_team_move(actor=request.user, model=model, team_name=data.validated_data["team"])
-        return Response(ModelOutputSerializer(model).data)
+        values = data.validated_data
+        if "team" in values:
+            model = team_services.model_team_move(actor=request.user, model=model, team_name=values["team"])
+        if "description" in values or "risk_tier" in values or "team" not in values:
+            model = services.model_update(
+                actor=request.user,
+                model=model,
+                description=values.get("description"),
+                risk_tier=values.get("risk_tier"),
+            )
+        return Response(ModelOutputSerializer(selectors.model_get(user=request.user, name=name)).data)
+
+
+class _ModelArchiveApi(APIView):
+    archive = True
+
+    def post(self, request, name: str):
+        model = selectors.model_get(user=request.user, name=name)
+        if self.archive:
+            services.model_archive(actor=request.user, model=model)
+        else:
+            services.model_unarchive(actor=request.user, model=model)
+        return Response(ModelOutputSerializer(selectors.model_get(user=request.user, name=name)).data)
+
+
+class ModelArchiveApi(_ModelArchiveApi):
+    @extend_schema(
+        request=None,
+        responses=ModelOutputSerializer,
+        operation_id="models_archive",
+        description="Archive the model: it serves nothing (predict answers 409 model_archived) and takes no new "
+        "versions, reviews or rollouts; its history stays readable. Refused (409 rollout_active) while a rollout "
+        "is active. Audited; archiving an archived model changes nothing.",
+    )
+    def post(self, request, name: str):
+        return super().post(request, name)
+
+
+class ModelUnarchiveApi(_ModelArchiveApi):
+    archive = False
+
+    @extend_schema(
+        request=None,
+        responses=ModelOutputSerializer,
+        operation_id="models_unarchive",
+        description="Undo an archive: serving and the workflow resume as they were. Audited.",
+    )
+    def post(self, request, name: str):
+        return super().post(request, name)
 
 
 class InputRedactionOutputSerializer(serializers.Serializer):
@@ -219,6 +302,7 @@ class StreamingUploadMixin:
 class VersionListCreateApi(StreamingUploadMixin, APIView):
     # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
     parser_classes = [MultiPartParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -244,9 +328,16 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
     @extend_schema(responses=VersionOutputSerializer(many=True), operation_id="versions_list")
     def get(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
-        return Response(VersionOutputSerializer(selectors.version_list(user=request.user, model=model), many=True).data)
+        versions = selectors.version_list(user=request.user, model=model)
+        return paginated_response(request, versions, VersionOutputSerializer, ordering="-number", view=self)
 
-    @extend_schema(request=InputSerializer, responses={201: VersionOutputSerializer}, operation_id="versions_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: VersionOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="versions_create",
+    )
+    @idempotent
     def post(self, request, name: str):
         model = selectors.model_get(user=request.user, name=name)
         # Refuse before a large body is read when the answer is already no.
@@ -257,10 +348,36 @@ class VersionListCreateApi(StreamingUploadMixin, APIView):
 
 
 class VersionDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionCardUpdateRequest"
+
+        description = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        intended_use = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        limitations = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        training_data = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+        evaluation_data = StrictCharField(max_length=10_000, required=False, allow_blank=True)
+
     @extend_schema(responses=VersionOutputSerializer, operation_id="versions_retrieve")
     def get(self, request, name: str, number: int):
         version = selectors.version_get(user=request.user, name=name, number=number)
         return Response(VersionOutputSerializer(version).data)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=VersionOutputSerializer,
+        operation_id="versions_partial_update",
+        description="Edit the version's model card while it is `registered` (409 version_not_editable after it is "
+        "submitted). Audited with the old and new values.",
+    )
+    def patch(self, request, name: str, number: int):
+        version = selectors.version_get(user=request.user, name=name, number=number)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.version_card_update(actor=request.user, version=version, **data.validated_data)
+        return Response(
+            VersionOutputSerializer(selectors.version_get(user=request.user, name=name, number=number)).data
+        )
 
 
 class DatasetOutputSerializer(serializers.Serializer):
@@ -279,6 +396,7 @@ class DatasetOutputSerializer(serializers.Serializer):
 class DatasetListCreateApi(StreamingUploadMixin, APIView):
     # A file needs multipart: a urlencoded body can only be refused (415, not a 400 on `file`).
     parser_classes = [MultiPartParser]
+    pagination_class = CursorPage
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -293,9 +411,18 @@ class DatasetListCreateApi(StreamingUploadMixin, APIView):
 
     @extend_schema(responses=DatasetOutputSerializer(many=True), operation_id="datasets_list")
     def get(self, request):
-        return Response(DatasetOutputSerializer(selectors.dataset_list(user=request.user), many=True).data)
+        datasets = selectors.dataset_list(user=request.user)
+        return paginated_response(
+            request, datasets, DatasetOutputSerializer, ordering=("-created_at", "-id"), view=self
+        )
 
-    @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer}, operation_id="datasets_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: DatasetOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="datasets_create",
+    )
+    @idempotent
     def post(self, request):
         # Refuse before a large body is read when the answer is already no.
         services.dataset_upload_precheck(actor=request.user)

@@ -36,6 +36,9 @@ class RegisteredModel(models.Model):
     redact_inputs = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set while archived: the model serves nothing and takes no new versions,
+    # reviews or rollouts; its history stays readable (an admin's audited act).
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -60,6 +63,18 @@ class RegisteredModel(models.Model):
 
     def can_receive_version_from(self, user) -> bool:
         return self.access_of(user).develop
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
+
+    def archived_refusal(self, doing: str) -> GlassboxError | None:
+        """The refusal of `doing` (e.g. "take new versions") while archived, or None."""
+        if self.archived_at is None:
+            return None
+        return Conflict(
+            f"{self.name} is archived and does not {doing}; an admin may unarchive it.", code="model_archived"
+        )
 
 
 class ModelVersion(models.Model):

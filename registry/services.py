@@ -160,6 +160,18 @@ def version_upload_precheck(*, actor, model: RegisteredModel) -> None:
             model_name=model.name,
         )
         raise NotPermitted(f"Only engineers of team {model.team} may upload versions of {model.name}.")
+    archived = model.archived_refusal("take new versions")
+    if archived is not None:
+        record_refusal(
+            actor=actor,
+            action=AuditAction.VERSION_CREATE,
+            reason=archived.message,
+            object_type="registry.registeredmodel",
+            object_id=model.pk,
+            object_label=model.name,
+            model_name=model.name,
+        )
+        raise archived
 
 
 def version_create(
@@ -184,6 +196,8 @@ def version_create(
     with _upload_attempt(actor=actor, action=AuditAction.VERSION_CREATE, upload=upload, refusal=refusal) as attempt:
         if not model.can_receive_version_from(actor):
             raise NotPermitted(f"Only engineers of team {model.team} may upload versions of {model.name}.")
+        if (archived := model.archived_refusal("take new versions")) is not None:
+            raise archived
         if flavor not in (*ModelVersion.Flavor.values, MLFLOW_UPLOAD_FLAVOR):
             raise InvalidInput(f"flavor must be one of {', '.join(ModelVersion.Flavor.values)} or mlflow.")
         unknown = set(card) - set(CARD_FIELDS)
@@ -201,6 +215,9 @@ def version_create(
             with transaction.atomic():
                 # Lock the model row: concurrent uploads take numbers one at a time.
                 locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+                # Archived while the artifact was being checked: nothing is written.
+                if (archived := locked.archived_refusal("take new versions")) is not None:
+                    raise archived
                 number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
                 version = ModelVersion.objects.create(
                     model=locked,
@@ -481,3 +498,182 @@ def artifact_refusal_record(*, kind: str, key: str, sha256: str, found: str) -> 
                 )
             )
     return events
+
+
+# --- editing and archiving a model; editing a version's card ------------------------------
+
+_TIER_RANK = {RegisteredModel.RiskTier.LOW: 1, RegisteredModel.RiskTier.MEDIUM: 2, RegisteredModel.RiskTier.HIGH: 3}
+
+
+def model_update(
+    *, actor, model: RegisteredModel, description: str | None = None, risk_tier: str | None = None
+) -> RegisteredModel:
+    """Change a model's description (its team's engineers and maintainers, and
+    admins) and/or its risk tier (admins only), in one audited event with the
+    old and new values. Raising the tier opens a re-certification round of
+    each approved or deployed version under the new tier's bar; they keep
+    their status, and keep serving, meanwhile. Lowering it opens nothing."""
+    try:
+        if description is None and risk_tier is None:
+            raise InvalidInput("Send description and/or risk_tier (or team, to move the model).")
+        if description is not None and not model.access_of(actor).develop:
+            raise NotPermitted(f"Only engineers of team {model.team} may edit the description of {model.name}.")
+        if risk_tier is not None:
+            if not is_admin(actor):
+                raise NotPermitted("Only admins may change a model's risk tier.")
+            if risk_tier not in RegisteredModel.RiskTier.values:
+                raise InvalidInput(
+                    f"risk_tier must be one of {', '.join(RegisteredModel.RiskTier.values)}.", field="risk_tier"
+                )
+        if description is not None and len(description) > 10_000:
+            raise InvalidInput("description is longer than 10000 characters.", field="description")
+        return _model_update(actor=actor, model=model, description=description, risk_tier=risk_tier)
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor,
+            action=AuditAction.MODEL_UPDATE,
+            reason=exc.message,
+            obj=model,
+            detail={
+                "fields": [
+                    name
+                    for name, value in (("description", description), ("risk_tier", risk_tier))
+                    if value is not None
+                ],
+                "status_code": exc.status_code,
+            },
+        )
+        raise
+
+
+@transaction.atomic
+def _model_update(*, actor, model: RegisteredModel, description: str | None, risk_tier: str | None) -> RegisteredModel:
+    from governance.services import review_recertify_for_risk_raise
+
+    locked = RegisteredModel.objects.select_for_update().select_related("team", "created_by").get(pk=model.pk)
+    wanted = {"description": description, "risk_tier": risk_tier}
+    changed = {name: value for name, value in wanted.items() if value is not None and getattr(locked, name) != value}
+    if not changed:
+        return locked
+    before = {name: getattr(locked, name) for name in changed}
+    for name, value in changed.items():
+        setattr(locked, name, value)
+    locked.save(update_fields=list(changed))
+    raised = "risk_tier" in changed and _TIER_RANK[risk_tier] > _TIER_RANK[before["risk_tier"]]
+    rounds = []
+    if raised:
+        live = locked.versions.filter(status__in=[ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED])
+        for version in live.select_related("model").order_by("number"):
+            review = review_recertify_for_risk_raise(actor=actor, version=version, from_tier=before["risk_tier"])
+            if review is not None:
+                rounds.append({"version": version.number, "review": review.pk})
+    record_event(
+        actor=actor,
+        action=AuditAction.MODEL_UPDATE,
+        obj=locked,
+        changes={"before": before, "after": changed},
+        detail={"recertification_rounds": rounds} if raised else {},
+    )
+    for name, value in changed.items():
+        setattr(model, name, value)
+    return locked
+
+
+def version_card_update(*, actor, version: ModelVersion, **card: str) -> ModelVersion:
+    """Edit a version's model card (description, intended use, limitations,
+    training and evaluation data) while it is still `registered`: what
+    reviewers read must not change under them once it is submitted."""
+    try:
+        if not version.model.can_receive_version_from(actor):
+            raise NotPermitted(f"Only engineers of team {version.model.team} may edit the card of {version}.")
+        unknown = set(card) - set(CARD_FIELDS)
+        if unknown:
+            raise InvalidInput(f"Unknown model-card fields: {', '.join(sorted(unknown))}.")
+        if not card:
+            raise InvalidInput(f"Send at least one model-card field: {', '.join(CARD_FIELDS)}.")
+        with transaction.atomic():
+            locked = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+            if locked.status != ModelVersion.Status.REGISTERED:
+                raise Conflict(
+                    f"{locked} is {locked.status}; its card can only be edited while it is registered "
+                    "(upload a new version to change what reviewers read).",
+                    code="version_not_editable",
+                    current_status=locked.status,
+                )
+            changed = {name: value for name, value in card.items() if getattr(locked, name) != value}
+            if changed:
+                before = {name: getattr(locked, name) for name in changed}
+                for name, value in changed.items():
+                    setattr(locked, name, value)
+                locked.save(update_fields=list(changed))
+                record_event(
+                    actor=actor,
+                    action=AuditAction.VERSION_CARD_UPDATE,
+                    obj=locked,
+                    changes={"before": before, "after": changed},
+                )
+        return locked
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor,
+            action=AuditAction.VERSION_CARD_UPDATE,
+            reason=exc.message,
+            obj=version,
+            detail={"fields": sorted(card)[:10], "status_code": exc.status_code},
+        )
+        raise
+
+
+def model_archive(*, actor, model: RegisteredModel) -> RegisteredModel:
+    """Archive a model (admins): it serves nothing and takes no new versions,
+    reviews or rollouts; everything it has stays readable. A model with an
+    active rollout is refused (finish or abort the rollout first)."""
+    return _model_archive_set(actor=actor, model=model, archive=True)
+
+
+def model_unarchive(*, actor, model: RegisteredModel) -> RegisteredModel:
+    """Undo an archive (admins): serving and the workflow resume as they were."""
+    return _model_archive_set(actor=actor, model=model, archive=False)
+
+
+def _model_archive_set(*, actor, model: RegisteredModel, archive: bool) -> RegisteredModel:
+    from django.utils import timezone
+
+    from rollouts.models import Rollout
+    from rollouts.routing import clear_routing_cache
+
+    action = AuditAction.MODEL_ARCHIVE if archive else AuditAction.MODEL_UNARCHIVE
+    try:
+        if not is_admin(actor):
+            raise NotPermitted(f"Only admins may {'archive' if archive else 'unarchive'} models.")
+        with transaction.atomic():
+            # The model row's lock orders this against a rollout start, which
+            # takes it too and refuses an archived model.
+            locked = RegisteredModel.objects.select_for_update().select_related("team", "created_by").get(pk=model.pk)
+            if archive and locked.archived_at is None:
+                active = Rollout.objects.filter(model=locked, status__in=Rollout.ACTIVE_STATUSES).first()
+                if active is not None:
+                    raise Conflict(
+                        f"Rollout #{active.pk} of {locked.name} is active; promote or abort it before archiving.",
+                        code="rollout_active",
+                        rollout=active.pk,
+                    )
+            before = locked.archived_at
+            if archive == (before is None):
+                locked.archived_at = timezone.now() if archive else None
+                locked.save(update_fields=["archived_at"])
+                record_event(
+                    actor=actor,
+                    action=action,
+                    obj=locked,
+                    changes={"before": {"archived_at": before}, "after": {"archived_at": locked.archived_at}},
+                )
+                # This process's serving caches see it at once; others within their TTL (a second).
+                transaction.on_commit(clear_routing_cache)
+    except GlassboxError as exc:
+        record_refusal(
+            actor=actor, action=action, reason=exc.message, obj=model, detail={"status_code": exc.status_code}
+        )
+        raise
+    model.archived_at = locked.archived_at
+    return locked

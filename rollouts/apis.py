@@ -9,13 +9,14 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from glassbox.idempotency import IDEMPOTENCY_PARAMETER, idempotent
+from glassbox.pagination import CursorPage, paginated_response
 from registry import selectors as registry_selectors
 from rollouts import selectors, services
 from rollouts.models import AnalysisRun, Rollout
 
 # Runs shown inline with a rollout; the full list is under .../analysis/.
 LATEST_RUNS = 5
-MAX_RUNS_LISTED = 500
 
 
 class AnalysisRunOutputSerializer(serializers.ModelSerializer):
@@ -139,15 +140,24 @@ class RollbackInputSerializer(serializers.Serializer):
 
 
 class RolloutListCreateApi(APIView):
+    pagination_class = CursorPage
     InputSerializer = RolloutStartInputSerializer
 
     @extend_schema(responses=RolloutOutputSerializer(many=True), operation_id="rollouts_list")
     def get(self, request, name: str):
         model = registry_selectors.model_get(user=request.user, name=name)
         rollouts = selectors.rollout_list(user=request.user, model=model, latest_runs=LATEST_RUNS)
-        return Response(RolloutOutputSerializer(rollouts, many=True).data)
+        return paginated_response(
+            request, rollouts, RolloutOutputSerializer, ordering=("-created_at", "-id"), view=self
+        )
 
-    @extend_schema(request=InputSerializer, responses={201: RolloutOutputSerializer}, operation_id="rollouts_create")
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: RolloutOutputSerializer},
+        parameters=[IDEMPOTENCY_PARAMETER],
+        operation_id="rollouts_create",
+    )
+    @idempotent
     def post(self, request, name: str):
         model = registry_selectors.model_get(user=request.user, name=name)
         data = self.InputSerializer(data=request.data)
@@ -180,11 +190,15 @@ class RolloutDetailApi(APIView):
 
 
 class RolloutAnalysisListApi(APIView):
+    pagination_class = CursorPage
+
     @extend_schema(responses=AnalysisRunOutputSerializer(many=True), operation_id="rollouts_analysis_list")
     def get(self, request, pk: int):
         rollout = selectors.rollout_get(user=request.user, pk=pk)
-        runs = selectors.analysis_runs(user=request.user, rollout=rollout, limit=MAX_RUNS_LISTED)
-        return Response(AnalysisRunOutputSerializer(runs, many=True).data)
+        runs = selectors.analysis_runs(user=request.user, rollout=rollout)
+        return paginated_response(
+            request, runs, AnalysisRunOutputSerializer, ordering=("-window_end", "-id"), view=self
+        )
 
 
 class _RolloutActionApi(APIView):

@@ -227,11 +227,18 @@ def metrics_view(request):
         try:
             user = _user_of(request)
         except PermissionDenied as refused:
-            return JsonResponse({"detail": str(refused.detail), **getattr(refused, "extra", {})}, status=403)
+            return JsonResponse(
+                {"detail": str(refused.detail), "code": "permission_denied", **getattr(refused, "extra", {})},
+                status=403,
+            )
         if user is None:
-            response = JsonResponse({"detail": "Sign in, or send the metrics bearer token."}, status=401)
+            response = JsonResponse(
+                {"detail": "Sign in, or send the metrics bearer token.", "code": "not_authenticated"}, status=401
+            )
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
         if not user.has_perm("rollouts.view_predictionlog"):
-            return JsonResponse({"detail": "You have no role that may read serving metrics."}, status=403)
+            return JsonResponse(
+                {"detail": "You have no role that may read serving metrics.", "code": "permission_denied"}, status=403
+            )
     return HttpResponse(render_metrics(user), content_type=CONTENT_TYPE)

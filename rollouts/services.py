@@ -375,6 +375,8 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
         raise InvalidInput("Choose the version to roll out.")
     if candidate.model_id != model.pk:
         raise InvalidInput(f"{candidate} is not a version of {model.name}.")
+    if (archived := model.archived_refusal("take rollouts")) is not None:
+        raise archived
     if candidate.status != ModelVersion.Status.APPROVED:
         raise Conflict(
             f"{candidate} is {candidate.status}: only an approved version can roll out.",
@@ -394,9 +396,17 @@ def _rollout_start(*, actor, model, candidate, steps, thresholds, interval, refe
     try:
         with transaction.atomic():
             state, _ = _lock(model)
+            # Under the model row's lock, as an archive takes it: one of the two sees the other.
+            locked_model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+            if (archived := locked_model.archived_refusal("take rollouts")) is not None:
+                raise archived
             active = Rollout.objects.filter(model=model, status__in=Rollout.ACTIVE_STATUSES).first()
             if active is not None:
-                raise Conflict(f"rollout #{active.pk} is already active for {model.name}.", rollout=active.pk)
+                raise Conflict(
+                    f"rollout #{active.pk} is already active for {model.name}.",
+                    code="rollout_active",
+                    rollout=active.pk,
+                )
             # Re-read under the lock: a racing first deployment may have deployed it.
             candidate = ModelVersion.objects.select_related("model").get(pk=candidate.pk)
             if candidate.status != ModelVersion.Status.APPROVED:

@@ -51,6 +51,7 @@ class ModelUnavailable(GlassboxError):
     """The version that must answer failed; the client may retry."""
 
     status_code = 503
+    default_code = "model_unavailable"
 
 
 def short_error(exc: BaseException) -> str:
@@ -171,6 +172,8 @@ def predict(
     """Answer each input with the version routing chose; log every answer."""
     require_serving_permission(actor, model.name)
     require_model_serving_permission(actor, model, action=AuditAction.PREDICTION_REQUEST)
+    if (archived := model.archived_refusal("serve predictions")) is not None:
+        raise archived
     texts = _checked_inputs(inputs)
     key = _checked_key(key)
     table = routing_table(model)

@@ -74,8 +74,11 @@ def test_get_lists_a_versions_reports_without_their_results(api, engineer, manag
     make_report(version=version, requested_by=engineer, method="lime", status="running")
     response = api(manager).get(reports_path(version))
     assert response.status_code == 200
-    assert [(r["method"], r["status"]) for r in response.json()] == [("lime", "running"), ("shap", "succeeded")]
-    assert "results" not in response.json()[0]
+    assert [(r["method"], r["status"]) for r in response.json()["results"]] == [
+        ("lime", "running"),
+        ("shap", "succeeded"),
+    ]
+    assert "results" not in response.json()["results"][0]
 
 
 def test_detail_has_status_progress_params_timings_results_and_fidelity(api, engineer, reviewer, version):

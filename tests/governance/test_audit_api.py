@@ -132,7 +132,10 @@ def test_who_may_read(api, engineer, reviewer, outsider, manager):
     for user in (engineer, reviewer, outsider):
         response = api(user).get(URL)
         assert response.status_code == 403
-        assert response.json() == {"detail": "Only managers and admins may read the audit trail."}
+        assert response.json() == {
+            "detail": "Only managers and admins may read the audit trail.",
+            "code": "permission_denied",
+        }
     assert api(manager).get(URL).status_code == 200
     assert api(admin).get(URL).status_code == 200
 

@@ -332,6 +332,29 @@ def model_input_redaction_page(w):
     return page_client_for(w.root).post(f"/models/{model.name}/input-redaction/", {"enabled": "off"})
 
 
+def model_describe(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return w.api_for(w.root).patch(f"/api/v1/models/{model.name}/", {"description": "说明"}, format="json")
+
+
+def model_archive(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    return w.api_for(w.root).post(f"/api/v1/models/{model.name}/archive/")
+
+
+def model_unarchive(w):
+    model = RegisteredModelFactory(created_by=w.engineer)
+    w.api_for(w.root).post(f"/api/v1/models/{model.name}/archive/")
+    return w.api_for(w.root).post(f"/api/v1/models/{model.name}/unarchive/")
+
+
+def version_card_update(w):
+    version = w.version()
+    return w.api_for(w.engineer).patch(
+        f"/api/v1/models/{version.model.name}/versions/{version.number}/", {"limitations": "短文本"}, format="json"
+    )
+
+
 def _approved(w, model=None):
     version = ModelVersionFactory(model=model or RegisteredModelFactory(created_by=w.engineer), created_by=w.engineer)
     review_services.review_submit(actor=w.engineer, version=version)
@@ -496,7 +519,13 @@ WRITE_ROUTES: dict[str, list[Write | Exempt]] = {
     "api/v1/models/": [Write("POST", model_register, "model.create")],
     "api/v1/models/<str:name>/versions/": [Write("POST", version_upload_api, "version.create")],
     "api/v1/datasets/": [Write("POST", dataset_upload, "dataset.create")],
-    "api/v1/models/<str:name>/": [Write("PATCH", model_team_move, "model.team_move")],
+    "api/v1/models/<str:name>/": [
+        Write("PATCH", model_team_move, "model.team_move"),
+        Write("PATCH", model_describe, "model.update"),
+    ],
+    "api/v1/models/<str:name>/archive/": [Write("POST", model_archive, "model.archive")],
+    "api/v1/models/<str:name>/unarchive/": [Write("POST", model_unarchive, "model.unarchive")],
+    "api/v1/models/<str:name>/versions/<int:number>/": [Write("PATCH", version_card_update, "version.card_update")],
     "api/v1/models/<str:name>/input-redaction/": [Write("PUT", model_input_redaction_api, "model.input_redaction")],
     "models/<str:name>/input-redaction/": [Write("*", model_input_redaction_page, "model.input_redaction")],
     # teams

@@ -207,7 +207,7 @@ def test_decisions_are_listed_with_their_comments(engineer, reviewer, reviewer2,
     response = api_client_for(manager).get(version_path(version, "decisions/"))
 
     assert response.status_code == 200
-    assert [(d["reviewer"], d["decision"], d["comment"]) for d in response.json()] == [
+    assert [(d["reviewer"], d["decision"], d["comment"]) for d in response.json()["results"]] == [
         ("rita", "approve", "calibrated well"),
         ("ravi", "approve", "agree with rita"),
     ]

@@ -14,7 +14,10 @@ def test_token_for_valid_credentials(client, engineer):
 def test_token_for_wrong_password_is_400_with_detail(client, engineer):
     response = client.post("/api/v1/auth/token/", {"username": "erin", "password": "wrong"})
     assert response.status_code == 400
-    assert response.json() == {"detail": "Unable to log in with the given username and password."}
+    assert response.json() == {
+        "detail": "Unable to log in with the given username and password.",
+        "code": "invalid_credentials",
+    }
 
 
 def test_bogus_token_is_401(client, db):

@@ -55,7 +55,7 @@ def test_model_json_lists_each_versions_review(api, engineer, reviewer):
     new_version(uploader=engineer, name="other")
     decide(reviewer, version, "approve")
 
-    versions = api(reviewer).get("/api/v1/models/listed/versions/").json()
+    versions = api(reviewer).get("/api/v1/models/listed/versions/").json()["results"]
 
     assert [(v["version"], v["status"], v["review"]["status"]) for v in versions] == [(1, "approved", "approved")]
 

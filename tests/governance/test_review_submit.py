@@ -53,7 +53,7 @@ def test_reviewers_and_managers_cannot_submit(api, engineer, persona, request):
     response = submit(api, user, version)
 
     assert response.status_code == 403
-    assert response.json() == {"detail": "Only engineers may submit versions for review."}
+    assert response.json() == {"detail": "Only engineers may submit versions for review.", "code": "permission_denied"}
     version.refresh_from_db()
     assert version.status == "registered" and not ReviewRequest.objects.exists()
     event = AuditEvent.objects.get(action="review.submit")

@@ -117,8 +117,8 @@ def test_removing_someone_who_is_not_a_member_is_400(api, engineer):
 def test_teams_list_shows_the_callers_teams_and_everything_to_managers(api, engineer, manager, outsider):
     team_named("payments")
 
-    assert [t["name"] for t in api(engineer).get("/api/v1/teams/").json()] == ["default"]
-    assert [t["name"] for t in api(manager).get("/api/v1/teams/").json()] == ["default", "payments"]
+    assert [t["name"] for t in api(engineer).get("/api/v1/teams/").json()["results"]] == ["default"]
+    assert [t["name"] for t in api(manager).get("/api/v1/teams/").json()["results"]] == ["default", "payments"]
     assert api(outsider).get("/api/v1/teams/").status_code == 403
 
 
@@ -185,7 +185,7 @@ def test_lists_show_only_what_the_caller_may_read(api, engineer):
     otto = UserFactory(username="otto", role="engineer", team=("payments", "engineer"))
     RegisteredModelFactory(name="card-fraud", created_by=otto, team=team_named("payments"))
 
-    assert [m["name"] for m in api(engineer).get("/api/v1/models/").json()] == ["zh-sentiment"]
-    assert [m["name"] for m in api(otto).get("/api/v1/models/").json()] == ["card-fraud"]
+    assert [m["name"] for m in api(engineer).get("/api/v1/models/").json()["results"]] == ["zh-sentiment"]
+    assert [m["name"] for m in api(otto).get("/api/v1/models/").json()["results"]] == ["card-fraud"]
     assert api(otto).get("/api/v1/models/zh-sentiment/").status_code == 404
     assert api(otto).get("/api/v1/models/zh-sentiment/versions/").status_code == 404

@@ -25,7 +25,7 @@ def test_csv_dataset_upload(api, engineer, reviewer, demo_models):
     rows = dataset_rows(dataset)
     assert len(rows) == body["row_count"] > 50
     assert all(text and label in ("negative", "positive") for text, label in rows)
-    listed = api(reviewer).get("/api/v1/datasets/").json()
+    listed = api(reviewer).get("/api/v1/datasets/").json()["results"]
     assert [d["id"] for d in listed] == [dataset.pk]
     assert AuditEvent.objects.filter(action="dataset.create", outcome="ok").count() == 1
 

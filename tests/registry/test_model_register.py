@@ -56,7 +56,7 @@ def test_every_role_reads_models(api, engineer, reviewer, manager, sentiment_mod
     for user in (engineer, reviewer, manager):
         response = api(user).get("/api/v1/models/")
         assert response.status_code == 200
-        assert [m["name"] for m in response.json()] == ["zh-sentiment"]
+        assert [m["name"] for m in response.json()["results"]] == ["zh-sentiment"]
     detail = api(reviewer).get("/api/v1/models/zh-sentiment/")
     assert detail.status_code == 200 and detail.json()["versions"] == []
     assert api(reviewer).get("/api/v1/models/nope/").status_code == 404

@@ -104,7 +104,7 @@ def test_readers_may_read_but_not_start(model, persona, request):
     assert response.status_code == 403 and "detail" in response.json()
 
     listing = api_client_for(user).get("/api/v1/models/zh-api/rollouts/")
-    assert listing.status_code == 200 and [r["candidate"] for r in listing.json()] == [1]
+    assert listing.status_code == 200 and [r["candidate"] for r in listing.json()["results"]] == [1]
 
 
 def test_outsiders_and_anonymous_read_nothing(model, outsider):
@@ -125,7 +125,7 @@ def test_detail_and_analysis_list(model, engineer, reviewer):
     run = rollout_analyse(rollout=rollout, now=rollout.step_started_at + timedelta(seconds=60))
 
     detail = api_client_for(reviewer).get(f"/api/v1/rollouts/{rollout.pk}/").json()
-    runs = api_client_for(reviewer).get(f"/api/v1/rollouts/{rollout.pk}/analysis/").json()
+    runs = api_client_for(reviewer).get(f"/api/v1/rollouts/{rollout.pk}/analysis/").json()["results"]
 
     assert detail["status"] == "paused" and "inconclusive" in detail["status_reason"]
     assert [r["id"] for r in detail["analysis"]] == [run.pk] == [r["id"] for r in runs]
@@ -191,7 +191,7 @@ def test_listing_costs_the_same_queries_for_one_rollout_or_many(model, engineer,
         with CaptureQueriesContext(connection) as queries:
             response = client.get("/api/v1/models/zh-api/rollouts/")
         assert response.status_code == 200
-        return len(queries), response.json()
+        return len(queries), response.json()["results"]
 
     analysed_and_aborted()
     few, _ = listing()

@@ -229,7 +229,7 @@ def test_fuzzing_summary_no_operation_answered_5xx(capsys):
 
 def test_every_operation_documents_its_error_bodies():
     document = schema.raw_schema
-    assert document["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    assert document["components"]["schemas"]["ErrorDetail"]["required"] == ["detail", "code"]
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             for code in ("400", "401", "403", "404", "409", "413", "429", "503"):
@@ -242,7 +242,7 @@ def test_an_unmatched_api_path_answers_json_404(api, engineer, path):
     response = api(engineer).get(path)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"detail": "Not found."}
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
 
 
 def test_an_unmatched_page_path_keeps_the_html_404(client, db):

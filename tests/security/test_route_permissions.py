@@ -211,7 +211,20 @@ EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
         "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
         "POST": (401, 403, 400, 400, 403, 404, 403, 403, 403),
     },
-    "api/v1/models/<str:name>/versions/<int:number>/": {"GET": (401, 403, 200, 200, 200, 404, 200, 200, 200)},
+    # The card of version 3, which is in review: 409 for its engineers, who could edit it while registered.
+    "api/v1/models/<str:name>/versions/<int:number>/": {
+        "GET": (401, 403, 200, 200, 200, 404, 200, 200, 200),
+        "PATCH": (401, 403, 409, 409, 403, 404, 403, 403, 403),
+    },
+    # Admins only (no persona here is one; tests/registry/test_model_archive.py covers them).
+    "api/v1/models/<str:name>/archive/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 403, 403, 403, 404, 403, 403, 403),
+    },
+    "api/v1/models/<str:name>/unarchive/": {
+        "GET": (401, 405, 405, 405, 405, 405, 405, 405, 405),
+        "POST": (401, 403, 403, 403, 403, 404, 403, 403, 403),
+    },
     "api/v1/datasets/": {
         "GET": (401, 403, 200, 200, 200, 200, 200, 200, 200),
         "POST": (401, 403, 400, 400, 403, 400, 403, 403, 403),
@@ -407,6 +420,7 @@ class World:
         return {
             "api/v1/models/": {"name": "fresh", "risk_tier": "low"},
             "api/v1/models/<str:name>/": {"team": "payments"},
+            "api/v1/models/<str:name>/versions/<int:number>/": {"description": "better words"},
             "api/v1/teams/": {"name": "fresh-team"},
             "api/v1/teams/<str:name>/members/": {"username": "olga", "role": "viewer"},
             "api/v1/models/<str:name>/versions/<int:number>/decisions/": {"decision": "approve", "comment": "ok"},
