@@ -1,18 +1,16 @@
 """REST API of webhook subscriptions and their delivery logs. One view per
 operation with its serializers; rules live in services and permissions."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from glassbox.errors import InvalidInput
+from glassbox.pagination import CursorPage, paginated_response
 from governance.audit_actions import AuditAction
 from notifications import events, selectors, services
 from notifications.models import WebhookDelivery, WebhookSubscription
 from registry import selectors as registry_selectors
-
-MAX_PAGE_SIZE = 200
 
 
 class WebhookOutputSerializer(serializers.ModelSerializer):
@@ -65,61 +63,15 @@ class DeliveryOutputSerializer(serializers.ModelSerializer):
         )
 
 
-class WebhookPageOutputSerializer(serializers.Serializer):
-    class Meta:
-        ref_name = "WebhookPage"
-
-    results = WebhookOutputSerializer(many=True)
-    next = serializers.CharField(allow_null=True, help_text="the next page's URL, or null")
-
-
-class DeliveryPageOutputSerializer(serializers.Serializer):
-    class Meta:
-        ref_name = "WebhookDeliveryPage"
-
-    results = DeliveryOutputSerializer(many=True)
-    next = serializers.CharField(allow_null=True, help_text="the next page's URL, or null")
-
-
-def _page_args(request) -> tuple[int | None, int]:
-    empty = [
-        name for name in ("cursor", "page_size") if name in request.query_params and not request.query_params[name]
-    ]
-    if empty:
-        # As the audit trail's list does: an empty value is a mistake, not "the default".
-        raise InvalidInput(f"Empty query parameter {', '.join(empty)}: leave it out or give a value.")
-    try:
-        cursor = int(request.query_params["cursor"]) if "cursor" in request.query_params else None
-        size = int(request.query_params.get("page_size", 50))
-    except ValueError:
-        raise InvalidInput("cursor and page_size must be whole numbers.") from None
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"page_size must be between 1 and {MAX_PAGE_SIZE}.")
-    return cursor, size
-
-
-def _page(request, rows: list, size: int, serializer) -> dict:
-    more = len(rows) > size
-    rows = rows[:size]
-    next_link = None
-    if more:
-        next_link = request.build_absolute_uri(f"{request.path}?cursor={rows[-1].pk}&page_size={size}")
-    return {"results": serializer(rows, many=True).data, "next": next_link}
-
-
 class WebhookListCreateApi(APIView):
+    pagination_class = CursorPage
     InputSerializer = WebhookCreateInputSerializer
 
-    @extend_schema(
-        parameters=[OpenApiParameter("cursor", int), OpenApiParameter("page_size", int)],
-        responses=WebhookPageOutputSerializer,
-        operation_id="webhooks_list",
-    )
+    @extend_schema(responses=WebhookOutputSerializer(many=True), operation_id="webhooks_list")
     def get(self, request):
         services.webhooks_access(actor=request.user)
-        cursor, size = _page_args(request)
-        rows = selectors.webhook_list(user=request.user, before_id=cursor, limit=size + 1)
-        return Response(_page(request, rows, size, WebhookOutputSerializer))
+        rows = selectors.webhook_list(user=request.user)
+        return paginated_response(request, rows, WebhookOutputSerializer, ordering=("-id",), view=self)
 
     @extend_schema(
         request=InputSerializer, responses={201: WebhookCreatedOutputSerializer}, operation_id="webhooks_create"
@@ -150,13 +102,10 @@ class WebhookDetailApi(APIView):
 
 
 class WebhookDeliveryListApi(APIView):
-    @extend_schema(
-        parameters=[OpenApiParameter("cursor", int), OpenApiParameter("page_size", int)],
-        responses=DeliveryPageOutputSerializer,
-        operation_id="webhooks_deliveries_list",
-    )
+    pagination_class = CursorPage
+
+    @extend_schema(responses=DeliveryOutputSerializer(many=True), operation_id="webhooks_deliveries_list")
     def get(self, request, pk: int):
         sub = services.webhook_get(user=request.user, pk=pk)
-        cursor, size = _page_args(request)
-        rows = selectors.delivery_list(subscription=sub, before_id=cursor, limit=size + 1)
-        return Response(_page(request, rows, size, DeliveryOutputSerializer))
+        rows = selectors.delivery_list(subscription=sub)
+        return paginated_response(request, rows, DeliveryOutputSerializer, ordering=("-id",), view=self)
