@@ -85,6 +85,17 @@ def _checked_key(raw: str) -> str:
     return key
 
 
+def purge_expired_records() -> int:
+    """Forget every key older than the TTL (beat, hourly: a user who never
+    sends another key would otherwise keep their rows forever). Returns how
+    many went."""
+    from glassbox.models import IdempotencyRecord
+
+    expired_before = timezone.now() - timedelta(hours=settings.GLASSBOX_IDEMPOTENCY_TTL_HOURS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=expired_before).delete()
+    return deleted
+
+
 def _claim(*, user, key: str, endpoint: str, fingerprint: str):
     """The new record of this key (the caller runs the request), or the
     response to replay. Raises Conflict for another body or one in flight."""

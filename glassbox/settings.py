@@ -311,6 +311,8 @@ REST_FRAMEWORK = {
 # How long the first answer to a POST with an Idempotency-Key is replayed to
 # retries (glassbox/idempotency.py); after that the key may start new work.
 GLASSBOX_IDEMPOTENCY_TTL_HOURS = _env_int("GLASSBOX_IDEMPOTENCY_TTL_HOURS", 24)
+# Expired keys of users who never send another are purged by beat this often.
+GLASSBOX_IDEMPOTENCY_PURGE_SECONDS = _env_int("GLASSBOX_IDEMPOTENCY_PURGE_SECONDS", 3600)
 # The longest life an API token may be given, in days (0: no maximum). With a
 # maximum, a token created without `expires_at` expires after it.
 GLASSBOX_TOKEN_MAX_DAYS = _env_int("GLASSBOX_TOKEN_MAX_DAYS", 0)
@@ -381,6 +383,10 @@ CELERY_BEAT_SCHEDULE = {
     "explanations-reap-stale-work": {
         "task": "explanations.tasks.reap_stale_work",
         "schedule": float(_env_int("GLASSBOX_REAPER_INTERVAL_SECONDS", 15)),
+    },
+    "glassbox-purge-idempotency-records": {
+        "task": "glassbox.tasks.purge_idempotency_records",
+        "schedule": float(GLASSBOX_IDEMPOTENCY_PURGE_SECONDS),
     },
 }
 
