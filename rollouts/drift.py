@@ -136,11 +136,55 @@ def sampling_distance(reference: dict, characters: int, *, draws: int = SAMPLING
     return float(np.mean(distances))
 
 
+def sketch_texts(texts: Iterable[str]) -> dict:
+    """The drift sketch of some texts, unbounded: what a PredictionAggregate
+    row holds for its period (there with only its most frequent characters)."""
+    characters: Counter[str] = Counter()
+    length_bins = [0] * (len(LENGTH_BINS) + 1)
+    count = total_length = 0
+    for text in texts:
+        text = str(text)
+        count += 1
+        total_length += len(text)
+        length_bins[_length_bin(len(text))] += 1
+        characters.update(text)
+    for ch in [ch for ch in characters if ch.isspace()]:
+        del characters[ch]
+    return {"texts": count, "length_sum": total_length, "length_bins": length_bins, "characters": dict(characters)}
+
+
+def profile_sketch(sketch: dict, known_characters: frozenset[str] | None = None) -> dict:
+    """A live profile from a sketch. Characters a bounded sketch no longer
+    names (its rare tail) are left out of the frequencies and of the unknown
+    rate rather than counted as one "other" character the reference would
+    not know: the named characters are what the live side can speak for."""
+    characters = sketch.get("characters") or {}
+    count = sketch.get("texts") or 0
+    counted = sum(characters.values())
+    unknown = None
+    if known_characters is not None:
+        unknown = sum(n for ch, n in characters.items() if ch not in known_characters)
+    bins = sketch.get("length_bins") or [0] * (len(LENGTH_BINS) + 1)
+    return {
+        "texts": count,
+        "characters": counted,
+        "mean_length": (sketch.get("length_sum") or 0) / count if count else 0.0,
+        "length_bins": [n / count for n in bins] if count else [0.0] * len(bins),
+        "unknown_rate": (unknown / counted if counted else 0.0) if unknown is not None else None,
+        "character_frequencies": {ch: n / counted for ch, n in characters.items()} if counted else {},
+    }
+
+
 def measure_drift(reference: dict, texts: list[str], known_characters: frozenset[str] | None = None) -> dict:
-    """Drift of `texts` against a reference profile: every signal's value
-    (None where it cannot be measured), ready to compare with thresholds.
-    `character_js_excess` is what the character threshold judges."""
-    live = profile_texts(texts, known_characters)
+    """Drift of `texts` against a reference profile (see measure_sketch)."""
+    return measure_sketch(reference, sketch_texts(texts), known_characters)
+
+
+def measure_sketch(reference: dict, sketch: dict, known_characters: frozenset[str] | None = None) -> dict:
+    """Drift of the texts a sketch sums against a reference profile: every
+    signal's value (None where it cannot be measured), ready to compare with
+    thresholds. `character_js_excess` is what the character threshold judges."""
+    live = profile_sketch(sketch, known_characters)
     if not live["texts"] or not reference.get("texts"):
         return {
             "texts": live["texts"],
