@@ -344,17 +344,23 @@ def measure(world: dict, size: int, repeat: int) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from rollouts import analysis, selectors
+    from rollouts import aggregation, analysis, selectors
+    from rollouts.drift import measure_drift
     from rollouts.metrics import render_metrics
 
     model = world["models"]["bench-a"]
     manager, rollout = world["manager"], world["rollout"]
     # Pages as of now; the analysis over the last 5 minutes of the loaded traffic.
     now, end = timezone.now(), world["end"]
-    page = {}
+    page, drift = {}, {}
     for window in ("24h", "7d"):
         found = selectors.model_monitoring(user=manager, model=model, window=window, now=now)
         page[window] = sum(panel["totals"]["requests"] for panel in found["panels"])
+        # The stable version's window drift from the sketches, and as before from the newest 2,000 texts.
+        panel = next(panel for panel in found["panels"] if panel["version"].number == 1)
+        _, since, until, _ = selectors.window_bounds(window, now=now)
+        texts = aggregation.raw_buckets(panel["version"].pk, since, until, until - since, 2000)[0]["texts"]
+        drift[window] = (panel["totals"]["drift"], measure_drift(panel["reference"].profile, texts))
     # The old path takes seconds per read at volume: once above 1 M rows.
     old_repeat = repeat if size <= 1_000_000 else 1
     figures = {
@@ -380,6 +386,7 @@ def measure(world: dict, size: int, repeat: int) -> dict:
     return {
         "figures": figures,
         "requests": page,
+        "drift": drift,
         "log_mb": log_bytes / 2**20,
         "aggregate_mb": aggregate_bytes / 2**20,
         "aggregate_rows": aggregate_rows,
@@ -439,6 +446,13 @@ def main():
             f"{result['requests']['24h']:,}, 7d {result['requests']['7d']:,} (aggregates = raw rows); {uptime()}",
             flush=True,
         )
+        for window, (sketched, sampled) in result["drift"].items():
+            print(
+                f"    drift of the stable version, {window}: from the sketches (all {sketched['texts']:,} texts) "
+                f"JS {sketched['character_js_distance']:.4f} excess {sketched['character_js_excess']:.4f}; "
+                f"old way (newest {sampled['texts']:,} texts) JS {sampled['character_js_distance']:.4f} "
+                f"excess {sampled['character_js_excess']:.4f}"
+            )
         plan = result["plan"]
         if "predlog_version_time" in plan:
             read = "index range scan on (version, created_at)"

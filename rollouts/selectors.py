@@ -22,7 +22,15 @@ from django.utils import timezone
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from governance.access import has_standing
 from registry.models import ModelVersion, RegisteredModel
-from rollouts.aggregation import MINUTE, aggregate_buckets, histogram_percentile, new_tally, period_start, tally_sketch
+from rollouts.aggregation import (
+    MINUTE,
+    aggregate_buckets,
+    histogram_percentile,
+    merge,
+    new_tally,
+    period_start,
+    tally_sketch,
+)
 from rollouts.drift import measure_sketch
 from rollouts.models import Alert, AnalysisRun, PredictionAggregate, Rollout, ServingState, VersionReference
 
@@ -232,18 +240,27 @@ def version_timeseries(
 ) -> list[dict]:
     """One entry per bucket [start, end) from `since` to `until`, empty
     buckets included (a chart needs its gaps)."""
+    return _series_and_window(version, since, until, bucket_seconds, reference or DriftReference(version))[0]
+
+
+def _series_and_window(
+    version: ModelVersion, since: datetime, until: datetime, bucket_seconds: int, reference: DriftReference
+) -> tuple[list[dict], dict]:
+    """The time series and the whole window's totals from one read of the
+    aggregates (the window is the sum of its buckets)."""
     if bucket_seconds <= 0 or until <= since:
         raise InvalidInput("A time series needs a positive bucket size and until after since.")
     stride = timedelta(seconds=bucket_seconds)
     count = math.ceil((until - since) / stride)
-    reference = reference or DriftReference(version)
     raw = aggregate_buckets(version.pk, since, until, stride, sketch=reference.profile is not None)
     series = []
+    whole = new_tally()
     for index in range(count):
         start = since + index * stride
         entry = raw.get(index) or new_tally()
         series.append({"start": start, "end": min(start + stride, until), **_finish(entry, reference)})
-    return series
+        merge(whole, entry)
+    return series, {"start": since, "end": until, **_finish(whole, reference)}
 
 
 def version_window(
@@ -340,15 +357,13 @@ def model_monitoring(*, user, model: RegisteredModel, window: str | None = None,
     panels = []
     for version in versions.select_related("model").order_by("-number"):
         reference = DriftReference(version)
-        totals = version_window(version=version, since=since, until=until, reference=reference)
+        series, totals = _series_and_window(version, since, until, bucket, reference)
         panels.append(
             {
                 "version": version,
                 "totals": totals,
                 "measurements": version_measurements(version, totals),
-                "series": version_timeseries(
-                    version=version, since=since, until=until, bucket_seconds=bucket, reference=reference
-                ),
+                "series": series,
                 "reference": reference,
                 "alerts": [alert for alert in open_alerts if alert.version_id == version.pk],
             }
