@@ -5,41 +5,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry', '0005_registeredmodel_team_required'),
-        ('rollouts', '0003_rollback_and_feedback_summary'),
+        ("registry", "0005_registeredmodel_team_required"),
+        ("rollouts", "0003_rollback_and_feedback_summary"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PredictionAggregate',
+            name="PredictionAggregate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('span_seconds', models.PositiveIntegerField()),
-                ('start', models.DateTimeField()),
-                ('requests', models.BigIntegerField(default=0)),
-                ('errors', models.BigIntegerField(default=0)),
-                ('latency_buckets', models.JSONField(default=list)),
-                ('latency_ms_sum', models.FloatField(default=0.0)),
-                ('latency_ms_min', models.FloatField(blank=True, null=True)),
-                ('latency_ms_max', models.FloatField(blank=True, null=True)),
-                ('labels', models.JSONField(default=dict)),
-                ('confidence_sum', models.FloatField(default=0.0)),
-                ('confidence_count', models.BigIntegerField(default=0)),
-                ('confidence_buckets', models.JSONField(default=list)),
-                ('feedback', models.BigIntegerField(default=0)),
-                ('correct', models.BigIntegerField(default=0)),
-                ('texts', models.BigIntegerField(default=0)),
-                ('text_length_sum', models.BigIntegerField(default=0)),
-                ('length_bins', models.JSONField(default=list)),
-                ('characters_total', models.BigIntegerField(default=0)),
-                ('characters', models.JSONField(default=dict)),
-                ('characters_other', models.BigIntegerField(default=0)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("span_seconds", models.PositiveIntegerField()),
+                ("start", models.DateTimeField()),
+                ("requests", models.BigIntegerField(default=0)),
+                ("errors", models.BigIntegerField(default=0)),
+                ("latency_buckets", models.JSONField(default=list)),
+                ("latency_ms_sum", models.FloatField(default=0.0)),
+                ("latency_ms_min", models.FloatField(blank=True, null=True)),
+                ("latency_ms_max", models.FloatField(blank=True, null=True)),
+                ("labels", models.JSONField(default=dict)),
+                ("confidence_sum", models.FloatField(default=0.0)),
+                ("confidence_count", models.BigIntegerField(default=0)),
+                ("confidence_buckets", models.JSONField(default=list)),
+                ("feedback", models.BigIntegerField(default=0)),
+                ("correct", models.BigIntegerField(default=0)),
+                ("texts", models.BigIntegerField(default=0)),
+                ("text_length_sum", models.BigIntegerField(default=0)),
+                ("length_bins", models.JSONField(default=list)),
+                ("characters_total", models.BigIntegerField(default=0)),
+                ("characters", models.JSONField(default=dict)),
+                ("characters_other", models.BigIntegerField(default=0)),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="registry.modelversion"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('version', 'span_seconds', 'start'), name='one_aggregate_per_period')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("version", "span_seconds", "start"), name="one_aggregate_per_period"
+                    )
+                ],
             },
         ),
     ]
