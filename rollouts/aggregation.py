@@ -537,4 +537,5 @@ def tally_sketch(tally: dict) -> dict:
         "length_sum": tally["text_length_sum"],
         "length_bins": tally["length_bins"],
         "characters": tally["characters"],
+        "other": tally["characters_other"],
     }
