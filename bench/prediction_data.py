@@ -320,12 +320,11 @@ def old_page_read(model, window: str, now) -> int:
 
 def data_reads(model, window: str, now) -> None:
     """What the page reads from the database, without the drift arithmetic:
-    each version's window and time series from the aggregates."""
+    each version's time series (its window totals are their sum) from the aggregates."""
     from rollouts import aggregation, selectors
 
     _, since, until, bucket = selectors.window_bounds(window, now=now)
     for version in model.versions.all():
-        aggregation.aggregate_buckets(version.pk, since, until, until - since)
         aggregation.aggregate_buckets(version.pk, since, until, timedelta(seconds=bucket))
 
 
