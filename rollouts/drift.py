@@ -200,9 +200,9 @@ def sketch_texts(texts: Iterable[str]) -> dict:
 
 def profile_sketch(sketch: dict, known_characters: frozenset[str] | None = None) -> dict:
     """A live profile from a sketch. Characters a bounded sketch no longer
-    names (its rare tail) are left out of these frequencies and of the
-    unknown rate (the named characters are what the live side can speak
-    for); the character distance adds them back (`_with_unnamed_tail`)."""
+    names (its rare tail) are left out of the frequencies and of the unknown
+    rate rather than counted as one "other" character the reference would
+    not know: the named characters are what the live side can speak for."""
     characters = sketch.get("characters") or {}
     count = sketch.get("texts") or 0
     counted = sum(characters.values())
@@ -218,29 +218,6 @@ def profile_sketch(sketch: dict, known_characters: frozenset[str] | None = None)
         "unknown_rate": (unknown / counted if counted else 0.0) if unknown is not None else None,
         "character_frequencies": {ch: n / counted for ch, n in characters.items()} if counted else {},
     }
-
-
-def _with_unnamed_tail(reference_frequencies: dict[str, float], sketch: dict) -> tuple[dict[str, float], int]:
-    """Live character frequencies of a sketch and the characters they count.
-    A bounded sketch (PredictionAggregate rows) names its most frequent
-    characters and only counts the rest (`other`): that rest is spread over
-    the reference characters the sketch does not name, in the reference's
-    proportions. Left out, the named head would look over-represented
-    against the reference (a drift that is only truncation: +0.05 to +0.08
-    of JS distance on in-domain text in bench/prediction_data.py at 1 M rows);
-    counted as one unknown character, as much again the other way."""
-    named = sketch.get("characters") or {}
-    other = sketch.get("other") or 0
-    total = sum(named.values()) + other
-    if not total:
-        return {}, 0
-    frequencies = {ch: n / total for ch, n in named.items()}
-    if other:
-        unnamed = {ch: share for ch, share in reference_frequencies.items() if ch not in named}
-        mass = sum(unnamed.values())
-        for ch, share in unnamed.items() if mass > 0 else [(OTHER, 1.0)]:
-            frequencies[ch] = frequencies.get(ch, 0.0) + other / total * (share / mass if mass > 0 else 1.0)
-    return frequencies, total
 
 
 def measure_drift(reference: dict, texts: list[str], known_characters: frozenset[str] | None = None) -> dict:
@@ -265,9 +242,7 @@ def measure_sketch(reference: dict, sketch: dict, known_characters: frozenset[st
             "reference_mean_length": reference.get("mean_length"),
             "unknown_rate": live["unknown_rate"],
         }
-    frequencies, counted = _with_unnamed_tail(reference["character_frequencies"], sketch)
-    live["characters"] = counted
-    character_distance = _folded_distance(reference["character_frequencies"], frequencies)
+    character_distance = _folded_distance(reference["character_frequencies"], live["character_frequencies"])
     unknown_increase = None
     if live["unknown_rate"] is not None and reference.get("unknown_rate") is not None:
         unknown_increase = live["unknown_rate"] - reference["unknown_rate"]

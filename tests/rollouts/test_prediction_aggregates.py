@@ -171,13 +171,13 @@ def test_the_backfill_command_rebuilds_the_same_aggregates(logged):
 
 def test_a_sketch_names_its_most_frequent_characters_and_counts_the_rest():
     tally = aggregation.new_tally()
-    aggregation.add_row(tally, 1.0, "", "positive", 0.5, "aaab" + "".join(chr(0x4E00 + n) for n in range(300)))
+    aggregation.add_row(tally, 1.0, "", "positive", 0.5, "aaab" + "".join(chr(0x4E00 + n) for n in range(1100)))
     aggregation.finish_characters(tally)
     aggregation.bound_characters(tally, aggregation.SKETCH_CHARACTERS[aggregation.MINUTE])
 
-    assert len(tally["characters"]) == 256 and tally["characters"]["a"] == 3
-    assert tally["characters_total"] == 304
-    assert sum(tally["characters"].values()) + tally["characters_other"] == 304
+    assert len(tally["characters"]) == 1024 and tally["characters"]["a"] == 3
+    assert tally["characters_total"] == 1104
+    assert sum(tally["characters"].values()) + tally["characters_other"] == 1104
 
 
 def test_histogram_percentiles_are_exact_for_one_latency_and_within_the_bucket_otherwise():
