@@ -16,7 +16,7 @@ TEST_DATA_DIR ?= $(CURDIR)/var/test
 # would cost CI minutes. The backend's own tests switch it on for themselves.
 TEST_INFERENCE_BACKEND ?= torch
 
-.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-client-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention bench-redaction clean
+.PHONY: run prod test lint venv dev-venv demo-models bench-upload bench-client-upload bench-audit bench-router bench-global-importance bench-scale bench-fidelity bench-serving-load bench-deep-verify bench-feedback bench-retention bench-redaction bench-prediction-data clean
 
 venv: $(VENV_STAMP) $(CLIENT_STAMP)
 
@@ -93,6 +93,14 @@ bench-audit: dev-venv
 	createdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB)
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_AUDIT_DB) $(PY) bench/audit.py $(BENCH_ARGS); \
 	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_AUDIT_DB); exit $$status
+
+# Prediction data at volume (monitoring page, analysis, /metrics at 10 k / 1 M / 10 M log rows),
+# on its own scratch database. BENCH_ARGS="--sizes 10000,1000000" for a shorter run.
+BENCH_PREDICTION_DB ?= predictionbench
+bench-prediction-data: dev-venv
+	createdb -h 127.0.0.1 -U postgres $(BENCH_PREDICTION_DB)
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(BENCH_PREDICTION_DB) $(PY) bench/prediction_data.py $(BENCH_ARGS); \
+	status=$$?; dropdb -h 127.0.0.1 -U postgres $(BENCH_PREDICTION_DB); exit $$status
 
 # Feedback at rate (32 senders against gunicorn), on its own scratch database.
 # BENCH_ARGS="--baseline-ref <rev>" adds the before figure of an older revision.

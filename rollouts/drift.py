@@ -124,6 +124,54 @@ def _folded(frequencies: dict[str, float], vocabulary: set[str]) -> dict[str, fl
     return folded
 
 
+# Reference profiles as arrays, by the identity of their frequency dict (held
+# here so the identity cannot be reused): a monitoring page measures one
+# reference against every bucket of a version.
+_REFERENCE_ARRAYS: dict[int, tuple] = {}
+
+
+def _reference_arrays(frequencies: dict[str, float]):
+    """(index of each character, the shares as an array with a last slot for
+    OTHER, that slot's index) of a reference's character frequencies."""
+    import numpy as np
+
+    cached = _REFERENCE_ARRAYS.get(id(frequencies))
+    if cached is not None and cached[0] is frequencies:
+        return cached[1]
+    index = {ch: n for n, ch in enumerate(frequencies)}
+    other = index.setdefault(OTHER, len(index))
+    shares = np.zeros(len(index))
+    shares[: len(frequencies)] = [frequencies[ch] for ch in frequencies] if frequencies else []
+    if OTHER in frequencies:
+        shares[other] = frequencies[OTHER]
+    if len(_REFERENCE_ARRAYS) >= 64:
+        _REFERENCE_ARRAYS.clear()
+    _REFERENCE_ARRAYS[id(frequencies)] = (frequencies, (index, shares, other))
+    return index, shares, other
+
+
+def _js_distances(p, q):
+    """js_distance over arrays on one support (rows of q: several at once)."""
+    import numpy as np
+
+    middle = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_terms = np.where(p > 0, p * np.log2(p / middle), 0.0)
+        q_terms = np.where(q > 0, q * np.log2(q / middle), 0.0)
+    return np.sqrt(np.maximum(0.5 * p_terms.sum(axis=-1) + 0.5 * q_terms.sum(axis=-1), 0.0))
+
+
+def _folded_distance(reference_frequencies: dict[str, float], live_frequencies: dict[str, float]) -> float:
+    """js_distance(reference, _folded(live, the reference's named characters)), in arrays."""
+    import numpy as np
+
+    index, shares, other = _reference_arrays(reference_frequencies)
+    live = np.zeros(len(shares))
+    for ch, share in live_frequencies.items():
+        live[other if ch == OTHER else index.get(ch, other)] += share
+    return float(_js_distances(shares, live))
+
+
 def sampling_distance(reference: dict, characters: int, *, draws: int = SAMPLING_DRAWS, seed: int = 0) -> float:
     """The character JS distance that a sample of `characters` characters
     drawn from the reference itself shows on average (seeded, so repeatable).
@@ -139,23 +187,64 @@ def sampling_distance(reference: dict, characters: int, *, draws: int = SAMPLING
     frequencies = reference.get("character_frequencies") or {}
     if not frequencies or characters <= 0:
         return 0.0
-    keys = list(frequencies)
-    p = np.array([frequencies[k] for k in keys], dtype=float)
-    p /= p.sum()
+    shares = _reference_arrays(frequencies)[1][: len(frequencies)]  # in the order of `frequencies`
+    p = shares / shares.sum()
     rng = np.random.default_rng(seed)
-    distances = []
-    for _ in range(draws):
-        counts = rng.multinomial(characters, p)
-        drawn = {key: n / characters for key, n in zip(keys, counts) if n}
-        distances.append(js_distance(frequencies, drawn))
-    return float(np.mean(distances))
+    # The draws' distances at once, in arrays (js_distance, vectorized): a
+    # monitoring page measures this for every bucket of every version.
+    drawn = np.stack([rng.multinomial(characters, p) for _ in range(draws)]) / characters
+    return float(np.mean(_js_distances(shares, drawn)))
+
+
+def sketch_texts(texts: Iterable[str]) -> dict:
+    """The drift sketch of some texts, unbounded: what a PredictionAggregate
+    row holds for its period (there with only its most frequent characters)."""
+    characters: Counter[str] = Counter()
+    length_bins = [0] * (len(LENGTH_BINS) + 1)
+    count = total_length = 0
+    for text in texts:
+        text = str(text)
+        count += 1
+        total_length += len(text)
+        length_bins[_length_bin(len(text))] += 1
+        characters.update(text)
+    for ch in [ch for ch in characters if ch.isspace()]:
+        del characters[ch]
+    return {"texts": count, "length_sum": total_length, "length_bins": length_bins, "characters": dict(characters)}
+
+
+def profile_sketch(sketch: dict, known_characters: frozenset[str] | None = None) -> dict:
+    """A live profile from a sketch. Characters a bounded sketch no longer
+    names (its rare tail) are left out of the frequencies and of the unknown
+    rate rather than counted as one "other" character the reference would
+    not know: the named characters are what the live side can speak for."""
+    characters = sketch.get("characters") or {}
+    count = sketch.get("texts") or 0
+    counted = sum(characters.values())
+    unknown = None
+    if known_characters is not None:
+        unknown = sum(n for ch, n in characters.items() if ch not in known_characters)
+    bins = sketch.get("length_bins") or [0] * (len(LENGTH_BINS) + 1)
+    return {
+        "texts": count,
+        "characters": counted,
+        "mean_length": (sketch.get("length_sum") or 0) / count if count else 0.0,
+        "length_bins": [n / count for n in bins] if count else [0.0] * len(bins),
+        "unknown_rate": (unknown / counted if counted else 0.0) if unknown is not None else None,
+        "character_frequencies": {ch: n / counted for ch, n in characters.items()} if counted else {},
+    }
 
 
 def measure_drift(reference: dict, texts: list[str], known_characters: frozenset[str] | None = None) -> dict:
-    """Drift of `texts` against a reference profile: every signal's value
-    (None where it cannot be measured), ready to compare with thresholds.
-    `character_js_excess` is what the character threshold judges."""
-    live = profile_texts(texts, known_characters)
+    """Drift of `texts` against a reference profile (see measure_sketch)."""
+    return measure_sketch(reference, sketch_texts(texts), known_characters)
+
+
+def measure_sketch(reference: dict, sketch: dict, known_characters: frozenset[str] | None = None) -> dict:
+    """Drift of the texts a sketch sums against a reference profile: every
+    signal's value (None where it cannot be measured), ready to compare with
+    thresholds. `character_js_excess` is what the character threshold judges."""
+    live = profile_sketch(sketch, known_characters)
     if not live["texts"] or not reference.get("texts"):
         return {
             "texts": live["texts"],
@@ -170,10 +259,7 @@ def measure_drift(reference: dict, texts: list[str], known_characters: frozenset
             "redacted_inputs": True,
             "reference_redacted": bool(reference.get("redacted")),
         }
-    vocabulary = {ch for ch in reference.get("character_frequencies", {}) if ch != OTHER}
-    character_distance = js_distance(
-        reference["character_frequencies"], _folded(live["character_frequencies"], vocabulary)
-    )
+    character_distance = _folded_distance(reference["character_frequencies"], live["character_frequencies"])
     unknown_increase = None
     if live["unknown_rate"] is not None and reference.get("unknown_rate") is not None:
         unknown_increase = live["unknown_rate"] - reference["unknown_rate"]

@@ -328,6 +328,54 @@ class PredictionCounter(models.Model):
         return f"counters of {self.version} ({self.route})"
 
 
+class PredictionAggregate(models.Model):
+    """What one version served in one minute (span 60) or half-hour (span
+    1800), summed as the prediction log is written (rollouts/aggregation.py):
+    the monitoring page and the monitor read these instead of binning raw
+    rows. The half-hour rows hold the same sums as their 30 minutes and exist
+    so a 7-day window reads 336 rows per version, not 10,080.
+
+    Sums only (so two batches add up): requests, errors, latency histogram
+    (non-cumulative counts per bound of prediction_log.LATENCY_BUCKETS_MS,
+    +Inf last) with sum, min and max; predicted labels and confidence (of
+    answered rows); feedback on the predictions of the period; and a drift
+    sketch of the input texts: length bins (rollouts.drift.LENGTH_BINS), total
+    length, non-space characters, and the most frequent characters by name
+    (at most aggregation.SKETCH_CHARACTERS[span]) with the rest counted in
+    `characters_other`."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    span_seconds = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    latency_buckets = models.JSONField(default=list)
+    latency_ms_sum = models.FloatField(default=0.0)
+    latency_ms_min = models.FloatField(null=True, blank=True)
+    latency_ms_max = models.FloatField(null=True, blank=True)
+    labels = models.JSONField(default=dict)
+    confidence_sum = models.FloatField(default=0.0)
+    confidence_count = models.BigIntegerField(default=0)
+    # Counts per tenth of confidence: [0, 0.1), ..., [0.9, 1].
+    confidence_buckets = models.JSONField(default=list)
+    feedback = models.BigIntegerField(default=0)
+    correct = models.BigIntegerField(default=0)
+    texts = models.BigIntegerField(default=0)
+    text_length_sum = models.BigIntegerField(default=0)
+    length_bins = models.JSONField(default=list)
+    characters_total = models.BigIntegerField(default=0)
+    characters = models.JSONField(default=dict)
+    characters_other = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "span_seconds", "start"], name="one_aggregate_per_period"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.span_seconds} s from {self.start:%Y-%m-%d %H:%M}"
+
+
 class VersionReference(models.Model):
     """The evaluation dataset a version's live inputs are compared with for
     drift, and its profile (lengths, unknown-character rate, character

@@ -1,6 +1,7 @@
 """The prediction log writer: predictions are queued in memory on the request
 path and written by a daemon thread in batches (one transaction per batch:
-the rows plus their PredictionCounter totals), every
+the rows plus their PredictionCounter totals and their per-minute
+PredictionAggregate sums, rollouts/aggregation.py), every
 GLASSBOX_PREDICTION_LOG_FLUSH_SECONDS or GLASSBOX_PREDICTION_LOG_BATCH rows.
 
 What it promises:
@@ -256,6 +257,7 @@ def _discard_connection() -> None:
 
 
 def _write_batch(entries: list[dict]) -> None:
+    from rollouts.aggregation import apply_tallies, tallies_of_entries
     from rollouts.models import PredictionCounter, PredictionLog
 
     totals: dict[tuple[int, str], dict] = {}
@@ -287,6 +289,9 @@ def _write_batch(entries: list[dict]) -> None:
                 buckets[label] = buckets.get(label, 0) + count
             counter.latency_buckets = buckets
             counter.save(update_fields=["requests", "errors", "latency_ms_sum", "latency_buckets"])
+        # The per-minute and per-half-hour sums monitoring reads, in the same
+        # transaction: a batch that rolls back takes them with it.
+        apply_tallies(tallies_of_entries(entries))
 
 
 _writer: PredictionLogWriter | None = None

@@ -2,7 +2,8 @@
 and the workers.
 
 Monitoring: `version_timeseries` and `version_window` sum a version's
-prediction logs (rollouts/aggregation.py) into what the monitoring page
+per-minute and per-half-hour prediction aggregates (rollouts/aggregation.py;
+raw log rows only for an unaligned window's partial minutes) into what the monitoring page
 charts and what the monitor judges against GLASSBOX_MONITOR_THRESHOLDS and
 GLASSBOX_DRIFT_THRESHOLDS (`version_measurements`); the alerts it raises
 and clears are written by rollouts.services.monitor_check.
@@ -15,15 +16,23 @@ import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from glassbox.errors import InvalidInput, NotFound, NotPermitted
 from governance.access import has_standing
 from registry.models import ModelVersion, RegisteredModel
-from rollouts.aggregation import empty_bucket, raw_buckets
-from rollouts.drift import measure_drift
-from rollouts.models import Alert, AnalysisRun, PredictionLog, Rollout, ServingState, VersionReference
+from rollouts.aggregation import (
+    MINUTE,
+    aggregate_buckets,
+    histogram_percentile,
+    merge,
+    new_tally,
+    period_start,
+    tally_sketch,
+)
+from rollouts.drift import measure_sketch
+from rollouts.models import Alert, AnalysisRun, PredictionAggregate, Rollout, ServingState, VersionReference
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +44,6 @@ WINDOWS = {
     "7d": (7 * 86400, 3 * 3600),
 }
 DEFAULT_WINDOW = "24h"
-# Texts per bucket (and per whole window) that drift is measured on: enough
-# for a stable character distribution, bounded so a busy hour stays cheap.
-DRIFT_SAMPLE_PER_BUCKET = 200
-DRIFT_SAMPLE_PER_WINDOW = 2000
 # Drift signals a version is checked on (thresholds: GLASSBOX_DRIFT_THRESHOLDS).
 DRIFT_SIGNALS = ("character_js_distance", "length_psi", "unknown_rate_increase")
 
@@ -180,13 +185,14 @@ class DriftReference:
         if self.profile is not None and self.profile.get("unknown_rate") is not None:
             self.known_characters = version_known_characters(version)
 
-    def measure(self, texts: list[str]) -> dict | None:
-        """The drift signals of `texts`, with the character distance that
-        sampling alone explains and the excess over it (what alerts judge;
-        see rollouts.drift.measure_drift)."""
-        if self.profile is None or not texts:
+    def measure(self, sketch: dict) -> dict | None:
+        """The drift signals of the texts a sketch sums (every text of the
+        period, not a sample), with the character distance that sampling
+        alone explains and the excess over it (what alerts judge; see
+        rollouts.drift.measure_sketch)."""
+        if self.profile is None or not sketch["texts"]:
             return None
-        return measure_drift(self.profile, texts, self.known_characters)
+        return measure_sketch(self.profile, sketch, self.known_characters)
 
 
 def version_known_characters(version: ModelVersion) -> frozenset[str] | None:
@@ -202,9 +208,12 @@ def version_known_characters(version: ModelVersion) -> frozenset[str] | None:
         return None
 
 
-def _finish(raw: dict, drift: dict | None) -> dict:
+def _finish(raw: dict, reference: DriftReference) -> dict:
+    """A bucket's tally as the numbers the page and the monitor show; latency
+    percentiles are estimated from its histogram (aggregation.histogram_percentile)."""
     requests, errors = raw["requests"], raw["errors"]
-    p50, p95, p99 = raw["latency"]
+    p50, p95, p99 = (histogram_percentile(raw, fraction) for fraction in (0.5, 0.95, 0.99))
+    correct, feedback = raw["correct"], raw["feedback"]
     return {
         "requests": requests,
         "errors": errors,
@@ -213,11 +222,11 @@ def _finish(raw: dict, drift: dict | None) -> dict:
         "latency_p95": p95,
         "latency_p99": p99,
         "labels": dict(sorted(raw["labels"].items())),
-        "mean_confidence": raw["confidence_sum"] / raw["confidence_n"] if raw["confidence_n"] else None,
-        "feedback": raw["feedback"],
-        "correct": raw["correct"],
-        "live_accuracy": raw["correct"] / raw["feedback"] if raw["feedback"] else None,
-        "drift": drift,
+        "mean_confidence": raw["confidence_sum"] / raw["confidence_count"] if raw["confidence_count"] else None,
+        "feedback": feedback,
+        "correct": correct,
+        "live_accuracy": correct / feedback if feedback else None,
+        "drift": reference.measure(tally_sketch(raw)),
     }
 
 
@@ -231,32 +240,36 @@ def version_timeseries(
 ) -> list[dict]:
     """One entry per bucket [start, end) from `since` to `until`, empty
     buckets included (a chart needs its gaps)."""
+    return _series_and_window(version, since, until, bucket_seconds, reference or DriftReference(version))[0]
+
+
+def _series_and_window(
+    version: ModelVersion, since: datetime, until: datetime, bucket_seconds: int, reference: DriftReference
+) -> tuple[list[dict], dict]:
+    """The time series and the whole window's totals from one read of the
+    aggregates (the window is the sum of its buckets)."""
     if bucket_seconds <= 0 or until <= since:
         raise InvalidInput("A time series needs a positive bucket size and until after since.")
     stride = timedelta(seconds=bucket_seconds)
     count = math.ceil((until - since) / stride)
-    reference = reference or DriftReference(version)
-    sample = DRIFT_SAMPLE_PER_BUCKET if reference.profile is not None else 0
-    raw = raw_buckets(version.pk, since, until, stride, sample)
+    raw = aggregate_buckets(version.pk, since, until, stride, sketch=reference.profile is not None)
     series = []
+    whole = new_tally()
     for index in range(count):
         start = since + index * stride
-        entry = raw.get(index) or empty_bucket()
-        series.append(
-            {"start": start, "end": min(start + stride, until), **_finish(entry, reference.measure(entry["texts"]))}
-        )
-    return series
+        entry = raw.get(index) or new_tally()
+        series.append({"start": start, "end": min(start + stride, until), **_finish(entry, reference)})
+        merge(whole, entry)
+    return series, {"start": since, "end": until, **_finish(whole, reference)}
 
 
 def version_window(
     *, version: ModelVersion, since: datetime, until: datetime, reference: DriftReference | None = None
 ) -> dict:
-    """The whole window as one bucket (drift on up to DRIFT_SAMPLE_PER_WINDOW texts)."""
+    """The whole window as one bucket."""
     reference = reference or DriftReference(version)
-    stride = until - since
-    sample = DRIFT_SAMPLE_PER_WINDOW if reference.profile is not None else 0
-    raw = raw_buckets(version.pk, since, until, stride, sample).get(0) or empty_bucket()
-    return {"start": since, "end": until, **_finish(raw, reference.measure(raw["texts"]))}
+    raw = aggregate_buckets(version.pk, since, until, until - since, sketch=reference.profile is not None)
+    return {"start": since, "end": until, **_finish(raw.get(0) or new_tally(), reference)}
 
 
 def monitoring_thresholds() -> dict:
@@ -331,26 +344,26 @@ def model_monitoring(*, user, model: RegisteredModel, window: str | None = None,
     if not model.can_be_viewed_by(user):
         raise NotFound(f"No model named {model.name!r}.")
     name, since, until, bucket = window_bounds(window, now=now)
-    with_traffic = set(
-        PredictionLog.objects.filter(model=model, created_at__gte=since, created_at__lt=until)
-        .order_by()
-        .values_list("version_id", flat=True)
-        .distinct()
+    # Traffic in the window: one probe of each version's minute aggregates (page windows are whole minutes).
+    with_traffic = PredictionAggregate.objects.filter(
+        version=OuterRef("pk"),
+        span_seconds=MINUTE,
+        start__gte=period_start(since, MINUTE),
+        start__lt=until,
+        requests__gt=0,
     )
-    versions = model.versions.filter(Q(pk__in=with_traffic) | Q(status=ModelVersion.Status.DEPLOYED))
+    versions = model.versions.filter(Q(Exists(with_traffic)) | Q(status=ModelVersion.Status.DEPLOYED))
     open_alerts = list(Alert.objects.filter(model=model, cleared_at__isnull=True).select_related("version"))
     panels = []
     for version in versions.select_related("model").order_by("-number"):
         reference = DriftReference(version)
-        totals = version_window(version=version, since=since, until=until, reference=reference)
+        series, totals = _series_and_window(version, since, until, bucket, reference)
         panels.append(
             {
                 "version": version,
                 "totals": totals,
                 "measurements": version_measurements(version, totals),
-                "series": version_timeseries(
-                    version=version, since=since, until=until, bucket_seconds=bucket, reference=reference
-                ),
+                "series": series,
                 "reference": reference,
                 "alerts": [alert for alert in open_alerts if alert.version_id == version.pk],
             }

@@ -64,7 +64,7 @@ from governance.audit_actions import AuditAction
 from governance.selectors import certification_refusal, certification_state, versions_with_refused_certification
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from registry.services import enqueue_warm, version_move
-from rollouts import prediction_log, selectors
+from rollouts import aggregation, prediction_log, selectors
 from rollouts.models import (
     DEFAULT_BAKE_SECONDS,
     DEFAULT_STEPS,
@@ -894,6 +894,12 @@ def feedback_record(*, actor, model: RegisteredModel, items: list[dict]) -> dict
                 raise Conflict(
                     "one of these predictions received feedback meanwhile.", current_status="has_feedback"
                 ) from None
+            # Live accuracy per minute: the aggregates of each labelled prediction's minute.
+            aggregation.apply_tallies(
+                aggregation.feedback_tallies(
+                    [(f.prediction.version_id, f.prediction.created_at, f.correct) for f in feedback]
+                )
+            )
         correct = sum(1 for f in feedback if f.correct)
         return {"recorded": len(feedback), "correct": correct, "incorrect": len(feedback) - correct}
     except GlassboxError as exc:

@@ -1,6 +1,7 @@
 """Monitoring time series: the aggregation on known rows (counts,
-percentiles, error rate, accuracy from feedback, on PostgreSQL and through
-the Python path the SQLite demo uses), and drift on real served traffic."""
+percentiles, error rate, accuracy from feedback, read from the per-minute
+aggregates; the raw-row binning on PostgreSQL and through the Python path the
+SQLite demo uses), and drift on real served traffic."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -56,6 +57,8 @@ def known_rows(engineer):
     for latency, true_label in ((10, "positive"), (20, "negative"), (30, "negative")):
         row = logged[latency]
         Feedback.objects.create(prediction=row, label=true_label, correct=row.label == true_label, created_by=engineer)
+    # Rows written around the log writer: their aggregates come from the backfill.
+    aggregation.rebuild_aggregates(since=T0 - timedelta(minutes=1), until=T0 + timedelta(minutes=4))
     return version
 
 
@@ -67,10 +70,11 @@ def test_timeseries_counts_percentiles_error_rate_and_accuracy_on_known_rows(kno
     assert [b["start"] for b in series] == [T0, T0 + timedelta(seconds=60), T0 + timedelta(seconds=120)]
     first, empty, last = series
     assert (first["requests"], first["errors"], first["error_rate"]) == (5, 1, 0.2)
-    # percentile_cont over 10, 20, 30, 40, 50: linear between ranks.
-    assert first["latency_p50"] == pytest.approx(30.0)
-    assert first["latency_p95"] == pytest.approx(48.0)
-    assert first["latency_p99"] == pytest.approx(49.6)
+    # From the histogram (exact: 30, 48, 49.6): 1 call up to 10 ms, 1 in (10, 25], 3 in (25, 50];
+    # the ranks 2.5, 4.75 and 4.95 of 5 interpolate in (25, 50].
+    assert first["latency_p50"] == pytest.approx(25 + 25 * 0.5 / 3)
+    assert first["latency_p95"] == pytest.approx(25 + 25 * 2.75 / 3)
+    assert first["latency_p99"] == pytest.approx(25 + 25 * 2.95 / 3)
     assert first["labels"] == {"negative": 1, "positive": 3}
     assert first["mean_confidence"] == pytest.approx(0.75)
     assert (first["feedback"], first["correct"]) == (3, 2)
@@ -78,7 +82,8 @@ def test_timeseries_counts_percentiles_error_rate_and_accuracy_on_known_rows(kno
     assert empty["requests"] == 0 and empty["error_rate"] is None and empty["latency_p95"] is None
     assert empty["live_accuracy"] is None and empty["labels"] == {}
     assert (last["requests"], last["errors"], last["labels"]) == (2, 0, {"negative": 2})
-    assert (last["latency_p50"], last["latency_p95"], last["latency_p99"]) == pytest.approx((150.0, 195.0, 199.0))
+    # 100 and 200 ms (exact: 150, 195, 199): (50, 100] narrowed to the minimum 100, (100, 250] to the maximum 200.
+    assert (last["latency_p50"], last["latency_p95"], last["latency_p99"]) == pytest.approx((100.0, 190.0, 198.0))
     # No reference dataset: drift is not measured rather than shown as zero.
     assert all(bucket["drift"] is None for bucket in series)
 
@@ -105,7 +110,7 @@ def test_window_totals_equal_one_bucket_over_the_window(known_rows):
 
     assert (window["requests"], window["errors"], window["feedback"], window["correct"]) == (7, 1, 3, 2)
     assert window["labels"] == {"negative": 3, "positive": 3}
-    assert window["latency_p50"] == pytest.approx(40.0)
+    assert window["latency_p50"] == pytest.approx(25 + 25 * 1.5 / 3)  # exact: 40; rank 3.5 of 7 in (25, 50]
 
 
 def test_timeseries_refuses_an_empty_or_inverted_range(known_rows):

@@ -1,4 +1,4 @@
-"""The prediction log writer: batches, counters that agree with the rows,
+"""The prediction log writer: batches, counters and per-minute aggregates that agree with the rows,
 a database connection dropped mid-write, the memory bound, a refused row,
 and the flush at process exit."""
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from rollouts import prediction_log
-from rollouts.models import PredictionCounter, PredictionLog
+from rollouts.models import PredictionAggregate, PredictionCounter, PredictionLog
 from rollouts.prediction_log import BUCKET_LABELS, LATENCY_BUCKETS_MS, PredictionLogWriter, new_entry
 from tests.conftest import ModelVersionFactory, wait_for
 
@@ -50,6 +51,24 @@ def assert_counters_match_rows(version):
         assert cumulative == sorted(cumulative) and cumulative[-1] == counter.requests
         for bound, label in zip(LATENCY_BUCKETS_MS, BUCKET_LABELS):
             assert counter.latency_buckets[label] == sum(1 for ms in latencies if ms <= bound)
+
+
+def assert_aggregates_match_rows(version):
+    """Every minute and half-hour aggregate holds exactly its rows (nothing
+    counted twice by a retried batch, nothing missing)."""
+    rows = PredictionLog.objects.filter(version=version)
+    stored = PredictionAggregate.objects.filter(version=version)
+    for span in (60, 1800):
+        assert sum(stored.filter(span_seconds=span).values_list("requests", flat=True)) == rows.count()
+    for aggregate in stored:
+        period = rows.filter(
+            created_at__gte=aggregate.start, created_at__lt=aggregate.start + timedelta(seconds=aggregate.span_seconds)
+        )
+        latencies = list(period.values_list("latency_ms", flat=True))
+        assert aggregate.requests == len(latencies)
+        assert aggregate.errors == period.exclude(error="").count()
+        assert aggregate.latency_ms_sum == pytest.approx(sum(latencies))
+        assert aggregate.texts == period.exclude(input_text="").count()
 
 
 @pytest.fixture
@@ -113,6 +132,7 @@ def test_a_connection_dropped_mid_write_loses_nothing(version):
     wait_for(lambda: PredictionLog.objects.count() == 20, timeout=60, what="the retried batch")
     assert writer.buffered == 0 and writer.dropped == 0
     assert_counters_match_rows(version)
+    assert_aggregates_match_rows(version)
     writer.stop()
 
 
@@ -123,6 +143,7 @@ def test_a_row_the_database_refuses_is_dropped_and_counted_the_rest_written(vers
     assert writer.flush()
     assert PredictionLog.objects.count() == 9 and writer.dropped == 1
     assert_counters_match_rows(version)
+    assert_aggregates_match_rows(version)
 
 
 def test_the_buffer_is_bounded_and_drops_the_oldest_with_a_count(version, caplog):
@@ -150,6 +171,7 @@ def test_writes_from_many_threads_all_arrive(version):
     assert writer.flush(timeout=30)
     assert PredictionLog.objects.count() == 800 == writer.written
     assert_counters_match_rows(version)
+    assert_aggregates_match_rows(version)
     writer.stop()
 
 

@@ -10,6 +10,7 @@ import io
 import os
 import re
 import subprocess
+from datetime import timedelta
 
 import numpy
 import numpy.ctypeslib
@@ -24,6 +25,7 @@ from governance import services as review_services
 from governance.models import AuditEvent
 from registry.models import Dataset, ModelVersion, RegisteredModel
 from rollouts import services as rollout_services
+from rollouts.aggregation import rebuild_aggregates
 from rollouts.models import PredictionLog, Rollout
 from tests.conftest import ModelVersionFactory, api_client_for, page_client_for, stored_files, unpack_zip
 from tests.explanations.reporting import local_results, make_report
@@ -577,6 +579,8 @@ def hostile_world(engineer, engineer2, reviewer, reviewer2, manager, demo_models
         )
         for _ in range(3)
     )
+    # Rows written around the log writer: the monitoring page reads their aggregates.
+    rebuild_aggregates(since=now, until=now + timedelta(seconds=1))
     return {"v1": v1, "v2": v2, "report": report, "rollout": rollout, "dataset_id": dataset.json()["id"]}
 
 
