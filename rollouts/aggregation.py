@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 
-from rollouts.drift import LENGTH_BINS
+from rollouts.drift import LENGTH_BINS, counted_characters
 from rollouts.models import Feedback, PredictionLog
 from rollouts.prediction_log import LATENCY_BUCKETS_MS
 
@@ -239,7 +239,7 @@ def add_row(tally: dict, latency_ms: float, error: str, label: str, confidence: 
         tally["texts"] += 1
         tally["text_length_sum"] += len(text)
         tally["length_bins"][bisect.bisect_left(LENGTH_BINS, len(text))] += 1
-        tally["characters"].update(text)
+        tally["characters"].update(counted_characters(text))
 
 
 def finish_characters(tally: dict) -> None:

@@ -57,6 +57,13 @@ def _length_bin(length: int) -> int:
     return len(LENGTH_BINS)
 
 
+def counted_characters(text: str) -> str:
+    """The characters of a (redacted) text that drift counts: its placeholders
+    blanked (whitespace is never counted), so 〈手机号〉 adds to the text's
+    length but never looks like new or unknown characters."""
+    return PLACEHOLDER_RE.sub(" ", text) if "〈" in text else text
+
+
 def profile_texts(texts: Iterable[str], known_characters: frozenset[str] | None = None) -> dict:
     """What drift is measured against: JSON-ready, stored with the reference.
     Texts are profiled redacted (placeholders in the length, not in the characters)."""
@@ -68,9 +75,7 @@ def profile_texts(texts: Iterable[str], known_characters: frozenset[str] | None 
         count += 1
         total_length += len(text)
         length_bins[_length_bin(len(text))] += 1
-        if "〈" in text:
-            text = PLACEHOLDER_RE.sub(" ", text)
-        for ch in text:
+        for ch in counted_characters(text):
             if ch.isspace():
                 continue
             characters[ch] += 1
@@ -207,7 +212,7 @@ def sketch_texts(texts: Iterable[str]) -> dict:
         count += 1
         total_length += len(text)
         length_bins[_length_bin(len(text))] += 1
-        characters.update(text)
+        characters.update(counted_characters(text))
     for ch in [ch for ch in characters if ch.isspace()]:
         del characters[ch]
     return {"texts": count, "length_sum": total_length, "length_bins": length_bins, "characters": dict(characters)}
@@ -237,7 +242,8 @@ def profile_sketch(sketch: dict, known_characters: frozenset[str] | None = None)
 
 def measure_drift(reference: dict, texts: list[str], known_characters: frozenset[str] | None = None) -> dict:
     """Drift of `texts` against a reference profile (see measure_sketch)."""
-    return measure_sketch(reference, sketch_texts(texts), known_characters)
+    # Measured redacted, like the reference (stored inputs already are: redacting twice changes nothing).
+    return measure_sketch(reference, sketch_texts(redact(str(text)) for text in texts), known_characters)
 
 
 def measure_sketch(reference: dict, sketch: dict, known_characters: frozenset[str] | None = None) -> dict:

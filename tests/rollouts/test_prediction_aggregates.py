@@ -192,3 +192,20 @@ def test_histogram_percentiles_are_exact_for_one_latency_and_within_the_bucket_o
     # Rank 2.5 of 5 falls in (25, 50]: 25 + 25 * (2.5 - 2) / 3.
     assert aggregation.histogram_percentile(spread, 0.5) == pytest.approx(25 + 25 * 0.5 / 3)
     assert aggregation.histogram_percentile(aggregation.new_tally(), 0.5) is None
+
+
+def test_placeholders_of_redacted_inputs_add_to_the_length_but_never_to_the_character_sketch():
+    """Stored inputs are redacted (rollouts/redaction.py): a placeholder such
+    as 〈手机号〉 must not read as new characters in the drift sketch, exactly
+    as the reference profile leaves it out."""
+    from rollouts.redaction import redact
+
+    text = redact("电话13812345678，质量好")
+    assert "〈手机号〉" in text
+    tally = aggregation.new_tally()
+    aggregation.add_row(tally, 5.0, "", "positive", 0.9, text)
+    aggregation.finish_characters(tally)
+
+    assert tally["text_length_sum"] == len(text)
+    assert set(tally["characters"]) == set("电话，质量好")
+    assert set(sketch_texts([text])["characters"]) == set("电话，质量好")
