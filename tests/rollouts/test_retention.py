@@ -222,6 +222,32 @@ def test_expired_rows_and_their_feedback_go_by_tier_in_batches(db, settings, eng
     assert len(retention_events(low)) == 1
 
 
+def test_deleting_expired_rows_leaves_their_aggregates_and_the_monitoring_numbers_as_they_were(
+    db, engineer, archive_root
+):
+    """Monitoring reads PredictionAggregate rows (written with the logs):
+    the raw rows of a period may go, its requests, labels, latency and
+    feedback stay readable."""
+    from rollouts import aggregation
+    from rollouts.models import PredictionAggregate
+
+    model, version = model_with_version("zh-aggregated", "low", engineer)
+    rows = log_rows(version, days_ago=95, count=40)
+    label(rows[5], engineer)
+    day = rows[0].created_at.replace(hour=0, minute=0)
+    aggregation.rebuild_aggregates(since=day, until=day + timedelta(days=1), version_ids=[version.pk])
+    stored_before = list(PredictionAggregate.objects.filter(version=version).order_by("pk").values())
+    window_before = aggregation.aggregate_buckets(version.pk, day, day + timedelta(days=1), timedelta(days=1))
+
+    retention_apply(now=NOW)
+
+    assert not PredictionLog.objects.filter(version=version).exists()
+    assert list(PredictionAggregate.objects.filter(version=version).order_by("pk").values()) == stored_before
+    window_after = aggregation.aggregate_buckets(version.pk, day, day + timedelta(days=1), timedelta(days=1))
+    assert window_after == window_before
+    assert window_after[0]["requests"] == 40 and window_after[0]["feedback"] == 1
+
+
 def test_rows_of_an_active_rollout_are_kept_until_it_ends(db, engineer, archive_root):
     model, version = model_with_version("zh-canary", "low", engineer)
     candidate = ModelVersionFactory(model=model)
