@@ -58,6 +58,7 @@ def test_fifty_concurrent_approvals_make_exactly_one_transition(committed_db):
     for refused in (r for r in responses if r.status_code == 409):
         assert refused.json() == {
             "detail": f"{version} is approved; only a version in review can be decided on.",
+            "code": "invalid_transition",
             "current_status": "approved",
         }
     version.refresh_from_db()
